@@ -1,0 +1,45 @@
+"""The intent state machine. Every status change goes through :func:`transition`.
+
+PENDING ─► VALIDATED ─► SUBMITTED ─► FILLED
+   │          │  │          └──────► CANCELLED / FAILED
+   │          │  ├─► AWAITING_CONFIRMATION ─► SUBMITTED / CANCELLED
+   │          │  └─► DRY_RUN
+   │          └─► CANCELLED
+   ├─► REJECTED
+   └─► NO_TRADE
+"""
+
+from __future__ import annotations
+
+from trading_pipelines.domain.models import IntentStatus as S
+
+ALLOWED: dict[S, frozenset[S]] = {
+    S.PENDING: frozenset({S.VALIDATED, S.REJECTED, S.NO_TRADE}),
+    S.VALIDATED: frozenset({S.SUBMITTED, S.AWAITING_CONFIRMATION, S.DRY_RUN, S.CANCELLED, S.FAILED}),
+    S.AWAITING_CONFIRMATION: frozenset({S.SUBMITTED, S.CANCELLED}),
+    S.SUBMITTED: frozenset({S.FILLED, S.CANCELLED, S.FAILED}),
+    S.REJECTED: frozenset(),
+    S.NO_TRADE: frozenset(),
+    S.DRY_RUN: frozenset(),
+    S.FILLED: frozenset(),
+    S.CANCELLED: frozenset(),
+    S.FAILED: frozenset(),
+}
+
+
+class InvalidTransition(ValueError):
+    pass
+
+
+def transition(current: S, new: S) -> S:
+    """Return ``new`` if ``current → new`` is allowed, else raise :class:`InvalidTransition`.
+    A transition to the same status is a no-op (idempotent re-runs)."""
+    if new == current:
+        return new
+    if new not in ALLOWED[current]:
+        raise InvalidTransition(f"intent cannot go from {current.value} to {new.value}")
+    return new
+
+
+def is_terminal(status: S) -> bool:
+    return not ALLOWED[status]

@@ -1,0 +1,63 @@
+"""Fill rules of the paper venue, bar by bar. Pure functions over one :class:`Bar`.
+
+- Market order: fills at the *next* bar's open, moved against the trader by ``slippage_bps``.
+- Limit order: fills when the bar's range reaches the limit; at the open if the bar opens
+  through the limit (price improvement), else at the limit.
+- Stop (stop-market) order: triggers when the bar's range reaches the trigger; fills at the
+  trigger, or at the open if the bar gaps through it, then slippage against the trader.
+- Bracket (stop-loss + take-profit on one position): if one bar reaches both, the stop is
+  assumed to fill first. A bar does not say which came first; assuming the worse outcome keeps
+  paper results from flattering the strategy (backtrader and freqtrade make the same choice).
+Prices in quote currency; ``slippage_bps`` in basis points (1 bp = 0.01 %).
+"""
+
+from __future__ import annotations
+
+from trading_pipelines.domain.models import Bar, OrderRole, PositionSide, Side
+
+
+def _slip(price: float, side: Side, slippage_bps: float) -> float:
+    k = slippage_bps / 10_000.0
+    return price * (1 + k) if side is Side.BUY else price * (1 - k)
+
+
+def market_fill_price(side: Side, bar: Bar, slippage_bps: float) -> float:
+    """Worked example: buy, open 100, 5 bps → 100.05."""
+    return _slip(bar.open, side, slippage_bps)
+
+
+def limit_fill_price(side: Side, limit: float, bar: Bar) -> float | None:
+    """Buy limit fills if low ≤ limit, at min(open, limit); sell limit if high ≥ limit, at max(open, limit)."""
+    if side is Side.BUY:
+        return min(bar.open, limit) if bar.low <= limit else None
+    return max(bar.open, limit) if bar.high >= limit else None
+
+
+def stop_fill_price(side: Side, trigger: float, bar: Bar, slippage_bps: float) -> float | None:
+    """Sell stop triggers if low ≤ trigger, fills at min(open, trigger) less slippage;
+    buy stop if high ≥ trigger, at max(open, trigger) plus slippage."""
+    if side is Side.SELL:
+        return _slip(min(bar.open, trigger), side, slippage_bps) if bar.low <= trigger else None
+    return _slip(max(bar.open, trigger), side, slippage_bps) if bar.high >= trigger else None
+
+
+def bracket_exit(
+    position_side: PositionSide, stop: float | None, take_profit: float | None, bar: Bar, slippage_bps: float
+) -> tuple[OrderRole, float] | None:
+    """Which bracket leg ``bar`` fills, and at what price; the stop wins a tie (see module doc)."""
+    exit_side = position_side.exit_side
+    if stop is not None:
+        px = stop_fill_price(exit_side, stop, bar, slippage_bps)
+        if px is not None:
+            return OrderRole.STOP_LOSS, px
+    if take_profit is not None:
+        px = limit_fill_price(exit_side, take_profit, bar)
+        if px is not None:
+            return OrderRole.TAKE_PROFIT, px
+    return None
+
+
+def realized_pnl(position_side: PositionSide, entry: float, exit_price: float, quantity: float) -> float:
+    """Gross P&L in quote currency of closing ``quantity`` (fees are booked separately)."""
+    sign = 1.0 if position_side is PositionSide.LONG else -1.0
+    return sign * (exit_price - entry) * quantity

@@ -1,0 +1,124 @@
+"""The PLAN step: turn a signal into a trade intent (pure).
+
+Entry reference price is the last closed bar's close (the order itself is a market order that
+fills at the next bar's open). The stop is technical (see :mod:`stops`), the size follows the
+fixed-fractional risk rule (see :mod:`sizing`), the target is ``take_profit_r`` × the stop
+distance. Anything that prevents a sound plan (a hold, low confidence, indicators still warming
+up, a size below one lot) becomes a NO_TRADE intent with its reason — never an exception.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from trading_pipelines.domain.ids import intent_id
+from trading_pipelines.domain.models import (
+    InstrumentSpec,
+    IntentKind,
+    IntentStatus,
+    Mode,
+    PositionSide,
+    Side,
+    Signal,
+    TradeIntent,
+)
+from trading_pipelines.domain.sizing import liquidation_price, risk_position_size
+from trading_pipelines.domain.stops import take_profit, technical_stop
+
+
+@dataclass(frozen=True)
+class PlanParams:
+    """Planning parameters from the strategy file. ``risk_per_trade_pct`` in percent."""
+
+    risk_per_trade_pct: float = 1.0
+    min_confidence: float = 0.55
+    stop_method: Literal["atr", "swing"] = "atr"
+    atr_multiple: float = 2.0
+    buffer_atr: float = 0.25
+    take_profit_r: float = 2.0
+    leverage: float = 1.0
+    margin_mode: Literal["isolated", "cross"] | None = None
+
+
+@dataclass(frozen=True)
+class MarketContext:
+    """What the planner knows of the market at the window's end (quote currency)."""
+
+    last_close: float
+    atr: float
+    swing_low: float
+    swing_high: float
+
+
+_ENTRY = {"buy": PositionSide.LONG, "long": PositionSide.LONG, "short": PositionSide.SHORT}
+_EXIT = {"sell", "close"}
+
+
+def plan_intent(signal: Signal, instrument: InstrumentSpec, equity: float, market: MarketContext, p: PlanParams) -> TradeIntent:
+    """Plan for ``signal``. Entry intents carry quantity, stop, target and (futures) leverage,
+    margin and liquidation price; exit intents carry quantity 0, meaning "the whole position the
+    venue reports at execution time" (the venue is the source of truth)."""
+    base = dict(
+        intent_id=intent_id(signal.strategy, signal.instrument, signal.window_end),
+        strategy=signal.strategy,
+        instrument=signal.instrument,
+        window_end=signal.window_end,
+        mode=signal.mode,
+        equity=equity,
+    )
+
+    def no_trade(reason: str) -> TradeIntent:
+        return TradeIntent(**base, kind=IntentKind.NONE, status=IntentStatus.NO_TRADE, reason=reason)
+
+    if signal.no_trade_reason:
+        return no_trade(f"signal failed: {signal.no_trade_reason}")
+    if signal.action == "hold":
+        return no_trade(f"hold: {signal.thesis}")
+    if signal.action in _EXIT:
+        return TradeIntent(**base, kind=IntentKind.EXIT, side=None, status=IntentStatus.PENDING,
+                           entry=market.last_close, reason=f"{signal.action}: {signal.thesis}")
+    if signal.confidence < p.min_confidence:
+        return no_trade(f"confidence {signal.confidence:.2f} below minimum {p.min_confidence:.2f}")
+    pos_side = _ENTRY[signal.action]
+    entry = market.last_close
+    try:
+        stop = technical_stop(
+            pos_side, entry, market.atr, method=p.stop_method, tick_size=instrument.tick_size,
+            atr_multiple=p.atr_multiple, swing_low=market.swing_low, swing_high=market.swing_high, buffer_atr=p.buffer_atr,
+        )
+        target = take_profit(pos_side, entry, stop, p.take_profit_r, instrument.tick_size)
+        qty = risk_position_size(equity, p.risk_per_trade_pct, entry, stop, instrument.lot_step)
+    except ValueError as e:
+        return no_trade(f"cannot plan: {e}")
+    if qty <= 0 or not math.isfinite(qty):
+        return no_trade(f"size rounds below one lot ({instrument.lot_step}) at {p.risk_per_trade_pct}% risk")
+    notional = qty * entry
+    leverage = p.leverage if signal.mode is Mode.FUTURES else 1.0
+    liq = (
+        liquidation_price(entry, leverage, pos_side, instrument.maintenance_margin_rate)
+        if signal.mode is Mode.FUTURES
+        else None
+    )
+    return TradeIntent(
+        **base,
+        kind=IntentKind.ENTRY,
+        side=pos_side.entry_side,
+        position_side=pos_side,
+        quantity=qty,
+        entry=entry,
+        stop=stop,
+        take_profit=target,
+        leverage=leverage,
+        margin_mode=p.margin_mode if signal.mode is Mode.FUTURES else None,
+        liquidation_price=liq,
+        risk_amount=qty * abs(entry - stop),
+        notional=notional,
+        margin=notional / leverage,
+        status=IntentStatus.PENDING,
+        reason=f"{signal.action} ({signal.confidence:.2f}): {signal.thesis}",
+    )
+
+
+__all__ = ["PlanParams", "MarketContext", "plan_intent", "Side"]

@@ -1,0 +1,79 @@
+"""Ledger database: engine creation, Alembic migration, and sessions.
+
+The URL comes from ``TRADING_LEDGER_URL`` (any SQLAlchemy URL, e.g.
+``postgresql+psycopg2://user@host/db``); the default is a SQLite file under ``DAGSTER_HOME``
+(``$DAGSTER_HOME/ledger.sqlite``), so the CLI and ``dagster dev`` share one ledger.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+LEDGER_URL_ENV = "TRADING_LEDGER_URL"
+
+_lock = threading.Lock()
+_migrated: set[str] = set()
+_engines: dict[str, Engine] = {}
+
+
+def default_ledger_url(environ: os._Environ | dict = os.environ) -> str:
+    """``TRADING_LEDGER_URL`` if set, else ``sqlite:///$DAGSTER_HOME/ledger.sqlite`` (or ``./var``)."""
+    if environ.get(LEDGER_URL_ENV):
+        return environ[LEDGER_URL_ENV]
+    home = Path(environ.get("DAGSTER_HOME") or Path.cwd() / "var" / "dagster_home")
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'ledger.sqlite'}"
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def get_engine(url: str) -> Engine:
+    """One engine per URL per process, migrated to the newest Alembic revision on first use."""
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            if url.startswith("sqlite"):
+                engine = create_engine(url, connect_args={"timeout": 30})
+                event.listen(engine, "connect", _sqlite_pragmas)
+            else:
+                engine = create_engine(url, pool_pre_ping=True)
+            _engines[url] = engine
+        if url not in _migrated:
+            migrate(engine)
+            _migrated.add(url)
+        return engine
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Apply Alembic migrations up to ``revision`` on ``engine``."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A transaction: commits on success, rolls back on any exception (all or nothing)."""
+    factory = sessionmaker(engine, expire_on_commit=False)
+    with factory() as session:
+        with session.begin():
+            yield session

@@ -1,0 +1,327 @@
+"""Market data sources: OHLCV bars, point in time.
+
+Every source returns the same frame shape (see :func:`validate_ohlcv`):
+
+* index ``open_time``: tz-aware UTC :class:`pandas.DatetimeIndex`, strictly increasing; a bar
+  opened at ``open_time`` closes at ``open_time + timeframe``;
+* float columns ``open``, ``high``, ``low``, ``close`` (quote currency) and ``volume`` (base
+  quantity for crypto, shares for equities).
+
+Point in time: a source never returns a bar whose close time is after the ``end`` it was asked
+for, so a decision for a window can only see bars that had closed when the window ended.
+
+* :class:`CsvReplaySource` replays the sample files in ``data/ohlcv`` (``config.DEFAULT_DATA_DIR``).
+* :class:`CcxtSource` reads a live exchange through ccxt, retrying transient network errors.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import ccxt
+import pandas as pd
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from trading_pipelines.config import DEFAULT_DATA_DIR, TIMEFRAMES, instrument_data_file
+
+OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+CSV_HEADER: tuple[str, ...] = ("timestamp", *OHLCV_COLUMNS)
+TRANSIENT_CCXT_ERRORS: tuple[type[Exception], ...] = (ccxt.NetworkError, ccxt.RequestTimeout, ccxt.ExchangeNotAvailable)
+
+
+class MarketDataError(ValueError):
+    """Market data is missing or invalid. The message names the source (file, exchange) and the
+    first offending row/timestamp or the unknown symbol/timeframe."""
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def timeframe_delta(timeframe: str) -> timedelta:
+    """Bar duration of ``timeframe`` (one of ``config.TIMEFRAMES``: "1h", "4h", "1d").
+
+    Raises :class:`MarketDataError` for an unknown timeframe.
+    """
+    try:
+        return TIMEFRAMES[timeframe]
+    except KeyError:
+        raise MarketDataError(f"unknown timeframe {timeframe!r} (known: {sorted(TIMEFRAMES)})") from None
+
+
+def _utc(ts: datetime, name: str) -> pd.Timestamp:
+    if not isinstance(ts, datetime):
+        raise MarketDataError(f"{name} must be a datetime, got {type(ts).__name__}")
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise MarketDataError(f"{name} must be timezone-aware (UTC), got naive {ts.isoformat()}")
+    return pd.Timestamp(ts).tz_convert("UTC")
+
+
+def _check_limit(limit: int) -> None:
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise MarketDataError(f"limit must be a positive int, got {limit!r}")
+
+
+def validate_ohlcv(df: pd.DataFrame, where: str, *, line_offset: int | None = None) -> pd.DataFrame:
+    """Check an OHLCV frame and return it in canonical form.
+
+    ``df`` must have a tz-aware :class:`~pandas.DatetimeIndex` of bar open times and the columns
+    ``open, high, low, close, volume`` (extra columns are dropped). The returned frame has index
+    ``open_time`` (UTC) and ``float64`` columns in that order.
+
+    Raises :class:`MarketDataError` prefixed with ``where`` (a file path, ``exchange symbol
+    timeframe``...) naming the first offending row and its ``open_time`` for: missing columns,
+    NaN or non-numeric cells, duplicate or out-of-order timestamps, ``high < max(open, close)``,
+    ``low > min(open, close)``, non-positive prices, negative volume. Rows are 0-based positions,
+    or file line numbers (``position + line_offset``) when ``line_offset`` is given.
+    """
+
+    def at(pos: int) -> str:
+        loc = f"line {pos + line_offset}" if line_offset is not None else f"row {pos}"
+        return f"{where}: {loc} (open_time {df.index[pos].isoformat()})"
+
+    missing = [c for c in OHLCV_COLUMNS if c not in df.columns]
+    if missing:
+        raise MarketDataError(f"{where}: missing columns {missing} (need {list(OHLCV_COLUMNS)}, got {list(df.columns)})")
+    if not isinstance(df.index, pd.DatetimeIndex) or df.index.tz is None:
+        raise MarketDataError(f"{where}: index must be a tz-aware DatetimeIndex of bar open times")
+    out = pd.DataFrame(index=df.index.tz_convert("UTC").rename("open_time"))
+    for col in OHLCV_COLUMNS:
+        values = pd.to_numeric(df[col], errors="coerce").astype("float64")
+        bad = values.isna().to_numpy().nonzero()[0]
+        if len(bad):
+            raise MarketDataError(f"{at(int(bad[0]))}: {col} is missing or not a number ({df[col].iloc[bad[0]]!r})")
+        out[col] = values.to_numpy()
+
+    t = out.index.asi8
+    for pos in range(1, len(t)):
+        if t[pos] <= t[pos - 1]:
+            kind = "duplicate timestamp" if t[pos] == t[pos - 1] else "timestamp out of order"
+            raise MarketDataError(f"{at(pos)}: {kind} (previous bar opens {out.index[pos - 1].isoformat()})")
+
+    o, h, lo, c, v = (out[col] for col in OHLCV_COLUMNS)
+    checks = (
+        ((o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0), lambda p: f"non-positive price (open {o.iloc[p]}, high {h.iloc[p]}, low {lo.iloc[p]}, close {c.iloc[p]})"),
+        (h < o.combine(c, max), lambda p: f"high {h.iloc[p]} < max(open {o.iloc[p]}, close {c.iloc[p]})"),
+        (lo > o.combine(c, min), lambda p: f"low {lo.iloc[p]} > min(open {o.iloc[p]}, close {c.iloc[p]})"),
+        (v < 0, lambda p: f"negative volume {v.iloc[p]}"),
+    )
+    for mask, describe in checks:
+        bad = mask.to_numpy().nonzero()[0]
+        if len(bad):
+            pos = int(bad[0])
+            raise MarketDataError(f"{at(pos)}: {describe(pos)}")
+    return out
+
+
+def _to_datetime(ts: pd.Timestamp) -> datetime:
+    return ts.to_pydatetime().astimezone(timezone.utc)
+
+
+# ---------------------------------------------------------------- interface
+
+
+class MarketDataSource(ABC):
+    """Where OHLCV bars come from. All times are tz-aware UTC; naive datetimes raise
+    :class:`MarketDataError`. Frames have the shape described in :func:`validate_ohlcv`."""
+
+    @abstractmethod
+    def bars(self, symbol: str, timeframe: str, end: datetime, limit: int) -> pd.DataFrame:
+        """At most ``limit`` most recent bars whose close time (``open_time + timeframe``) is <= ``end``.
+
+        Never a bar that closes after ``end``. Fewer rows (possibly none) when the data starts later.
+        Raises :class:`MarketDataError` for an unknown symbol/timeframe or invalid data.
+        """
+
+    @abstractmethod
+    def bars_between(self, symbol: str, timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
+        """Bars with ``open_time >= start`` and close time <= ``end`` (e.g. the bars after a window,
+        on which the paper venue fills orders). Raises :class:`MarketDataError` like :meth:`bars`."""
+
+    @abstractmethod
+    def last_closed_bar_end(self, symbol: str, timeframe: str) -> datetime | None:
+        """Close time (UTC) of the newest closed bar the source has; ``None`` if unknown."""
+
+
+# ---------------------------------------------------------------- CSV replay
+
+_CSV_CACHE: dict[tuple[str, int, int], pd.DataFrame] = {}
+_CSV_LOCK = threading.Lock()
+
+
+def load_ohlcv_csv(path: Path) -> pd.DataFrame:
+    """Read and validate one replay CSV (header ``timestamp,open,high,low,close,volume``,
+    ISO-8601 UTC bar-open timestamps). Cached per process by (path, mtime, size).
+
+    Raises :class:`MarketDataError` naming the file (and line/timestamp) for a missing file,
+    a wrong header or any :func:`validate_ohlcv` violation.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise MarketDataError(f"{path}: data file not found") from None
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    with _CSV_LOCK:
+        cached = _CSV_CACHE.get(key)
+    if cached is not None:
+        return cached
+    try:
+        raw = pd.read_csv(path, dtype={"timestamp": str})
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        raise MarketDataError(f"{path}: cannot read CSV: {e}") from None
+    if tuple(raw.columns) != CSV_HEADER:
+        raise MarketDataError(f"{path}: wrong header {list(raw.columns)} (expected {','.join(CSV_HEADER)})")
+    stamps = pd.to_datetime(raw["timestamp"], utc=True, format="ISO8601", errors="coerce")
+    bad = stamps.isna().to_numpy().nonzero()[0]
+    if len(bad):
+        pos = int(bad[0])
+        raise MarketDataError(f"{path}: line {pos + 2}: bad timestamp {raw['timestamp'].iloc[pos]!r} (need ISO-8601 UTC)")
+    frame = validate_ohlcv(raw.drop(columns="timestamp").set_index(pd.DatetimeIndex(stamps)), str(path), line_offset=2)
+    with _CSV_LOCK:
+        _CSV_CACHE[key] = frame
+    return frame
+
+
+class CsvReplaySource(MarketDataSource):
+    """Replays the sample CSVs in ``data_dir``; the file of an instrument comes from the catalogue
+    (``config.instrument_data_file``, e.g. ``BINANCE_BTC-USDT_4h.csv``)."""
+
+    def __init__(self, data_dir: Path = DEFAULT_DATA_DIR) -> None:
+        self.data_dir = Path(data_dir)
+
+    def path_for(self, symbol: str, timeframe: str) -> Path:
+        """The CSV file of ``symbol`` at ``timeframe``. Raises :class:`MarketDataError` for an
+        unknown symbol or timeframe."""
+        timeframe_delta(timeframe)
+        try:
+            return self.data_dir / instrument_data_file(symbol, timeframe)
+        except KeyError:
+            raise MarketDataError(f"unknown instrument {symbol!r}: not in the instrument catalogue (data/instruments.yaml)") from None
+
+    def frame(self, symbol: str, timeframe: str) -> pd.DataFrame:
+        """The whole validated file of ``symbol`` at ``timeframe``."""
+        return load_ohlcv_csv(self.path_for(symbol, timeframe))
+
+    def bars(self, symbol: str, timeframe: str, end: datetime, limit: int) -> pd.DataFrame:
+        _check_limit(limit)
+        end_ts = _utc(end, "end")
+        frame = self.frame(symbol, timeframe)
+        stop = frame.index.searchsorted(end_ts - timeframe_delta(timeframe), side="right")
+        return frame.iloc[max(0, stop - limit) : stop].copy()
+
+    def bars_between(self, symbol: str, timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
+        start_ts, end_ts = _utc(start, "start"), _utc(end, "end")
+        frame = self.frame(symbol, timeframe)
+        lo = frame.index.searchsorted(start_ts, side="left")
+        hi = frame.index.searchsorted(end_ts - timeframe_delta(timeframe), side="right")
+        return frame.iloc[lo:max(lo, hi)].copy()
+
+    def last_closed_bar_end(self, symbol: str, timeframe: str) -> datetime | None:
+        frame = self.frame(symbol, timeframe)
+        if frame.empty:
+            return None
+        return _to_datetime(frame.index[-1] + timeframe_delta(timeframe))
+
+
+# ---------------------------------------------------------------- ccxt
+
+
+class CcxtSource(MarketDataSource):
+    """Bars from an exchange through ccxt (``fetch_ohlcv``).
+
+    ``exchange`` is a built :class:`ccxt.Exchange` or an exchange id (``"binance"``), built with
+    ``enableRateLimit=True``. Transient errors (``ccxt.NetworkError``, ``RequestTimeout``,
+    ``ExchangeNotAvailable``) are retried with tenacity: ``retry_attempts`` attempts in all,
+    exponential backoff with full jitter from ``retry_initial_wait_s`` up to ``retry_max_wait_s``
+    seconds; after the last attempt the ccxt error propagates. ``ccxt.BadSymbol`` becomes
+    :class:`MarketDataError`. Requests are paged by ``max_bars_per_call`` (Binance spot: 1000).
+    The newest bar of a live exchange is still open and is dropped by the point-in-time rule.
+    """
+
+    def __init__(
+        self,
+        exchange: ccxt.Exchange | str,
+        *,
+        retry_attempts: int = 4,
+        retry_initial_wait_s: float = 1.0,
+        retry_max_wait_s: float = 20.0,
+        max_bars_per_call: int = 1000,
+    ) -> None:
+        if isinstance(exchange, str):
+            cls = getattr(ccxt, exchange, None)
+            if not (isinstance(cls, type) and issubclass(cls, ccxt.Exchange)):
+                raise MarketDataError(f"unknown ccxt exchange id {exchange!r}")
+            exchange = cls({"enableRateLimit": True})
+        self.exchange = exchange
+        self.max_bars_per_call = max_bars_per_call
+        self._retrying = Retrying(
+            retry=retry_if_exception_type(TRANSIENT_CCXT_ERRORS),
+            stop=stop_after_attempt(retry_attempts),
+            wait=wait_random_exponential(multiplier=retry_initial_wait_s, max=retry_max_wait_s),
+            reraise=True,
+        )
+
+    def _where(self, symbol: str, timeframe: str) -> str:
+        return f"{self.exchange.id} {symbol} {timeframe}"
+
+    def _fetch(self, symbol: str, timeframe: str, since_ms: int | None, limit: int) -> list[list]:
+        try:
+            return self._retrying(self.exchange.fetch_ohlcv, symbol, timeframe, since=since_ms, limit=limit)
+        except ccxt.BadSymbol as e:
+            raise MarketDataError(f"{self._where(symbol, timeframe)}: unknown symbol {symbol!r}: {e}") from None
+
+    def _frame(self, rows: list[list], symbol: str, timeframe: str) -> pd.DataFrame:
+        where = self._where(symbol, timeframe)
+        if not rows:
+            return validate_ohlcv(pd.DataFrame(columns=list(OHLCV_COLUMNS), index=pd.DatetimeIndex([], tz="UTC")), where)
+        if any(len(r) < 6 for r in rows):
+            raise MarketDataError(f"{where}: fetch_ohlcv returned a row with fewer than 6 fields")
+        raw = pd.DataFrame([r[:6] for r in rows], columns=["ts", *OHLCV_COLUMNS])
+        index = pd.DatetimeIndex(pd.to_datetime(raw.pop("ts").astype("int64"), unit="ms", utc=True))
+        return validate_ohlcv(raw.set_index(index), where)
+
+    def _range(self, symbol: str, timeframe: str, start: pd.Timestamp, end: pd.Timestamp, max_bars: int | None) -> pd.DataFrame:
+        """Bars with open_time >= start and close <= end, paging forward from ``start``."""
+        tf = timeframe_delta(timeframe)
+        last_open = end - tf  # the newest bar that can have closed by `end`
+        rows: dict[int, list] = {}
+        cursor = start
+        while cursor <= last_open:
+            wanted = int((last_open - cursor) / tf) + 1
+            if max_bars is not None:
+                wanted = min(wanted, max_bars - len(rows))
+            page = self._fetch(symbol, timeframe, int(cursor.timestamp() * 1000), min(wanted, self.max_bars_per_call))
+            fresh = [r for r in page if r and int(r[0]) >= int(cursor.timestamp() * 1000)]
+            if not fresh:
+                break
+            for r in fresh:
+                rows[int(r[0])] = r
+            newest = pd.Timestamp(max(int(r[0]) for r in fresh), unit="ms", tz="UTC")
+            cursor = newest + tf
+            if max_bars is not None and len(rows) >= max_bars:
+                break
+        frame = self._frame([rows[k] for k in sorted(rows)], symbol, timeframe)
+        keep = (frame.index >= start) & (frame.index + tf <= end)
+        return frame[keep]
+
+    def bars(self, symbol: str, timeframe: str, end: datetime, limit: int) -> pd.DataFrame:
+        _check_limit(limit)
+        end_ts = _utc(end, "end")
+        tf = timeframe_delta(timeframe)
+        # first open time of the `limit` bars ending at the last bar boundary <= end
+        last_boundary = end_ts.floor(tf) if tf <= timedelta(days=1) else end_ts
+        start = last_boundary - limit * tf
+        return self._range(symbol, timeframe, start, end_ts, max_bars=limit + 1).tail(limit).copy()
+
+    def bars_between(self, symbol: str, timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
+        return self._range(symbol, timeframe, _utc(start, "start"), _utc(end, "end"), max_bars=None).copy()
+
+    def last_closed_bar_end(self, symbol: str, timeframe: str) -> datetime | None:
+        tf = timeframe_delta(timeframe)
+        frame = self._frame(self._fetch(symbol, timeframe, None, 2), symbol, timeframe)
+        now = pd.Timestamp(self.exchange.milliseconds(), unit="ms", tz="UTC")
+        closed = frame.index[frame.index + tf <= now]
+        return _to_datetime(closed[-1] + tf) if len(closed) else None
