@@ -1,0 +1,57 @@
+"""``StrategyComponent``: one strategy YAML → its assets, jobs and schedule.
+
+Each ``trading_pipelines/defs/strategies/<name>/defs.yaml`` declares
+``type: trading_pipelines.components.StrategyComponent`` with the strategy under ``attributes``
+(schema: :class:`trading_pipelines.config.StrategySpec`; unknown fields are errors).
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import BaseModel
+
+from trading_pipelines.assets.review import build_review_assets
+from trading_pipelines.config import StrategySpec
+from trading_pipelines.schedules import build_review_schedule
+
+
+def review_job_name(strategy: str) -> str:
+    return f"review_{strategy}"
+
+
+def universe_job_name(strategy: str) -> str:
+    return f"universe_{strategy}"
+
+
+class StrategyComponent(dg.Component):
+    """A trading strategy: symbol universe, the per-instrument × window review assets, a review job,
+    a universe job and one schedule (stopped until toggled on in the UI)."""
+
+    def __init__(self, spec: StrategySpec):
+        self.spec = spec
+
+    @classmethod
+    def get_model_cls(cls) -> type[BaseModel]:
+        return StrategySpec
+
+    @classmethod
+    def load(cls, attributes: BaseModel | None, context: dg.ComponentLoadContext) -> "StrategyComponent":
+        if not isinstance(attributes, StrategySpec):
+            attributes = StrategySpec.model_validate(attributes.model_dump() if attributes else {})
+        return cls(attributes)
+
+    def build_defs(self, context: dg.ComponentLoadContext | None = None) -> dg.Definitions:
+        return build_strategy_defs(self.spec)
+
+
+def build_strategy_defs(spec: StrategySpec) -> dg.Definitions:
+    from trading_pipelines.assets.partitions import review_partitions
+
+    assets, review_keys = build_review_assets(spec)
+    review_job = dg.define_asset_job(
+        review_job_name(spec.name), selection=dg.AssetSelection.assets(*review_keys),
+        partitions_def=review_partitions(spec), tags={"strategy": spec.name, "mode": spec.mode.value},
+        description=f"Review {spec.name}: one run per instrument × window partition.")
+    universe_job = dg.define_asset_job(universe_job_name(spec.name), selection=dg.AssetSelection.assets(dg.AssetKey([spec.name, "symbol_universe"])),
+                                       tags={"strategy": spec.name})
+    return dg.Definitions(assets=assets, jobs=[review_job, universe_job], schedules=[build_review_schedule(spec, review_job)])

@@ -1,0 +1,20 @@
+"""The code location: strategies from ``defs/strategies/*/defs.yaml`` (one StrategyComponent each),
+the shared resources and the position monitor. This module only assembles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from trading_pipelines.config import load_strategies
+from trading_pipelines.resources.dagster_resources import default_resources
+from trading_pipelines.sensors.position_monitor import build_position_monitor
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    strategies = dg.load_from_defs_folder(path_within_project=Path(__file__).resolve().parent)
+    shared = dg.Definitions(resources=default_resources(),
+                            sensors=[build_position_monitor(list(load_strategies().values()))])
+    return dg.Definitions.merge(strategies, shared)

@@ -1,0 +1,251 @@
+"""Ledger writes and reads. Every writer is an upsert keyed on the row's natural key, so a
+re-run of the same partition updates rows in place and never duplicates them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from trading_pipelines.domain.intents import transition
+from trading_pipelines.domain.models import GuardResult, IntentStatus, Order, PortfolioSnapshot, Signal, TradeIntent
+from trading_pipelines.ledger.models import (
+    AuditRow,
+    FillRow,
+    GuardResultRow,
+    IntentRow,
+    IntentStatusRow,
+    OrderRow,
+    PositionRow,
+    SignalRow,
+    SnapshotRow,
+)
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a row came from: the strategy, instrument, partition key and Dagster run id."""
+
+    strategy: str
+    instrument: str
+    partition_key: str
+    run_id: str
+
+
+def audit(s: Session, lin: Lineage, event: str, **detail: Any) -> None:
+    s.add(AuditRow(strategy=lin.strategy, instrument=lin.instrument, partition_key=lin.partition_key,
+                   run_id=lin.run_id, event=event, detail=detail))
+
+
+def record_signal(s: Session, lin: Lineage, sig: Signal, *, prompt: str, request_json: dict | None,
+                  response_text: str | None, usage: dict, latency_ms: float | None,
+                  chart_key: str | None, chart_sha256: str | None) -> SignalRow:
+    row = s.execute(select(SignalRow).where(SignalRow.strategy == sig.strategy, SignalRow.instrument == sig.instrument,
+                                            SignalRow.window_end == sig.window_end)).scalar_one_or_none()
+    if row is None:
+        row = SignalRow(strategy=sig.strategy, instrument=sig.instrument, window_end=sig.window_end)
+        s.add(row)
+    values = dict(
+        partition_key=lin.partition_key, run_id=lin.run_id, mode=sig.mode.value, action=sig.action,
+        confidence=sig.confidence, entry=sig.entry, stop=sig.stop, take_profit=sig.take_profit, thesis=sig.thesis,
+        provider=sig.provider, model=sig.model, prompt_hash=sig.prompt_hash, prompt=prompt, request_json=request_json,
+        response_text=response_text, prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"), total_tokens=usage.get("total_tokens"),
+        latency_ms=latency_ms, chart_key=chart_key, chart_sha256=chart_sha256, no_trade_reason=sig.no_trade_reason,
+    )
+    for k, v in values.items():
+        setattr(row, k, v)
+    audit(s, lin, "signal", action=sig.action, confidence=sig.confidence, provider=sig.provider, model=sig.model,
+          prompt_hash=sig.prompt_hash, no_trade_reason=sig.no_trade_reason)
+    s.flush()
+    return row
+
+
+def _history(s: Session, intent_id: str, old: str | None, new: str, reason: str, run_id: str) -> None:
+    exists = s.execute(select(IntentStatusRow).where(IntentStatusRow.intent_id == intent_id,
+                                                     IntentStatusRow.to_status == new)).scalar_one_or_none()
+    if exists is None:
+        s.add(IntentStatusRow(intent_id=intent_id, from_status=old, to_status=new, reason=reason, run_id=run_id))
+
+
+def record_intent(s: Session, lin: Lineage, intent: TradeIntent) -> IntentRow:
+    """Insert or refresh the planned intent. An intent that already moved past PENDING (validated,
+    submitted, filled …) keeps its status: a re-run of the plan step never rewinds it."""
+    row = s.get(IntentRow, intent.intent_id)
+    fields = intent.model_dump(exclude={"intent_id", "strategy", "instrument", "status"})
+    fields = {k: (v.value if hasattr(v, "value") else v) for k, v in fields.items()}
+    if row is None:
+        row = IntentRow(intent_id=intent.intent_id, strategy=intent.strategy, instrument=intent.instrument,
+                        status=intent.status.value, **fields, partition_key=lin.partition_key, run_id=lin.run_id)
+        s.add(row)
+        s.flush()
+        _history(s, intent.intent_id, None, IntentStatus.PENDING.value, "planned", lin.run_id)
+        if intent.status is not IntentStatus.PENDING:
+            _history(s, intent.intent_id, IntentStatus.PENDING.value, intent.status.value, intent.reason, lin.run_id)
+    elif row.status in (IntentStatus.PENDING.value, IntentStatus.NO_TRADE.value, IntentStatus.REJECTED.value) and row.status == intent.status.value:
+        for k, v in fields.items():
+            setattr(row, k, v)
+        row.run_id = lin.run_id
+    audit(s, lin, "intent", intent_id=intent.intent_id, kind=intent.kind.value, status=row.status, reason=intent.reason,
+          quantity=intent.quantity, entry=intent.entry, stop=intent.stop, take_profit=intent.take_profit)
+    s.flush()
+    return row
+
+
+def set_intent_status(s: Session, lin: Lineage, intent_id: str, new: IntentStatus, reason: str = "") -> IntentRow:
+    """Move an intent through the state machine (raises InvalidTransition on an illegal move)."""
+    row = s.get(IntentRow, intent_id)
+    if row is None:
+        raise KeyError(f"unknown intent {intent_id}")
+    old = IntentStatus(row.status)
+    transition(old, new)
+    if old is not new:
+        row.status = new.value
+        if reason:
+            row.reason = reason
+        _history(s, intent_id, old.value, new.value, reason, lin.run_id)
+        audit(s, lin, "intent_status", intent_id=intent_id, from_status=old.value, to_status=new.value, reason=reason)
+    s.flush()
+    return row
+
+
+def record_guards(s: Session, lin: Lineage, intent_id: str, results: tuple[GuardResult, ...] | list[GuardResult]) -> None:
+    for g in results:
+        row = s.execute(select(GuardResultRow).where(GuardResultRow.intent_id == intent_id,
+                                                     GuardResultRow.guard == g.guard)).scalar_one_or_none()
+        if row is None:
+            s.add(GuardResultRow(intent_id=intent_id, guard=g.guard, passed=g.passed, message=g.message, run_id=lin.run_id))
+        else:
+            row.passed, row.message, row.run_id = g.passed, g.message, lin.run_id
+    s.flush()
+
+
+def record_orders(s: Session, lin: Lineage, intent_id: str, mode: str, venue: str, orders: list[Order],
+                  status_override: str | None = None) -> None:
+    for o in orders:
+        row = s.get(OrderRow, o.client_order_id)
+        if row is None:
+            r = o.request
+            row = OrderRow(client_order_id=o.client_order_id, intent_id=intent_id, strategy=lin.strategy,
+                           instrument=lin.instrument, partition_key=lin.partition_key, run_id=lin.run_id, mode=mode,
+                           venue=venue, role=r.role.value, side=r.side.value, type=r.type.value, quantity=r.quantity,
+                           price=r.price, trigger_price=r.trigger_price, reduce_only=r.reduce_only,
+                           status=status_override or o.status.value, venue_order_id=o.venue_order_id,
+                           placed_at=o.placed_at)
+            s.add(row)
+            audit(s, lin, "order", client_order_id=o.client_order_id, role=r.role.value, side=r.side.value,
+                  type=r.type.value, quantity=r.quantity, price=r.price, trigger_price=r.trigger_price,
+                  status=row.status, venue=venue)
+    s.flush()
+
+
+def reconcile(s: Session, strategy: str, mode: str, venue) -> dict[str, int]:
+    """Mirror the venue's orders, fills and positions into the ledger (the venue wins).
+
+    Returns counts of what changed: ``orders``, ``fills``, ``positions_opened``, ``positions_closed``.
+    """
+    changed = {"orders": 0, "fills": 0, "positions_opened": 0, "positions_closed": 0}
+    for row in s.execute(select(OrderRow).where(OrderRow.strategy == strategy, OrderRow.status == "NEW")).scalars():
+        o = venue.get_order(s, row.client_order_id)
+        if o is not None and o.status.value != row.status:
+            row.status, row.filled_quantity, row.average_price = o.status.value, o.filled_quantity, o.average_price
+            changed["orders"] += 1
+    known = set(s.execute(select(FillRow.fill_id).where(FillRow.strategy == strategy)).scalars())
+    for f in venue.all_fill_rows(s):
+        if f.fill_id not in known and s.get(OrderRow, f.client_order_id) is not None:
+            s.add(FillRow(fill_id=f.fill_id, client_order_id=f.client_order_id, strategy=strategy, instrument=f.instrument,
+                          side=f.side, quantity=f.quantity, price=f.price, fee=f.fee, time=f.time))
+            changed["fills"] += 1
+    venue_positions = {p.instrument: p for p in venue.positions(s)}
+    open_rows = {r.instrument: r for r in s.execute(select(PositionRow).where(
+        PositionRow.strategy == strategy, PositionRow.status == "open")).scalars()}
+    for inst, p in venue_positions.items():
+        row = open_rows.get(inst)
+        if row is not None and row.opened_at != p.opened_at:
+            row = None  # a different position: the old one closed and a new one opened
+        if row is None:
+            s.add(PositionRow(strategy=strategy, instrument=inst, mode=mode, side=p.side.value, quantity=p.quantity,
+                              entry_price=p.entry_price, mark_price=p.mark_price, leverage=p.leverage,
+                              opened_at=p.opened_at, status="open"))
+            changed["positions_opened"] += 1
+        else:
+            row.mark_price, row.quantity = p.mark_price, p.quantity
+    for inst, row in open_rows.items():
+        p = venue_positions.get(inst)
+        if p is None or p.opened_at != row.opened_at:
+            exit_fill = s.execute(select(FillRow).join(OrderRow, OrderRow.client_order_id == FillRow.client_order_id).where(
+                FillRow.strategy == strategy, FillRow.instrument == inst, OrderRow.reduce_only.is_(True),
+                FillRow.time >= row.opened_at).order_by(FillRow.time)).scalars().first()
+            row.status = "closed"
+            if exit_fill is not None:
+                role = s.get(OrderRow, exit_fill.client_order_id).role
+                sign = 1.0 if row.side == "long" else -1.0
+                row.closed_at, row.exit_price, row.exit_reason = exit_fill.time, exit_fill.price, role
+                row.realized_pnl = sign * (exit_fill.price - row.entry_price) * row.quantity
+            changed["positions_closed"] += 1
+    s.flush()
+    return changed
+
+
+def record_snapshot(s: Session, lin: Lineage, mode: str, snap: PortfolioSnapshot) -> SnapshotRow:
+    row = s.execute(select(SnapshotRow).where(SnapshotRow.strategy == lin.strategy,
+                                              SnapshotRow.partition_key == lin.partition_key)).scalar_one_or_none()
+    if row is None:
+        row = SnapshotRow(strategy=lin.strategy, partition_key=lin.partition_key, instrument=lin.instrument)
+        s.add(row)
+    row.run_id, row.mode, row.as_of = lin.run_id, mode, snap.as_of
+    row.cash, row.equity, row.realized_pnl, row.unrealized_pnl = snap.cash, snap.equity, snap.realized_pnl, snap.unrealized_pnl
+    row.positions = [p.model_dump(mode="json") for p in snap.positions]
+    s.flush()
+    return row
+
+
+def day_start_equity(s: Session, strategy: str, at: datetime) -> float | None:
+    """Equity of the last snapshot taken before 00:00 UTC of ``at``'s day (None if none)."""
+    day = at.replace(hour=0, minute=0, second=0, microsecond=0)
+    row = s.execute(select(SnapshotRow).where(SnapshotRow.strategy == strategy, SnapshotRow.as_of <= day)
+                    .order_by(SnapshotRow.as_of.desc()).limit(1)).scalar_one_or_none()
+    return row.equity if row else None
+
+
+def _dt(v):
+    return v.isoformat() if isinstance(v, datetime) else v
+
+
+def _row_dict(row, exclude: tuple[str, ...] = ()) -> dict:
+    return {c.name: _dt(getattr(row, c.key)) for c in row.__table__.columns if c.name not in exclude}
+
+
+def status_report(s: Session, strategy: str | None = None) -> dict[str, list[dict]]:
+    """The ledger as one JSON-able object: ``signals``, ``intents`` (each with ``guards`` and
+    ``status_history``), ``orders`` (each with ``fills``), ``positions``, ``snapshots``."""
+    def q(model, *order):
+        stmt = select(model)
+        if strategy:
+            stmt = stmt.where(model.strategy == strategy)
+        return list(s.execute(stmt.order_by(*order)).scalars())
+
+    guards: dict[str, list] = {}
+    for g in s.execute(select(GuardResultRow).order_by(GuardResultRow.id)).scalars():
+        guards.setdefault(g.intent_id, []).append({"guard": g.guard, "passed": g.passed, "message": g.message})
+    hist: dict[str, list] = {}
+    for h in s.execute(select(IntentStatusRow).order_by(IntentStatusRow.id)).scalars():
+        hist.setdefault(h.intent_id, []).append({"from": h.from_status, "to": h.to_status, "reason": h.reason, "at": _dt(h.at)})
+    fills: dict[str, list] = {}
+    for f in s.execute(select(FillRow).order_by(FillRow.time)).scalars():
+        fills.setdefault(f.client_order_id, []).append(_row_dict(f))
+    return {
+        "signals": [_row_dict(r, ("prompt", "request_json")) for r in q(SignalRow, SignalRow.window_end, SignalRow.instrument)],
+        "intents": [dict(_row_dict(r), guards=guards.get(r.intent_id, []), status_history=hist.get(r.intent_id, []))
+                    for r in q(IntentRow, IntentRow.window_end, IntentRow.instrument)],
+        "orders": [dict(_row_dict(r), fills=fills.get(r.client_order_id, [])) for r in q(OrderRow, OrderRow.placed_at, OrderRow.client_order_id)],
+        "positions": [_row_dict(r) for r in q(PositionRow, PositionRow.opened_at)],
+        "snapshots": [_row_dict(r) for r in q(SnapshotRow, SnapshotRow.as_of, SnapshotRow.instrument)],
+    }
+
+
+__all__ = ["Lineage", "audit", "record_signal", "record_intent", "set_intent_status", "record_guards", "record_orders",
+           "reconcile", "record_snapshot", "day_start_equity", "status_report"]

@@ -1,0 +1,91 @@
+"""Dagster resources: thin configurable wrappers that build the adapters. Secrets come from the
+environment (``dg.EnvVar``), never from files, logs or metadata."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+from sqlalchemy import Engine
+
+from trading_pipelines.config import DEFAULT_DATA_DIR, StrategySpec
+from trading_pipelines.ledger.db import default_ledger_url, get_engine
+from trading_pipelines.resources.charts import ChartStore, LocalChartStore, MinioChartStore
+from trading_pipelines.resources.market_data import CcxtSource, CsvReplaySource, MarketDataSource
+from trading_pipelines.resources.signals import build_provider
+from trading_pipelines.services import Runtime, make_paper_venue
+
+
+class LedgerResource(dg.ConfigurableResource):
+    """The ledger database. ``url`` empty → ``TRADING_LEDGER_URL`` or SQLite under DAGSTER_HOME."""
+
+    url: str | None = None
+
+    def engine(self) -> Engine:
+        return get_engine(self.url or default_ledger_url())
+
+
+class ChartStoreResource(dg.ConfigurableResource):
+    """Where chart PNGs go: ``local`` (a folder; default ``$DAGSTER_HOME/charts``) or ``minio``
+    (any S3-compatible server through the ``minio`` client)."""
+
+    kind: str = "local"
+    local_dir: str | None = None
+    endpoint: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = None
+    bucket: str = "trading-charts"
+    secure: bool = False
+
+    def store(self) -> ChartStore:
+        if self.kind == "local":
+            root = Path(self.local_dir) if self.local_dir else Path(os.environ.get("DAGSTER_HOME") or "var/dagster_home") / "charts"
+            return LocalChartStore(root)
+        if self.kind == "minio":
+            if not (self.endpoint and self.access_key and self.secret_key):
+                raise dg.DagsterInvariantViolationError("minio chart store needs endpoint, access_key and secret_key")
+            return MinioChartStore(endpoint=self.endpoint, access_key=self.access_key, secret_key=self.secret_key,
+                                   bucket=self.bucket, secure=self.secure)
+        raise dg.DagsterInvariantViolationError(f"unknown chart store kind {self.kind!r} (local | minio)")
+
+
+class MarketDataResource(dg.ConfigurableResource):
+    """Bars: the strategy's ``data.source`` picks replay (CSV files in ``data_dir``) or ccxt."""
+
+    data_dir: str | None = None
+
+    def source(self, spec: StrategySpec) -> MarketDataSource:
+        if spec.data.source == "replay":
+            return CsvReplaySource(Path(self.data_dir) if self.data_dir else DEFAULT_DATA_DIR)
+        return CcxtSource(spec.data.exchange)
+
+
+class TradingResource(dg.ConfigurableResource):
+    """Builds a strategy's :class:`~trading_pipelines.services.Runtime` from the other resources."""
+
+    ledger: LedgerResource
+    charts: ChartStoreResource
+    market_data: MarketDataResource
+
+    def runtime(self, spec: StrategySpec) -> Runtime:
+        market = self.market_data.source(spec)
+        return Runtime(spec=spec, engine=self.ledger.engine(), market=market, charts=self.charts.store(),
+                       provider=build_provider(spec.template.signal_provider, spec.prompt_template),
+                       venue=make_paper_venue(spec, market))
+
+
+def chart_store_from_env() -> ChartStoreResource:
+    """``TRADING_CHART_STORE=minio`` switches to MinIO with ``MINIO_ENDPOINT``, ``MINIO_ACCESS_KEY``,
+    ``MINIO_SECRET_KEY`` (secrets resolved by Dagster at run time), ``MINIO_BUCKET``, ``MINIO_SECURE``."""
+    if os.environ.get("TRADING_CHART_STORE", "local") == "minio":
+        return ChartStoreResource(kind="minio", endpoint=dg.EnvVar("MINIO_ENDPOINT"), access_key=dg.EnvVar("MINIO_ACCESS_KEY"),
+                                  secret_key=dg.EnvVar("MINIO_SECRET_KEY"), bucket=os.environ.get("MINIO_BUCKET", "trading-charts"),
+                                  secure=os.environ.get("MINIO_SECURE", "false").lower() == "true")
+    return ChartStoreResource(kind="local", local_dir=os.environ.get("TRADING_CHART_DIR"))
+
+
+def default_resources() -> dict:
+    trading = TradingResource(ledger=LedgerResource(url=os.environ.get("TRADING_LEDGER_URL")), charts=chart_store_from_env(),
+                              market_data=MarketDataResource(data_dir=os.environ.get("TRADING_DATA_DIR")))
+    return {"trading": trading}

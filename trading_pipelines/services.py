@@ -1,0 +1,269 @@
+"""The steps of one review, as plain functions over a :class:`Runtime` (no Dagster here).
+
+Assets call these and attach metadata; the CLI, the sensor and the tests call the same code.
+Each step that touches the venue or the ledger runs in one database transaction: it commits
+whole or not at all. Steps are idempotent: re-running a window re-reads what an earlier run
+decided (an intent is validated once, its orders are submitted once) instead of deciding again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+import pandas as pd
+from sqlalchemy import Engine, select
+
+from trading_pipelines.config import StrategySpec
+from trading_pipelines.domain.calendars import market_hours
+from trading_pipelines.domain.guards import (
+    RiskLimits,
+    guard_balance,
+    guard_duplicate_position,
+    guard_position_limit,
+    run_guards,
+)
+from trading_pipelines.domain.indicators import compute_indicators, indicator_summary, swing_levels
+from trading_pipelines.domain.models import (
+    GuardResult,
+    IntentKind,
+    IntentStatus,
+    Mode,
+    OrderStatus,
+    PortfolioSnapshot,
+    Signal,
+    TradeIntent,
+)
+from trading_pipelines.domain.planning import MarketContext, PlanParams, plan_intent
+from trading_pipelines.ledger import repo
+from trading_pipelines.ledger.db import session_scope
+from trading_pipelines.ledger.models import GuardResultRow, IntentRow, OrderRow
+from trading_pipelines.resources.charts import ChartRef, ChartStore, chart_key, render_chart
+from trading_pipelines.resources.market_data import MarketDataSource
+from trading_pipelines.resources.signals import ProviderResult, SignalProvider, SignalRequest
+from trading_pipelines.resources.venues import PaperVenue, live_trading_allowed
+
+
+@dataclass
+class Runtime:
+    """Everything a strategy's steps need, built once per run."""
+
+    spec: StrategySpec
+    engine: Engine
+    market: MarketDataSource
+    charts: ChartStore
+    provider: SignalProvider
+    venue: PaperVenue
+
+    @property
+    def limits(self) -> RiskLimits:
+        r, f = self.spec.risk, self.spec.futures
+        return RiskLimits(risk_per_trade_pct=r.risk_per_trade_pct, max_open_positions=r.max_open_positions,
+                          max_daily_loss_pct=r.max_daily_loss_pct, max_leverage=f.max_leverage if f else 1.0,
+                          fee_rate=getattr(self.spec.venue, "fee_rate", 0.0))
+
+    @property
+    def plan_params(self) -> PlanParams:
+        t, r, f = self.spec.template, self.spec.risk, self.spec.futures
+        return PlanParams(risk_per_trade_pct=r.risk_per_trade_pct, min_confidence=r.min_confidence,
+                          stop_method=t.stop.method, atr_multiple=t.stop.atr_multiple, buffer_atr=t.stop.buffer_atr,
+                          take_profit_r=t.take_profit_r, leverage=f.leverage if f else 1.0,
+                          margin_mode=f.margin_mode if f else None)
+
+
+def make_paper_venue(spec: StrategySpec, market: MarketDataSource) -> PaperVenue:
+    v = spec.venue
+    return PaperVenue(account=spec.name, mode=spec.mode, starting_cash=v.starting_cash, fee_rate=v.fee_rate,
+                      slippage_bps=v.slippage_bps,
+                      bars_fn=lambda inst, start, end: market.bars_between(inst, spec.timeframe, start, end),
+                      bar_duration=spec.bar_duration)
+
+
+# ---------------------------------------------------------------- market steps
+
+
+def load_bars(rt: Runtime, instrument: str, window_end: datetime) -> pd.DataFrame:
+    """Point-in-time bars: the last ``lookback_bars`` bars that closed at or before ``window_end``."""
+    bars = rt.market.bars(instrument, rt.spec.timeframe, end=window_end, limit=rt.spec.template.lookback_bars)
+    if bars.empty:
+        raise ValueError(f"{rt.spec.name}/{instrument}: no bars closed at or before {window_end.isoformat()}")
+    return bars
+
+
+def indicator_frame(rt: Runtime, bars: pd.DataFrame) -> pd.DataFrame:
+    return compute_indicators(bars, rt.spec.template.indicators)
+
+
+def chart_overlays(rt: Runtime) -> list[str]:
+    ind = rt.spec.template.indicators
+    return [f"ema_{w}" for w in ind.ema] + [f"sma_{w}" for w in ind.sma] + ["bb_upper", "bb_lower"]
+
+
+def make_chart(rt: Runtime, instrument: str, window_end: datetime, frame: pd.DataFrame) -> tuple[ChartRef, bytes]:
+    png = render_chart(frame, title=f"{instrument} {rt.spec.timeframe} → {window_end:%Y-%m-%d %H:%M}Z",
+                       overlays=chart_overlays(rt), bars=rt.spec.template.chart_bars)
+    ref = rt.charts.put(chart_key(rt.spec.name, instrument, window_end), png)
+    return ref, png
+
+
+# ---------------------------------------------------------------- decision steps
+
+
+def generate_signal(rt: Runtime, lin: repo.Lineage, window_end: datetime, frame: pd.DataFrame,
+                    chart: ChartRef | None, png: bytes | None) -> ProviderResult:
+    recent = [
+        {"open_time": ts.isoformat(), "open": r.open, "high": r.high, "low": r.low, "close": r.close, "volume": r.volume}
+        for ts, r in frame.tail(20).iterrows()
+    ]
+    req = SignalRequest(strategy=rt.spec.name, instrument=lin.instrument, window_end=window_end, mode=rt.spec.mode,
+                        timeframe=rt.spec.timeframe, summary=indicator_summary(frame), chart_png=png,
+                        chart_key=chart.key if chart else None, recent_bars=recent)
+    result = rt.provider.generate(req)
+    with session_scope(rt.engine) as s:
+        repo.record_signal(s, lin, result.signal, prompt=result.prompt, request_json=result.request_json,
+                           response_text=result.response_text, usage=result.usage or {}, latency_ms=result.latency_ms,
+                           chart_key=chart.key if chart else None, chart_sha256=chart.sha256 if chart else None)
+    return result
+
+
+def _day_start(s, rt: Runtime, at: datetime) -> float | None:
+    return repo.day_start_equity(s, rt.spec.name, at)
+
+
+def plan(rt: Runtime, lin: repo.Lineage, signal: Signal, frame: pd.DataFrame) -> TradeIntent:
+    """PLAN: technical stop, risk sizing on the venue's equity as of the window end."""
+    with session_scope(rt.engine) as s:
+        rt.venue.advance(s, lin.instrument, signal.window_end)
+        equity = rt.venue.snapshot(s, signal.window_end).equity
+        last = frame.iloc[-1]
+        low, high = swing_levels(frame, rt.spec.template.stop.swing_lookback)
+        atr = float(last["atr"]) if not pd.isna(last["atr"]) else math.nan
+        ctx = MarketContext(last_close=float(last["close"]), atr=atr, swing_low=low, swing_high=high)
+        intent = plan_intent(signal, rt.spec.instrument(lin.instrument), equity, ctx, rt.plan_params)
+        row = repo.record_intent(s, lin, intent)
+        return intent.model_copy(update={"status": IntentStatus(row.status)})
+
+
+def _stored_guards(s, intent_id: str) -> tuple[GuardResult, ...]:
+    rows = s.execute(select(GuardResultRow).where(GuardResultRow.intent_id == intent_id).order_by(GuardResultRow.id)).scalars()
+    return tuple(GuardResult(guard=r.guard, passed=r.passed, message=r.message) for r in rows)
+
+
+def validate(rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[TradeIntent, tuple[GuardResult, ...]]:
+    """VALIDATE: every guard against the venue's account. An intent is validated once; a re-run
+    returns the stored verdict (re-checking would see the intent's own position as a duplicate)."""
+    with session_scope(rt.engine) as s:
+        row = s.get(IntentRow, intent.intent_id)
+        if row is None:
+            raise KeyError(f"intent {intent.intent_id} was never planned")
+        if row.status != IntentStatus.PENDING.value:
+            return intent.model_copy(update={"status": IntentStatus(row.status)}), _stored_guards(s, intent.intent_id)
+        rt.venue.advance(s, lin.instrument, intent.window_end)
+        acct = rt.venue.account_view(s, lin.instrument, _day_start(s, rt, intent.window_end))
+        spec = rt.spec.instrument(lin.instrument)
+        hours = market_hours(spec, intent.window_end, rt.spec.bar_duration)
+        results = run_guards(intent, spec, acct, rt.limits, hours)
+        repo.record_guards(s, lin, intent.intent_id, results)
+        failed = [g for g in results if not g.passed]
+        new = IntentStatus.REJECTED if failed else IntentStatus.VALIDATED
+        reason = "; ".join(f"{g.guard}: {g.message}" for g in failed) or "all guards passed"
+        repo.set_intent_status(s, lin, intent.intent_id, new, reason)
+        return intent.model_copy(update={"status": new, "reason": reason}), results
+
+
+def _sync_intent_statuses(s, rt: Runtime, lin: repo.Lineage) -> None:
+    """SUBMITTED intents become FILLED when the venue filled their entry/exit order (CANCELLED if cancelled)."""
+    for row in s.execute(select(IntentRow).where(IntentRow.strategy == rt.spec.name,
+                                                 IntentRow.status == IntentStatus.SUBMITTED.value)).scalars():
+        primary = s.execute(select(OrderRow).where(OrderRow.intent_id == row.intent_id,
+                                                   OrderRow.role.in_(("entry", "exit")))).scalars().first()
+        if primary is None:
+            continue
+        if primary.status == OrderStatus.FILLED.value:
+            repo.set_intent_status(s, lin, row.intent_id, IntentStatus.FILLED, f"{primary.role} filled at {primary.average_price}")
+        elif primary.status in (OrderStatus.CANCELLED.value, OrderStatus.REJECTED.value):
+            repo.set_intent_status(s, lin, row.intent_id, IntentStatus.CANCELLED, f"venue {primary.status.lower()} the {primary.role}")
+
+
+def execute(rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[TradeIntent, list[dict]]:
+    """EXECUTE a VALIDATED intent, once. Under the account lock the guards that depend on other
+    instruments (duplicate, position limit, balance) are re-checked, so concurrent runs cannot
+    together exceed a limit. Dry-run on a live venue records the orders it would send; manual
+    confirmation leaves the intent waiting. Returns the intent and its ledger order rows."""
+    with session_scope(rt.engine) as s:
+        rt.venue.lock(s)
+        row = s.get(IntentRow, intent.intent_id)
+        status = IntentStatus(row.status) if row else intent.status
+        if status is IntentStatus.VALIDATED:
+            rt.venue.advance(s, lin.instrument, intent.window_end)
+            acct = rt.venue.account_view(s, lin.instrument, _day_start(s, rt, intent.window_end))
+            if intent.kind is IntentKind.ENTRY:
+                recheck = [guard_duplicate_position(intent, acct, rt.limits), guard_position_limit(intent, acct, rt.limits),
+                           guard_balance(intent, acct, rt.limits)]
+                failed = [g for g in recheck if not g.passed]
+                if failed:
+                    repo.record_guards(s, lin, intent.intent_id,
+                                       [g.model_copy(update={"guard": f"pre_submit_{g.guard}"}) for g in recheck])
+                    reason = "; ".join(f"pre-submit {g.guard}: {g.message}" for g in failed)
+                    repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.CANCELLED, reason)
+                    status = IntentStatus.CANCELLED
+            if status is IntentStatus.VALIDATED:
+                status = _submit(s, rt, lin, intent)
+        repo.reconcile(s, rt.spec.name, rt.spec.mode.value, rt.venue)
+        _sync_intent_statuses(s, rt, lin)
+        orders = s.execute(select(OrderRow).where(OrderRow.intent_id == intent.intent_id)
+                           .order_by(OrderRow.client_order_id)).scalars().all()
+        final = IntentStatus(s.get(IntentRow, intent.intent_id).status) if row else status
+        return intent.model_copy(update={"status": final}), [
+            {"client_order_id": o.client_order_id, "role": o.role, "side": o.side, "type": o.type, "quantity": o.quantity,
+             "price": o.price, "trigger_price": o.trigger_price, "status": o.status} for o in orders]
+
+
+def _submit(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> IntentStatus:
+    ex = rt.spec.execution
+    if ex.confirm == "manual":
+        repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.AWAITING_CONFIRMATION, "execution.confirm is manual")
+        return IntentStatus.AWAITING_CONFIRMATION
+    if not rt.venue.simulated:
+        allowed, why = live_trading_allowed(rt.spec.name, ex.dry_run, ex.live_ack)
+        if not allowed:
+            repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.DRY_RUN, why)
+            return IntentStatus.DRY_RUN
+    orders = rt.venue.submit(s, intent, placed_at=intent.window_end)
+    repo.record_orders(s, lin, intent.intent_id, rt.spec.mode.value, rt.venue.name, orders)
+    repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.SUBMITTED,
+                           f"{len(orders)} orders sent to {rt.venue.name}: " + ", ".join(o.client_order_id for o in orders))
+    return IntentStatus.SUBMITTED
+
+
+def snapshot(rt: Runtime, lin: repo.Lineage, window_end: datetime) -> PortfolioSnapshot:
+    """The strategy's account as the venue reports it at the window end, reconciled into the ledger."""
+    with session_scope(rt.engine) as s:
+        rt.venue.advance(s, lin.instrument, window_end)
+        repo.reconcile(s, rt.spec.name, rt.spec.mode.value, rt.venue)
+        _sync_intent_statuses(s, rt, lin)
+        snap = rt.venue.snapshot(s, window_end)
+        repo.record_snapshot(s, lin, rt.spec.mode.value, snap)
+        return snap
+
+
+def monitor(rt: Runtime, lin: repo.Lineage, instruments: list[str], as_of: dict[str, datetime]) -> list:
+    """Advance the venue for each instrument to ``as_of[instrument]`` (new bars: fills, stop and
+    take-profit hits), then reconcile the ledger. Returns the venue events, each audited."""
+    events = []
+    with session_scope(rt.engine) as s:
+        for inst in instruments:
+            if inst in as_of:
+                for ev in rt.venue.advance(s, inst, as_of[inst]):
+                    events.append(ev)
+                    repo.audit(s, repo.Lineage(rt.spec.name, inst, lin.partition_key, lin.run_id), "venue_event",
+                               kind=ev.kind, role=ev.role, client_order_id=ev.client_order_id, price=ev.price,
+                               quantity=ev.quantity, time=ev.time.isoformat(), realized_pnl=ev.realized_pnl)
+        repo.reconcile(s, rt.spec.name, rt.spec.mode.value, rt.venue)
+        _sync_intent_statuses(s, rt, lin)
+    return events
+
+
+__all__ = ["Runtime", "make_paper_venue", "load_bars", "indicator_frame", "make_chart", "generate_signal", "plan",
+           "validate", "execute", "snapshot", "monitor", "Mode"]
