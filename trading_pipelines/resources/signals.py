@@ -1,0 +1,681 @@
+"""Signal providers: turn one window's indicators (+ chart) into a :class:`Signal`.
+
+Two providers share one interface, :class:`SignalProvider`:
+
+- :class:`RulesSignalProvider` — the deterministic rule of :mod:`trading_pipelines.domain.rules`
+  (offline default, no key);
+- :class:`OpenAISignalProvider` — any OpenAI-compatible chat-completions server, through the
+  official ``openai`` SDK, with the chart attached as a base64 PNG data URI.
+
+Error as data: a provider never raises for a bad answer. An HTTP failure (after the SDK's own
+retries), a refusal, empty content, invalid JSON, JSON that does not fit the mode's schema, an
+action not allowed in the mode or a stop/take-profit on the wrong side of the entry all become a
+``hold`` signal with confidence 0 and ``no_trade_reason`` saying what failed — a recorded
+no-trade, never an order.
+
+Spot and futures are separate end to end: separate prompt templates
+(``prompts/spot_review.j2``, ``prompts/futures_review.j2``) and separate response schemas
+(:class:`SpotSignalResponse`, :class:`FuturesSignalResponse`).
+
+The API key is read from the environment by :func:`build_provider`; it is never logged, never
+part of a :class:`ProviderResult` and is scrubbed from error messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+import openai
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from trading_pipelines.config import OpenAIProviderConfig, RulesProviderConfig
+from trading_pipelines.domain.models import FuturesAction, Mode, Signal, SpotAction
+from trading_pipelines.domain.rules import fmt_num, rules_signal
+
+log = logging.getLogger(__name__)
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+RULES_PROVIDER = "rules"
+RULES_MODEL = "rules-v1"
+OPENAI_PROVIDER = "openai"
+DEFAULT_MAX_RETRIES = 2
+_ENTRY_ACTIONS = {SpotAction.BUY.value: 1, FuturesAction.LONG.value: 1, FuturesAction.SHORT.value: -1}
+_INDICATOR_ORDER = (
+    "close", "rsi", "macd", "macd_signal", "macd_hist", "atr",
+    "bb_upper", "bb_middle", "bb_lower", "adx", "adx_pos", "adx_neg",
+)  # fmt: skip
+
+
+class ProviderConfigError(ValueError):
+    """A provider cannot be built (missing API key, unknown template). The message names the cause."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Request / result
+# ---------------------------------------------------------------------------------------------
+
+
+class SignalRequest(BaseModel):
+    """Everything a provider sees for one (strategy, instrument, window).
+
+    ``window_end``: timezone-aware, normalised to UTC (naive datetimes are rejected).
+    ``summary``: last closed bar's indicators (see :mod:`trading_pipelines.domain.rules`); NaN
+    during warm-up. ``chart_png``: PNG bytes or ``None``; ``chart_key``: where the chart is stored.
+    ``recent_bars``: the last ~20 closed bars, oldest first, as dicts with ``open_time`` (ISO-8601
+    UTC string) and ``o``, ``h``, ``l``, ``c`` (quote currency), ``v`` (base quantity).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    strategy: str
+    instrument: str
+    window_end: datetime
+    mode: Mode
+    timeframe: str
+    summary: dict[str, float]
+    chart_png: bytes | None = None
+    chart_key: str | None = None
+    recent_bars: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("window_end")
+    @classmethod
+    def _utc(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("window_end must be timezone-aware (UTC)")
+        return v.astimezone(timezone.utc)
+
+    @property
+    def chart_sha256(self) -> str | None:
+        """Hex SHA-256 of ``chart_png``, or ``None`` without a chart."""
+        return hashlib.sha256(self.chart_png).hexdigest() if self.chart_png is not None else None
+
+
+class ProviderResult(BaseModel):
+    """One provider call, as the ledger records it.
+
+    ``prompt``: the exact rendered prompt text. ``response_text``: the model's raw answer (rules:
+    the decision as JSON; ``None`` if no answer arrived). ``usage``: ``prompt_tokens``,
+    ``completion_tokens``, ``total_tokens`` when the server reported them, else empty.
+    ``latency_ms``: wall time of the whole ``generate`` call in milliseconds. ``request_json``:
+    the exact chat-completions request body sent, with the chart data URI replaced by
+    ``"<chart sha256=...>"`` (``None`` for the rules provider). ``signal.prompt_hash`` is
+    :func:`prompt_hash` of (prompt, chart sha256, model, template name).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    signal: Signal
+    prompt: str
+    response_text: str | None = None
+    usage: dict[str, int] = Field(default_factory=dict)
+    latency_ms: float
+    request_json: dict[str, Any] | None = None
+    template_name: str
+    chart_sha256: str | None = None
+
+    @property
+    def is_no_trade(self) -> bool:
+        return self.signal.no_trade_reason is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Response schemas (one per mode)
+# ---------------------------------------------------------------------------------------------
+
+_PRICE = Field(default=None, gt=0, description="quote currency")
+
+
+class _ResponseBase(BaseModel):
+    # strict: "0.7" (a string) is not a confidence; allow_inf_nan: NaN is not a price.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    confidence: float = Field(ge=0, le=1)
+    entry: float | None = _PRICE
+    stop: float | None = _PRICE
+    take_profit: float | None = _PRICE
+    thesis: str = Field(min_length=1, max_length=4000)
+
+
+class SpotSignalResponse(_ResponseBase):
+    """The JSON object a model must answer with in spot mode (see ``prompts/spot_review.j2``)."""
+
+    action: Literal["buy", "sell", "hold"]
+
+
+class FuturesSignalResponse(_ResponseBase):
+    """The JSON object a model must answer with in futures mode (see ``prompts/futures_review.j2``).
+    ``leverage_hint`` is advisory only: the strategy's configured leverage applies."""
+
+    action: Literal["long", "short", "close", "hold"]
+    leverage_hint: float | None = Field(default=None, ge=1, le=125)
+
+
+SignalResponse = SpotSignalResponse | FuturesSignalResponse
+
+
+class InvalidSignalResponse(ValueError):
+    """A model answer that cannot become a signal. The message says what is wrong."""
+
+
+def response_schema(mode: Mode) -> type[SpotSignalResponse] | type[FuturesSignalResponse]:
+    return SpotSignalResponse if mode is Mode.SPOT else FuturesSignalResponse
+
+
+def _allowed_actions(mode: Mode) -> list[str]:
+    return [a.value for a in (SpotAction if mode is Mode.SPOT else FuturesAction)]
+
+
+_FENCE_RE = re.compile(r"^\s*```(?:json)?\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
+
+
+def parse_signal_response(mode: Mode, text: str | None, close: float | None = None) -> SignalResponse:
+    """Parse and check a model's answer for ``mode``.
+
+    Accepts one JSON object (optionally wrapped in a single ```json fence). Checks, in order:
+    non-empty, valid JSON, an object, ``action`` allowed in ``mode``, the mode's schema
+    (``extra="forbid"``, confidence 0..1, positive finite prices), then for entries the price
+    sides: buy/long need ``stop < ref < take_profit``, short needs ``take_profit < ref < stop``,
+    where ``ref`` is ``entry`` or, without one, ``close`` (quote currency).
+
+    Raises :class:`InvalidSignalResponse` with a message naming the failed check.
+    """
+    if text is None or not text.strip():
+        raise InvalidSignalResponse("empty response content")
+    m = _FENCE_RE.match(text)
+    body = m.group(1) if m else text
+    try:
+        obj = json.loads(body)
+    except json.JSONDecodeError as e:
+        raise InvalidSignalResponse(f"response is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise InvalidSignalResponse(f"response JSON is a {type(obj).__name__}, expected an object")
+    allowed = _allowed_actions(mode)
+    if "action" in obj and obj["action"] not in allowed:
+        raise InvalidSignalResponse(f"action {obj['action']!r} is not allowed in {mode.value} mode (allowed: {', '.join(allowed)})")
+    schema = response_schema(mode)
+    try:
+        resp = schema.model_validate(obj)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+            msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{loc}: {msg}")
+        raise InvalidSignalResponse(f"response does not fit the {mode.value} schema: {'; '.join(problems)}") from None
+    _check_sides(resp, close)
+    return resp
+
+
+def _check_sides(resp: SignalResponse, close: float | None) -> None:
+    direction = _ENTRY_ACTIONS.get(resp.action)
+    if direction is None:
+        return
+    if resp.entry is not None:
+        ref, ref_name = resp.entry, "entry"
+    elif close is not None and math.isfinite(close):
+        ref, ref_name = close, "close"
+    else:
+        return
+    below, above = ("stop", "take_profit") if direction > 0 else ("take_profit", "stop")
+    for name in (below, above):
+        value = getattr(resp, name)
+        if value is None:
+            continue
+        must_be_below = name == below
+        if (must_be_below and not value < ref) or (not must_be_below and not value > ref):
+            where = "below" if must_be_below else "above"
+            raise InvalidSignalResponse(
+                f"{name} {fmt_num(value)} must be {where} {ref_name} {fmt_num(ref)} for a {resp.action}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompts
+# ---------------------------------------------------------------------------------------------
+
+
+def _num(x: Any) -> str:
+    if x is None:
+        return "n/a"
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    return "n/a (warming up)" if math.isnan(f) else fmt_num(f)
+
+
+@lru_cache(maxsize=1)
+def _jinja_env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(PROMPTS_DIR),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["num"] = _num
+    return env
+
+
+def _indicator_order(key: str) -> tuple[int, int, str]:
+    if key in _INDICATOR_ORDER:
+        return (0 if key == "close" else 2, _INDICATOR_ORDER.index(key), key)
+    for i, prefix in enumerate(("ema_", "sma_")):
+        if key.startswith(prefix) and key[len(prefix) :].isdigit():
+            return (1, i * 1000 + int(key[len(prefix) :]), key)
+    return (3, 0, key)
+
+
+def _iso(v: Any) -> str:
+    if isinstance(v, datetime):
+        v = v.astimezone(timezone.utc) if v.tzinfo else v.replace(tzinfo=timezone.utc)
+        return v.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(v)
+
+
+def _bar(b: Mapping[str, Any]) -> dict[str, Any]:
+    def pick(short: str, long: str) -> Any:
+        return b.get(short, b.get(long))
+
+    return {
+        "open_time": _iso(pick("open_time", "time")),
+        "open": pick("o", "open"),
+        "high": pick("h", "high"),
+        "low": pick("l", "low"),
+        "close": pick("c", "close"),
+        "volume": pick("v", "volume"),
+    }
+
+
+def render_prompt(template_name: str, req: SignalRequest) -> str:
+    """Render ``prompts/<template_name>`` for ``req`` with Jinja2 (``StrictUndefined``).
+
+    Template variables: ``strategy``, ``instrument``, ``timeframe``, ``mode`` (str),
+    ``window_end`` (``YYYY-MM-DDTHH:MM:SSZ``), ``indicators`` (list of ``(name, value)`` with
+    formatted values, NaN → ``"n/a (warming up)"``), ``bars`` (list of dicts ``open_time``,
+    ``open``, ``high``, ``low``, ``close``, ``volume``), ``chart_sha256``, ``chart_key``,
+    ``close``; filter ``num`` formats a number. Raises ``jinja2.TemplateNotFound`` /
+    ``jinja2.UndefinedError`` on a missing template or variable.
+    """
+    tpl = _jinja_env().get_template(template_name)
+    indicators = [(k, _num(req.summary[k])) for k in sorted(req.summary, key=_indicator_order)]
+    return tpl.render(
+        strategy=req.strategy,
+        instrument=req.instrument,
+        timeframe=req.timeframe,
+        mode=req.mode.value,
+        window_end=_iso(req.window_end),
+        indicators=indicators,
+        bars=[_bar(b) for b in req.recent_bars],
+        chart_sha256=req.chart_sha256,
+        chart_key=req.chart_key,
+        close=req.summary.get("close"),
+    )
+
+
+def prompt_hash(prompt: str, chart_sha256: str | None, model: str, template_name: str) -> str:
+    """Hex SHA-256 over the canonical JSON of (prompt text, chart SHA-256, model, template name):
+    identical inputs give the identical hash, so a call can be found, compared and replayed."""
+    canonical = json.dumps(
+        {"chart_sha256": chart_sha256, "model": model, "prompt": prompt, "template": template_name},
+        sort_keys=True,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _check_template(template_name: str) -> None:
+    try:
+        _jinja_env().get_template(template_name)
+    except jinja2.TemplateNotFound:
+        raise ProviderConfigError(f"prompt template {template_name!r} not found in {PROMPTS_DIR}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Providers
+# ---------------------------------------------------------------------------------------------
+
+
+class SignalProvider(ABC):
+    """Turns a :class:`SignalRequest` into a :class:`ProviderResult`. Never raises for a bad or
+    missing answer: failures come back as a ``hold`` with ``no_trade_reason`` set."""
+
+    provider_name: str
+    model: str
+    template_name: str
+
+    @abstractmethod
+    def generate(self, req: SignalRequest) -> ProviderResult: ...
+
+    def _no_trade(
+        self,
+        req: SignalRequest,
+        reason: str,
+        t0: float,
+        *,
+        prompt: str = "",
+        response_text: str | None = None,
+        usage: dict[str, int] | None = None,
+        request_json: dict[str, Any] | None = None,
+    ) -> ProviderResult:
+        log.warning("no trade for %s %s %s: %s", req.strategy, req.instrument, _iso(req.window_end), reason)
+        signal = Signal(
+            strategy=req.strategy,
+            instrument=req.instrument,
+            window_end=req.window_end,
+            mode=req.mode,
+            action="hold",
+            confidence=0.0,
+            thesis=f"no trade: {reason}",
+            provider=self.provider_name,
+            model=self.model,
+            prompt_hash=prompt_hash(prompt, req.chart_sha256, self.model, self.template_name),
+            no_trade_reason=reason,
+        )
+        return ProviderResult(
+            signal=signal,
+            prompt=prompt,
+            response_text=response_text,
+            usage=usage or {},
+            latency_ms=(time.perf_counter() - t0) * 1000.0,
+            request_json=request_json,
+            template_name=self.template_name,
+            chart_sha256=req.chart_sha256,
+        )
+
+
+class RulesSignalProvider(SignalProvider):
+    """The deterministic rule (:func:`~trading_pipelines.domain.rules.rules_signal`).
+
+    ``ema_fast``/``ema_slow`` are summary keys; by default the smallest and the largest
+    ``ema_<n>`` window present in the summary. The prompt is rendered from the same template as
+    the LLM provider so the audit trail looks the same; ``response_text`` is the decision as JSON.
+    Entries carry ``entry`` = the last close; no stop (the planner computes its own).
+    Raises :class:`ProviderConfigError` at construction for an unknown template.
+    """
+
+    provider_name = RULES_PROVIDER
+    model = RULES_MODEL
+
+    def __init__(self, template_name: str, ema_fast: str | None = None, ema_slow: str | None = None) -> None:
+        _check_template(template_name)
+        self.template_name = template_name
+        self.ema_fast = ema_fast
+        self.ema_slow = ema_slow
+
+    def __repr__(self) -> str:
+        return f"RulesSignalProvider(template_name={self.template_name!r})"
+
+    def _emas(self, summary: Mapping[str, float]) -> tuple[str, str]:
+        if self.ema_fast and self.ema_slow:
+            return self.ema_fast, self.ema_slow
+        windows = sorted(int(k[4:]) for k in summary if k.startswith("ema_") and k[4:].isdigit())
+        if len(windows) < 2:
+            raise ValueError(f"the rule needs two EMAs in the summary, got {[f'ema_{w}' for w in windows]}")
+        return self.ema_fast or f"ema_{windows[0]}", self.ema_slow or f"ema_{windows[-1]}"
+
+    def generate(self, req: SignalRequest) -> ProviderResult:
+        t0 = time.perf_counter()
+        try:
+            prompt = render_prompt(self.template_name, req)
+        except Exception as e:  # noqa: BLE001 - error as data
+            return self._no_trade(req, f"prompt rendering failed (template {self.template_name!r}): {type(e).__name__}: {e}", t0)
+        try:
+            fast, slow = self._emas(req.summary)
+            decision = rules_signal(req.summary, req.mode, fast, slow)
+        except ValueError as e:
+            return self._no_trade(req, f"rules provider cannot decide: {e}", t0, prompt=prompt)
+        entry = float(req.summary["close"]) if decision.action in _ENTRY_ACTIONS else None
+        response_text = json.dumps(
+            {
+                "action": decision.action,
+                "confidence": decision.confidence,
+                "ema_fast": fast,
+                "ema_slow": slow,
+                "entry": entry,
+                "thesis": decision.thesis,
+            },
+            sort_keys=True,
+        )
+        signal = Signal(
+            strategy=req.strategy,
+            instrument=req.instrument,
+            window_end=req.window_end,
+            mode=req.mode,
+            action=decision.action,
+            confidence=decision.confidence,
+            entry=entry,
+            thesis=decision.thesis,
+            provider=self.provider_name,
+            model=self.model,
+            prompt_hash=prompt_hash(prompt, req.chart_sha256, self.model, self.template_name),
+        )
+        return ProviderResult(
+            signal=signal,
+            prompt=prompt,
+            response_text=response_text,
+            latency_ms=(time.perf_counter() - t0) * 1000.0,
+            template_name=self.template_name,
+            chart_sha256=req.chart_sha256,
+        )
+
+
+class OpenAISignalProvider(SignalProvider):
+    """An OpenAI-compatible chat-completions model, through the official ``openai`` SDK.
+
+    One request per call: a user message with the rendered prompt and, if there is a chart, an
+    ``image_url`` part holding ``data:image/png;base64,...``; ``response_format`` JSON object;
+    ``temperature``; ``max_tokens``. Transient HTTP errors (408/409/429/5xx, connection errors)
+    are retried by the SDK itself (``max_retries``, exponential back-off, honours Retry-After).
+    ``timeout_s`` is per HTTP attempt, in seconds. ``base_url`` ``None`` means OpenAI's public
+    endpoint (the SDK's own ``OPENAI_BASE_URL`` lookup is bypassed: the URL comes only from the
+    caller). With ``client`` given, that client (and its timeout/retry settings) is used as is.
+
+    The API key is used only to build the client and to scrub error messages; it is not in the
+    repr, logs or results. Raises :class:`ProviderConfigError` at construction for an empty key
+    (without ``client``) or an unknown template.
+    """
+
+    provider_name = OPENAI_PROVIDER
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        base_url: str | None,
+        api_key: str,
+        temperature: float = 0.0,
+        max_tokens: int = 600,
+        timeout_s: float = 60.0,
+        template_name: str,
+        client: openai.OpenAI | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+    ) -> None:
+        _check_template(template_name)
+        if client is None and not api_key:
+            raise ProviderConfigError("OpenAISignalProvider needs a non-empty api_key")
+        self.model = model
+        self.base_url = base_url or DEFAULT_OPENAI_BASE_URL
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.timeout_s = timeout_s
+        self.template_name = template_name
+        self._secret = api_key
+        self._client = client or openai.OpenAI(
+            api_key=api_key, base_url=self.base_url, timeout=timeout_s, max_retries=max_retries
+        )
+        self.max_retries = self._client.max_retries
+
+    def __repr__(self) -> str:
+        return f"OpenAISignalProvider(model={self.model!r}, base_url={self.base_url!r}, template_name={self.template_name!r})"
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def request_body(self, prompt: str, chart_png: bytes | None) -> dict[str, Any]:
+        """The chat-completions request body (keyword arguments of ``chat.completions.create``,
+        identical to the JSON sent)."""
+        content: list[dict[str, Any]] = [{"type": "text", "text": prompt}]
+        if chart_png is not None:
+            uri = "data:image/png;base64," + base64.b64encode(chart_png).decode("ascii")
+            content.append({"type": "image_url", "image_url": {"url": uri}})
+        return {
+            "model": self.model,
+            "messages": [{"role": "user", "content": content}],
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "response_format": {"type": "json_object"},
+        }
+
+    def generate(self, req: SignalRequest) -> ProviderResult:
+        t0 = time.perf_counter()
+        try:
+            prompt = render_prompt(self.template_name, req)
+        except Exception as e:  # noqa: BLE001 - error as data
+            return self._no_trade(req, f"prompt rendering failed (template {self.template_name!r}): {type(e).__name__}: {e}", t0)
+        chart_sha = req.chart_sha256
+        body = self.request_body(prompt, req.chart_png)
+        request_json = redact_request_body(body, chart_sha)
+        where = f"chat.completions (model {self.model})"
+        ctx = {"prompt": prompt, "request_json": request_json}
+
+        try:
+            completion = self._client.chat.completions.create(**body)
+        except openai.APIStatusError as e:
+            msg = self._scrub(str(e.message))[:500]
+            return self._no_trade(req, f"HTTP {e.status_code} from {where} after up to {self.max_retries} retries: {msg}", t0, **ctx)
+        except openai.APITimeoutError:
+            return self._no_trade(req, f"timeout ({self.timeout_s}s per attempt) calling {where} after up to {self.max_retries} retries", t0, **ctx)
+        except openai.APIConnectionError as e:
+            msg = self._scrub(f"{e}; cause: {e.__cause__!r}" if e.__cause__ else str(e))[:500]
+            return self._no_trade(req, f"connection error calling {where} after up to {self.max_retries} retries: {msg}", t0, **ctx)
+        except Exception as e:  # noqa: BLE001 - error as data
+            msg = self._scrub(f"{type(e).__name__}: {e}")[:500]
+            return self._no_trade(req, f"{where} failed: {msg}", t0, **ctx)
+
+        usage: dict[str, int] = {}
+        if getattr(completion, "usage", None) is not None:
+            u = completion.usage
+            usage = {
+                k: int(getattr(u, k))
+                for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+                if isinstance(getattr(u, k, None), int)
+            }
+        choices = getattr(completion, "choices", None) or []
+        if not choices:
+            return self._no_trade(req, f"{where} returned no choices", t0, usage=usage, **ctx)
+        choice = choices[0]
+        message = choice.message
+        text = message.content
+        refusal = getattr(message, "refusal", None)
+        if refusal:
+            return self._no_trade(req, f"model refused in {where}: {self._scrub(str(refusal))[:500]}", t0, response_text=text, usage=usage, **ctx)
+        if text is None or not text.strip():
+            return self._no_trade(
+                req, f"empty response content from {where} (finish_reason={choice.finish_reason})", t0, response_text=text, usage=usage, **ctx
+            )
+        close = req.summary.get("close")
+        try:
+            resp = parse_signal_response(req.mode, text, close)
+        except InvalidSignalResponse as e:
+            truncated = " (finish_reason=length: answer truncated at max_tokens)" if choice.finish_reason == "length" else ""
+            return self._no_trade(req, f"model answer rejected: {e}{truncated}", t0, response_text=text, usage=usage, **ctx)
+
+        signal = Signal(
+            strategy=req.strategy,
+            instrument=req.instrument,
+            window_end=req.window_end,
+            mode=req.mode,
+            action=resp.action,
+            confidence=resp.confidence,
+            entry=resp.entry,
+            stop=resp.stop,
+            take_profit=resp.take_profit,
+            thesis=resp.thesis,
+            provider=self.provider_name,
+            model=self.model,
+            prompt_hash=prompt_hash(prompt, chart_sha, self.model, self.template_name),
+        )
+        result = ProviderResult(
+            signal=signal,
+            prompt=prompt,
+            response_text=text,
+            usage=usage,
+            latency_ms=(time.perf_counter() - t0) * 1000.0,
+            request_json=request_json,
+            template_name=self.template_name,
+            chart_sha256=chart_sha,
+        )
+        log.info(
+            "signal %s %s %s: %s conf=%.2f model=%s latency_ms=%.0f tokens=%s",
+            req.strategy, req.instrument, _iso(req.window_end), resp.action, resp.confidence,
+            self.model, result.latency_ms, usage.get("total_tokens"),
+        )  # fmt: skip
+        return result
+
+
+def redact_request_body(body: dict[str, Any], chart_sha256: str | None) -> dict[str, Any]:
+    """A deep copy of ``body`` with every ``data:image/...`` URL replaced by
+    ``"<chart sha256=...>"``, so the ledger stores the exact request minus the image bytes."""
+    placeholder = f"<chart sha256={chart_sha256}>"
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        if isinstance(v, str) and v.startswith("data:image/"):
+            return placeholder
+        return v
+
+    return walk(body)
+
+
+def build_provider(
+    cfg: RulesProviderConfig | OpenAIProviderConfig,
+    template_name: str,
+    environ: Mapping[str, str] = os.environ,
+) -> SignalProvider:
+    """Build the provider a strategy's ``template.signal_provider`` block describes.
+
+    OpenAI: the key comes from ``environ[cfg.api_key_env]`` and the base URL from
+    ``environ[cfg.base_url_env]`` (unset/empty → OpenAI's public endpoint). Raises
+    :class:`ProviderConfigError` naming the env var when the key is unset or empty, or naming the
+    template when it does not exist; ``TypeError`` for an unknown config type.
+    """
+    if isinstance(cfg, RulesProviderConfig):
+        return RulesSignalProvider(template_name)
+    if isinstance(cfg, OpenAIProviderConfig):
+        key = (environ.get(cfg.api_key_env) or "").strip()
+        if not key:
+            raise ProviderConfigError(
+                f"signal provider 'openai' needs an API key in the environment variable {cfg.api_key_env} (unset or empty)"
+            )
+        base_url = (environ.get(cfg.base_url_env) or "").strip() or None
+        return OpenAISignalProvider(
+            model=cfg.model,
+            base_url=base_url,
+            api_key=key,
+            temperature=cfg.temperature,
+            max_tokens=cfg.max_tokens,
+            timeout_s=cfg.timeout_s,
+            template_name=template_name,
+        )
+    raise TypeError(f"unknown signal provider config {type(cfg).__name__}")
