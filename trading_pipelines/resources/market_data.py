@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import ccxt
+import numpy as np
 import pandas as pd
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
@@ -95,11 +96,12 @@ def validate_ohlcv(df: pd.DataFrame, where: str, *, line_offset: int | None = No
             raise MarketDataError(f"{at(int(bad[0]))}: {col} is missing or not a number ({df[col].iloc[bad[0]]!r})")
         out[col] = values.to_numpy()
 
-    t = out.index.asi8
-    for pos in range(1, len(t)):
-        if t[pos] <= t[pos - 1]:
-            kind = "duplicate timestamp" if t[pos] == t[pos - 1] else "timestamp out of order"
-            raise MarketDataError(f"{at(pos)}: {kind} (previous bar opens {out.index[pos - 1].isoformat()})")
+    step = np.diff(out.index.asi8)
+    bad = (step <= 0).nonzero()[0]
+    if len(bad):
+        pos = int(bad[0]) + 1
+        kind = "duplicate timestamp" if step[pos - 1] == 0 else "timestamp out of order"
+        raise MarketDataError(f"{at(pos)}: {kind} (previous row opens {out.index[pos - 1].isoformat()})")
 
     o, h, lo, c, v = (out[col] for col in OHLCV_COLUMNS)
     checks = (
@@ -153,12 +155,16 @@ _CSV_LOCK = threading.Lock()
 
 def load_ohlcv_csv(path: Path) -> pd.DataFrame:
     """Read and validate one replay CSV (header ``timestamp,open,high,low,close,volume``,
-    ISO-8601 UTC bar-open timestamps). Cached per process by (path, mtime, size).
+    ISO-8601 UTC bar-open timestamps). Cached per process by (path, mtime, size); returns a copy.
 
     Raises :class:`MarketDataError` naming the file (and line/timestamp) for a missing file,
     a wrong header or any :func:`validate_ohlcv` violation.
     """
-    path = Path(path)
+    return _cached_csv(Path(path)).copy()
+
+
+def _cached_csv(path: Path) -> pd.DataFrame:
+    """The validated frame of ``path``, shared by all callers: slice or copy it, never mutate it."""
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -202,25 +208,28 @@ class CsvReplaySource(MarketDataSource):
             raise MarketDataError(f"unknown instrument {symbol!r}: not in the instrument catalogue (data/instruments.yaml)") from None
 
     def frame(self, symbol: str, timeframe: str) -> pd.DataFrame:
-        """The whole validated file of ``symbol`` at ``timeframe``."""
+        """The whole validated file of ``symbol`` at ``timeframe`` (a copy)."""
         return load_ohlcv_csv(self.path_for(symbol, timeframe))
+
+    def _cached(self, symbol: str, timeframe: str) -> pd.DataFrame:
+        return _cached_csv(self.path_for(symbol, timeframe))
 
     def bars(self, symbol: str, timeframe: str, end: datetime, limit: int) -> pd.DataFrame:
         _check_limit(limit)
         end_ts = _utc(end, "end")
-        frame = self.frame(symbol, timeframe)
+        frame = self._cached(symbol, timeframe)
         stop = frame.index.searchsorted(end_ts - timeframe_delta(timeframe), side="right")
         return frame.iloc[max(0, stop - limit) : stop].copy()
 
     def bars_between(self, symbol: str, timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
         start_ts, end_ts = _utc(start, "start"), _utc(end, "end")
-        frame = self.frame(symbol, timeframe)
+        frame = self._cached(symbol, timeframe)
         lo = frame.index.searchsorted(start_ts, side="left")
         hi = frame.index.searchsorted(end_ts - timeframe_delta(timeframe), side="right")
         return frame.iloc[lo:max(lo, hi)].copy()
 
     def last_closed_bar_end(self, symbol: str, timeframe: str) -> datetime | None:
-        frame = self.frame(symbol, timeframe)
+        frame = self._cached(symbol, timeframe)
         if frame.empty:
             return None
         return _to_datetime(frame.index[-1] + timeframe_delta(timeframe))
@@ -269,7 +278,7 @@ class CcxtSource(MarketDataSource):
 
     def _fetch(self, symbol: str, timeframe: str, since_ms: int | None, limit: int) -> list[list]:
         try:
-            return self._retrying(self.exchange.fetch_ohlcv, symbol, timeframe, since=since_ms, limit=limit)
+            return self._retrying.copy()(self.exchange.fetch_ohlcv, symbol, timeframe, since=since_ms, limit=limit)
         except ccxt.BadSymbol as e:
             raise MarketDataError(f"{self._where(symbol, timeframe)}: unknown symbol {symbol!r}: {e}") from None
 
@@ -311,10 +320,9 @@ class CcxtSource(MarketDataSource):
         _check_limit(limit)
         end_ts = _utc(end, "end")
         tf = timeframe_delta(timeframe)
-        # first open time of the `limit` bars ending at the last bar boundary <= end
-        last_boundary = end_ts.floor(tf) if tf <= timedelta(days=1) else end_ts
-        start = last_boundary - limit * tf
-        return self._range(symbol, timeframe, start, end_ts, max_bars=limit + 1).tail(limit).copy()
+        # the `limit` bars that end at the last bar boundary <= end (boundaries are UTC-epoch aligned)
+        start = end_ts.floor(tf) - limit * tf
+        return self._range(symbol, timeframe, start, end_ts, max_bars=limit).tail(limit).copy()
 
     def bars_between(self, symbol: str, timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
         return self._range(symbol, timeframe, _utc(start, "start"), _utc(end, "end"), max_bars=None).copy()
