@@ -39,7 +39,7 @@ def build_review_assets(spec: StrategySpec) -> tuple[list[dg.AssetsDefinition], 
 
     def ctx(context: dg.AssetExecutionContext, trading) -> tuple[services.Runtime, Lineage, str, object]:
         instrument, wkey = split_key(context)
-        lin = Lineage(strategy=name, instrument=instrument, partition_key=str(context.partition_key), run_id=context.run_id)
+        lin = Lineage(strategy=name, instrument=instrument, partition_key=str(context.partition_key), run_id=context.run.run_id)
         return trading.runtime(spec), lin, instrument, window_end(spec, wkey)
 
     @dg.asset(key=k["symbol_universe"], group_name=name, kinds={"python"},
