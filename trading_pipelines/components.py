@@ -45,12 +45,11 @@ class StrategyComponent(dg.Component):
 
 
 def build_strategy_defs(spec: StrategySpec) -> dg.Definitions:
-    from trading_pipelines.assets.partitions import review_partitions
 
     assets, review_keys = build_review_assets(spec)
     review_job = dg.define_asset_job(
         review_job_name(spec.name), selection=dg.AssetSelection.assets(*review_keys),
-        partitions_def=review_partitions(spec), tags={"strategy": spec.name, "mode": spec.mode.value},
+        tags={"strategy": spec.name, "mode": spec.mode.value},
         description=f"Review {spec.name}: one run per instrument × window partition.")
     universe_job = dg.define_asset_job(universe_job_name(spec.name), selection=dg.AssetSelection.assets(dg.AssetKey([spec.name, "symbol_universe"])),
                                        tags={"strategy": spec.name})

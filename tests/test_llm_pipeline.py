@@ -1,0 +1,86 @@
+"""The OpenAI provider inside the pipeline: a bad LLM answer becomes a recorded no-trade and never
+an order; a good one flows through plan, guards and the paper venue.
+
+OpenAI cannot be reached from here: the model is ``tests/openai_stub_server.py``, a scripted
+OpenAI-compatible HTTP server on 127.0.0.1 that the real ``openai`` SDK talks to.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+import yaml
+from sqlalchemy import select
+
+from openai_stub_server import OpenAIStubServer
+from trading_pipelines.assets.partitions import INSTRUMENT_DIM, WINDOW_DIM
+from trading_pipelines.components import build_strategy_defs
+from trading_pipelines.config import STRATEGIES_DIR, parse_strategy
+from trading_pipelines.ledger import models as m
+from trading_pipelines.ledger.db import get_engine, session_scope
+from trading_pipelines.resources.dagster_resources import default_resources
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+
+
+@pytest.fixture()
+def llm_env(tmp_path, monkeypatch):
+    stub = OpenAIStubServer().start()
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv("TRADING_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    monkeypatch.setenv("TRADING_CHART_DIR", str(tmp_path / "charts"))
+    monkeypatch.setenv("OPENAI_BASE_URL", stub.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key-0000")
+    attrs = yaml.safe_load((STRATEGIES_DIR / "spot_4h_majors" / "defs.yaml").read_text())["attributes"]
+    attrs["name"] = "spot_4h_llm"
+    attrs["template"]["signal_provider"] = {"kind": "openai", "model": "gpt-4o-mini"}
+    spec = parse_strategy(attrs)
+    defs = dg.Definitions.merge(build_strategy_defs(spec), dg.Definitions(resources=default_resources()))
+    instance = dg.DagsterInstance.local_temp(str(tmp_path))
+    defs.resolve_job_def("universe_spot_4h_llm").execute_in_process(instance=instance, run_config=QUIET)
+    yield stub, defs, instance, get_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    stub.stop()
+
+
+def _run(defs, instance, inst="ETH/USDT", window="2026-02-27-00:00"):
+    key = dg.MultiPartitionKey({INSTRUMENT_DIM: inst, WINDOW_DIM: window})
+    return defs.resolve_job_def("review_spot_4h_llm").execute_in_process(instance=instance, partition_key=key, run_config=QUIET)
+
+
+def test_answer_outside_the_schema_is_a_recorded_no_trade(llm_env):
+    stub, defs, instance, engine = llm_env
+    stub.push_json_answer({"action": "long", "confidence": 0.9, "thesis": "futures word in a spot answer"})
+    res = _run(defs, instance)
+    assert res.success
+    with session_scope(engine) as s:
+        sig = s.execute(select(m.SignalRow)).scalar_one()
+        intent = s.execute(select(m.IntentRow)).scalar_one()
+        orders = s.execute(select(m.OrderRow)).scalars().all()
+    assert sig.action == "hold" and sig.confidence == 0 and "action" in sig.no_trade_reason
+    assert sig.response_text and '"long"' in sig.response_text  # the raw answer is kept for the audit
+    assert intent.status == "NO_TRADE" and intent.reason.startswith("signal failed:")
+    assert orders == []
+    check = [e for e in res.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    assert check and check[0].event_specific_data.passed is False  # flagged in the UI
+
+
+def test_valid_answer_is_audited_and_traded(llm_env):
+    stub, defs, instance, engine = llm_env
+    stub.push_json_answer({"action": "buy", "confidence": 0.8, "entry": 2040.0, "stop": 1990.0, "take_profit": 2140.0,
+                           "thesis": "trend up, MACD positive"}, prompt_tokens=900, completion_tokens=40)
+    assert _run(defs, instance).success
+    req = stub.chat_requests[0].body
+    assert req["model"] == "gpt-4o-mini"
+    image = [p for msg in req["messages"] if isinstance(msg.get("content"), list) for p in msg["content"] if p.get("type") == "image_url"]
+    assert image and image[0]["image_url"]["url"].startswith("data:image/png;base64,")
+    with session_scope(engine) as s:
+        sig = s.execute(select(m.SignalRow)).scalar_one()
+        intent = s.execute(select(m.IntentRow)).scalar_one()
+        orders = s.execute(select(m.OrderRow)).scalars().all()
+        audit = s.execute(select(m.AuditRow).where(m.AuditRow.event == "signal")).scalars().all()
+    assert (sig.provider, sig.model, sig.action, sig.confidence) == ("openai", "gpt-4o-mini", "buy", 0.8)
+    assert (sig.prompt_tokens, sig.completion_tokens, sig.total_tokens) == (900, 40, 940)
+    assert sig.chart_key and sig.chart_sha256 and len(sig.prompt_hash) == 64
+    assert "<chart sha256=" in str(sig.request_json) and "sk-test" not in str(sig.request_json)
+    assert intent.status == "SUBMITTED" and {o.role for o in orders} == {"entry", "stop_loss", "take_profit"}
+    assert audit and all("sk-test" not in str(a.detail) for a in audit)
