@@ -79,7 +79,8 @@ def test_every_partition_succeeds_and_is_in_the_ledger(spot_run):
 
 
 def test_entries_fill_at_next_bar_open_plus_slippage(spot_run):
-    """The ETH entry planned at window 2026-02-27 00:00-04:00 fills at the 04:00 bar's open × (1 + 5 bps)."""
+    """The ETH entry planned at window 2026-02-27 00:00-04:00 fills at the 04:00 bar's open × (1 + 5 bps),
+    on the 0.01 USDT tick."""
     bars = pd.read_csv(DEFAULT_DATA_DIR / "BINANCE_ETH-USDT_4h.csv", parse_dates=["timestamp"], index_col="timestamp")
     open_0400 = float(bars.loc["2026-02-27T04:00:00Z", "open"])
     with session_scope(spot_run["engine"]) as s:
@@ -89,7 +90,7 @@ def test_entries_fill_at_next_bar_open_plus_slippage(spot_run):
     o = eth_entries[0]
     assert o["status"] == "FILLED" and len(o["fills"]) == 1
     fill = o["fills"][0]
-    assert fill["price"] == pytest.approx(open_0400 * 1.0005, rel=1e-12)
+    assert fill["price"] == round(open_0400 * 1.0005, 2)
     assert fill["fee"] == pytest.approx(fill["price"] * fill["quantity"] * 0.001, rel=1e-9)
     assert fill["time"].startswith("2026-02-27T04:00:00")
 

@@ -77,7 +77,8 @@ def make_paper_venue(spec: StrategySpec, market: MarketDataSource) -> PaperVenue
     return PaperVenue(account=spec.name, mode=spec.mode, starting_cash=v.starting_cash, fee_rate=v.fee_rate,
                       slippage_bps=v.slippage_bps,
                       bars_fn=lambda inst, start, end: market.bars_between(inst, spec.timeframe, start, end),
-                      bar_duration=spec.bar_duration)
+                      bar_duration=spec.bar_duration,
+                      tick_sizes={i: spec.instrument(i).tick_size for i in spec.instruments})
 
 
 # ---------------------------------------------------------------- market steps

@@ -5,8 +5,8 @@
   through the limit (price improvement), else at the limit.
 - Stop (stop-market) order: triggers when the bar's range reaches the trigger; fills at the
   trigger, or at the open if the bar gaps through it, then slippage against the trader.
-- Bracket (stop-loss + take-profit on one position): if one bar reaches both, the stop is
-  assumed to fill first. A bar does not say which came first; assuming the worse outcome keeps
+- Bracket (stop-loss + take-profit on one position): a bar that opens through the target fills
+  the take-profit at the open; otherwise, if one bar reaches both, the stop is assumed to fill first. A bar does not say which came first; assuming the worse outcome keeps
   paper results from flattering the strategy (backtrader and freqtrade make the same choice).
 Prices in quote currency; ``slippage_bps`` in basis points (1 bp = 0.01 %).
 """
@@ -46,6 +46,12 @@ def bracket_exit(
 ) -> tuple[OrderRole, float] | None:
     """Which bracket leg ``bar`` fills, and at what price; the stop wins a tie (see module doc)."""
     exit_side = position_side.exit_side
+    if take_profit is not None:
+        # A bar that *opens* through the target fills the resting limit on the opening trade: the
+        # open says which came first, so the stop-first tie rule does not apply.
+        long = position_side is PositionSide.LONG
+        if (long and bar.open >= take_profit) or (not long and bar.open <= take_profit):
+            return OrderRole.TAKE_PROFIT, bar.open
     if stop is not None:
         px = stop_fill_price(exit_side, stop, bar, slippage_bps)
         if px is not None:

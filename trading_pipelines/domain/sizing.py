@@ -49,10 +49,16 @@ def risk_position_size(equity: float, risk_pct: float, entry: float, stop: float
         raise ValueError(f"risk_pct must be > 0, got {risk_pct}")
     if entry <= 0 or stop <= 0:
         raise ValueError(f"prices must be > 0, got entry={entry} stop={stop}")
-    distance = abs(entry - stop)
+    # Decimal arithmetic on the decimal prices: 100.3 − 100.1 is 0.2, not 0.20000000000000284,
+    # so an exact lot multiple is not lost to binary float error.
+    distance = abs(Decimal(str(entry)) - Decimal(str(stop)))
     if distance == 0:
         raise ValueError("entry equals stop: the stop distance is zero")
-    return round_down_to_step(equity * risk_pct / 100.0 / distance, lot_step)
+    raw = Decimal(str(equity)) * Decimal(str(risk_pct)) / Decimal(100) / distance
+    step = Decimal(str(lot_step))
+    if step <= 0:
+        raise ValueError(f"lot step must be > 0, got {lot_step}")
+    return float((raw / step).to_integral_value(rounding=ROUND_DOWN) * step)
 
 
 def liquidation_price(entry: float, leverage: float, side: PositionSide, maintenance_margin_rate: float) -> float:

@@ -44,6 +44,7 @@ from trading_pipelines.domain.models import (
     TradeIntent,
 )
 from trading_pipelines.domain.paper import bracket_exit, market_fill_price, realized_pnl
+from trading_pipelines.domain.sizing import round_to_tick
 from trading_pipelines.ledger.models import (
     PaperAccountRow,
     PaperClockRow,
@@ -120,7 +121,7 @@ class PaperVenue:
     simulated = True
 
     def __init__(self, account: str, mode: Mode, starting_cash: float, fee_rate: float, slippage_bps: float,
-                 bars_fn: BarsFn, bar_duration: timedelta):
+                 bars_fn: BarsFn, bar_duration: timedelta, tick_sizes: dict[str, float] | None = None):
         self.account = account
         self.mode = mode
         self.starting_cash = starting_cash
@@ -128,6 +129,7 @@ class PaperVenue:
         self.slippage_bps = slippage_bps
         self.bars_fn = bars_fn
         self.bar = bar_duration
+        self.tick_sizes = tick_sizes or {}
 
     # ------------------------------------------------------------------ account
     def _account(self, s: Session, lock: bool = False) -> PaperAccountRow:
@@ -288,6 +290,9 @@ class PaperVenue:
             PaperOrderRow.status == OrderStatus.NEW.value).order_by(PaperOrderRow.placed_at)).scalars())
 
     def _fill(self, s: Session, row: PaperOrderRow, price: float, time: datetime) -> PaperFillRow:
+        tick = self.tick_sizes.get(row.instrument)
+        if tick:  # exchanges fill on the price grid
+            price = round_to_tick(price, tick)
         fee = row.quantity * price * self.fee_rate
         row.status, row.fill_price, row.filled_at = OrderStatus.FILLED.value, price, time
         f = PaperFillRow(fill_id=f"{row.client_order_id}-1", client_order_id=row.client_order_id, account=self.account,
@@ -332,14 +337,14 @@ class PaperVenue:
                 if pos is not None:  # the venue refuses a second position (one-way mode)
                     r.status = OrderStatus.REJECTED.value
                     continue
-                self._fill(s, r, price, bar.open_time)
+                price = self._fill(s, r, price, bar.open_time).price
                 self._open_position(s, r, price, bar.open_time)
                 events.append(VenueEvent("fill", instrument, r.client_order_id, r.role, price, r.quantity, bar.open_time))
             else:  # exit
                 if pos is None:
                     r.status = OrderStatus.REJECTED.value
                     continue
-                self._fill(s, r, price, bar.open_time)
+                price = self._fill(s, r, price, bar.open_time).price
                 pnl = self._close_position(s, pos, price)
                 self._cancel_brackets(s, instrument)
                 events.append(VenueEvent("fill", instrument, r.client_order_id, r.role, price, r.quantity, bar.open_time, pnl))
@@ -355,7 +360,7 @@ class PaperVenue:
             if hit is not None:
                 role, price = hit
                 leg = stop if role is OrderRole.STOP_LOSS else target
-                self._fill(s, leg, price, bar.open_time)
+                price = self._fill(s, leg, price, bar.open_time).price
                 pnl = self._close_position(s, pos, price)
                 self._cancel_brackets(s, instrument)
                 events.append(VenueEvent("fill", instrument, leg.client_order_id, leg.role, price, leg.quantity, bar.open_time, pnl))
