@@ -9,6 +9,7 @@ dotted field path.
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
@@ -260,9 +261,18 @@ class StrategySpec(_Strict):
         return instrument_catalogue()[symbol]
 
 
-@lru_cache(maxsize=1)
+def instruments_file() -> Path:
+    """``TRADING_INSTRUMENTS_FILE`` if set, else the repo's ``data/instruments.yaml``."""
+    return Path(os.environ.get("TRADING_INSTRUMENTS_FILE") or INSTRUMENTS_FILE)
+
+
 def _raw_catalogue() -> dict:
-    return yaml.safe_load(INSTRUMENTS_FILE.read_text())["instruments"]
+    return _load_catalogue(str(instruments_file()))
+
+
+@lru_cache(maxsize=4)
+def _load_catalogue(path: str) -> dict:
+    return yaml.safe_load(Path(path).read_text())["instruments"]
 
 
 def instrument_catalogue() -> dict[str, InstrumentSpec]:

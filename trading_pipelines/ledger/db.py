@@ -36,6 +36,7 @@ def default_ledger_url(environ: os._Environ | dict = os.environ) -> str:
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    dbapi_conn.isolation_level = None  # let the "begin" listener issue BEGIN itself
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
@@ -51,6 +52,9 @@ def get_engine(url: str) -> Engine:
             if url.startswith("sqlite"):
                 engine = create_engine(url, connect_args={"timeout": 30})
                 event.listen(engine, "connect", _sqlite_pragmas)
+                # Every transaction takes SQLite's write lock up front (BEGIN IMMEDIATE): concurrent
+                # runs then queue on busy_timeout instead of failing when a read turns into a write.
+                event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
             else:
                 engine = create_engine(url, pool_pre_ping=True)
             _engines[url] = engine
