@@ -23,6 +23,8 @@ from typing import Callable, Iterable
 
 import pandas as pd
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from trading_pipelines.domain.guards import AccountView
@@ -138,12 +140,15 @@ class PaperVenue:
             stmt = stmt.with_for_update()
         row = s.execute(stmt).scalar_one_or_none()
         if row is None:
-            row = PaperAccountRow(account=self.account, mode=self.mode.value, starting_cash=self.starting_cash,
-                                  cash=self.starting_cash, realized_pnl=0.0, fees_paid=0.0)
-            s.add(row)
-            s.flush()
-            if lock:
-                row = s.execute(stmt).scalar_one()
+            # Concurrent first runs race to open the account: insert-if-absent, then read it back.
+            dialect = s.get_bind().dialect.name
+            insert = {"postgresql": pg_insert, "sqlite": sqlite_insert}.get(dialect)
+            if insert is None:
+                raise VenueError(f"paper venue needs PostgreSQL or SQLite, not {dialect}")
+            s.execute(insert(PaperAccountRow).values(
+                account=self.account, mode=self.mode.value, starting_cash=self.starting_cash, cash=self.starting_cash,
+                realized_pnl=0.0, fees_paid=0.0).on_conflict_do_nothing(index_elements=["account"]))
+            row = s.execute(stmt).scalar_one()
         return row
 
     def lock(self, s: Session) -> None:
