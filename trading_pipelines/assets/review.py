@@ -53,7 +53,8 @@ def build_review_assets(spec: StrategySpec) -> tuple[list[dg.AssetsDefinition], 
         context.add_output_metadata({"instruments": list(spec.instruments), "added": new, "count": len(spec.instruments)})
         return list(spec.instruments)
 
-    @dg.asset(key=k["ohlcv_bars"], deps=[k["symbol_universe"]], kinds={"pandas"}, retry_policy=retry,
+    @dg.asset(key=k["ohlcv_bars"], deps=[k["symbol_universe"]], kinds={"pandas", "parquet"}, retry_policy=retry,
+              io_manager_key="frames_io_manager",
               description="Point-in-time OHLCV bars: the last lookback bars that closed at or before the window end.", **common)
     def ohlcv_bars(context: dg.AssetExecutionContext, trading: TradingResource) -> pd.DataFrame:
         rt, lin, inst, end = ctx(context, trading)
@@ -66,7 +67,8 @@ def build_review_assets(spec: StrategySpec) -> tuple[list[dg.AssetsDefinition], 
         })
         return bars
 
-    @dg.asset(key=k["indicator_frames"], ins={"bars": dg.AssetIn(k["ohlcv_bars"])}, kinds={"pandas"},
+    @dg.asset(key=k["indicator_frames"], ins={"bars": dg.AssetIn(k["ohlcv_bars"])}, kinds={"pandas", "parquet"},
+              io_manager_key="frames_io_manager",
               description="Indicators from the `ta` library, chosen and parameterized by the strategy template.", **common)
     def indicator_frames(context: dg.AssetExecutionContext, trading: TradingResource, bars: pd.DataFrame) -> pd.DataFrame:
         rt, *_ = ctx(context, trading)

@@ -10,6 +10,7 @@ import dagster as dg
 from sqlalchemy import Engine
 
 from trading_pipelines.config import DEFAULT_DATA_DIR, StrategySpec
+from trading_pipelines.io_managers import frames_io_manager_from_env
 from trading_pipelines.ledger.db import default_ledger_url, get_engine
 from trading_pipelines.resources.charts import ChartStore, LocalChartStore, MinioChartStore
 from trading_pipelines.resources.market_data import CcxtSource, CsvReplaySource, MarketDataSource
@@ -88,4 +89,4 @@ def chart_store_from_env() -> ChartStoreResource:
 def default_resources() -> dict:
     trading = TradingResource(ledger=LedgerResource(url=os.environ.get("TRADING_LEDGER_URL")), charts=chart_store_from_env(),
                               market_data=MarketDataResource(data_dir=os.environ.get("TRADING_DATA_DIR")))
-    return {"trading": trading}
+    return {"trading": trading, "frames_io_manager": frames_io_manager_from_env()}

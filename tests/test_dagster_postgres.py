@@ -1,0 +1,99 @@
+"""Dagster's own storage on a real PostgreSQL server, configured by deploy/dagster.yaml itself
+(only the local log/artifact folders moved to a temp dir; the connection from DAGSTER_POSTGRES_*).
+A run materialized in-process writes its events through psycopg2 (no psycopg3 `NOTIFY $1` trap)."""
+
+import os
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import psycopg2
+import pytest
+import yaml
+from dagster._core.instance.config import dagster_instance_config
+
+pytestmark = pytest.mark.postgres
+
+DEPLOY_YAML = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
+
+
+@dg.asset
+def trivial_asset() -> int:
+    return 42
+
+
+@dg.asset(pool="llm")
+def pooled_asset(trivial_asset: int) -> int:
+    return trivial_asset + 1
+
+
+@pytest.fixture()
+def dagster_home(postgres_server, tmp_path, monkeypatch) -> Path:
+    """A DAGSTER_HOME with deploy/dagster.yaml pointed (through its env vars) at a fresh database."""
+    db = f"dagster_{uuid.uuid4().hex[:10]}"
+    postgres_server.create_database(db)
+    for var, value in {"DAGSTER_POSTGRES_USER": postgres_server.user, "DAGSTER_POSTGRES_PASSWORD": postgres_server.password,
+                       "DAGSTER_POSTGRES_HOST": postgres_server.host, "DAGSTER_POSTGRES_PORT": str(postgres_server.port),
+                       "DAGSTER_POSTGRES_DB": db}.items():
+        monkeypatch.setenv(var, value)
+    config = yaml.safe_load(DEPLOY_YAML.read_text())
+    config["compute_logs"]["config"]["base_dir"] = str(tmp_path / "compute_logs")
+    config["local_artifact_storage"]["config"]["base_dir"] = str(tmp_path / "storage")
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+def test_deploy_yaml_passes_instance_schema_validation(dagster_home):
+    config, custom_class = dagster_instance_config(str(dagster_home))
+    assert custom_class is None
+    assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+
+
+def test_instance_settings_from_deploy_yaml(dagster_home):
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
+        assert instance.run_storage.postgres_url.startswith("postgresql+psycopg2://")
+        assert instance.event_log_storage.postgres_url.startswith("postgresql+psycopg2://")
+        assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
+        assert isinstance(instance.run_launcher, dg.DefaultRunLauncher)
+        queue = instance.get_concurrency_config().run_queue_config
+        assert queue.max_concurrent_runs == 8
+        assert queue.tag_concurrency_limits[0]["key"] == "instrument"
+        assert instance.get_concurrency_config().pool_config.default_pool_limit == 2
+        assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds == 3600
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
+        assert not instance.run_retries_retry_on_asset_or_op_failure
+
+
+def test_materialize_in_process_on_postgres(dagster_home, postgres_server):
+    with dg.DagsterInstance.get() as instance:  # from DAGSTER_HOME
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        result = dg.materialize([trivial_asset, pooled_asset], instance=instance)
+        assert result.success
+        run_id = result.run_id
+        run = instance.get_run_by_id(run_id)
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        mat = instance.get_latest_materialization_event(dg.AssetKey("pooled_asset"))
+        assert mat is not None and mat.run_id == run_id
+        # the "llm" pool got its default limit (2) from concurrency.pools, stored in Postgres
+        assert instance.event_log_storage.get_concurrency_info("llm").slot_count == 2
+
+    conn = psycopg2.connect(postgres_server.dsn(os.environ["DAGSTER_POSTGRES_DB"]))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT status FROM runs WHERE run_id = %s", (run_id,))
+            assert cur.fetchone() == ("SUCCESS",)
+            cur.execute("SELECT dagster_event_type, count(*) FROM event_logs WHERE run_id = %s "
+                        "AND dagster_event_type IS NOT NULL GROUP BY 1", (run_id,))
+            events = dict(cur.fetchall())
+    finally:
+        conn.close()
+    # run-level events keep their legacy PIPELINE_* names in the table
+    assert events.get("RUN_SUCCESS", events.get("PIPELINE_SUCCESS")) == 1, events
+    assert events["ASSET_MATERIALIZATION"] == 2 and events["STEP_SUCCESS"] == 2
+    assert not {"RUN_FAILURE", "PIPELINE_FAILURE", "STEP_FAILURE"} & set(events)
