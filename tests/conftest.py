@@ -14,12 +14,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+import uuid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import servers  # noqa: E402
 from servers import in_ci  # noqa: E402
 
+DEPLOY_YAML = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
 _START_TIMES: dict[str, float] = {}
 
 
@@ -61,6 +64,25 @@ def s3_server():
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture()
+def dagster_home_on_postgres(postgres_server, tmp_path, monkeypatch) -> Path:
+    """A DAGSTER_HOME with deploy/dagster.yaml pointed (through its env vars) at a fresh database."""
+    db = f"dagster_{uuid.uuid4().hex[:10]}"
+    postgres_server.create_database(db)
+    for var, value in {"DAGSTER_POSTGRES_USER": postgres_server.user, "DAGSTER_POSTGRES_PASSWORD": postgres_server.password,
+                       "DAGSTER_POSTGRES_HOST": postgres_server.host, "DAGSTER_POSTGRES_PORT": str(postgres_server.port),
+                       "DAGSTER_POSTGRES_DB": db}.items():
+        monkeypatch.setenv(var, value)
+    config = yaml.safe_load(DEPLOY_YAML.read_text())
+    config["compute_logs"]["config"]["base_dir"] = str(tmp_path / "compute_logs")
+    config["local_artifact_storage"]["config"]["base_dir"] = str(tmp_path / "storage")
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

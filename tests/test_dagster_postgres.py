@@ -3,18 +3,15 @@
 A run materialized in-process writes its events through psycopg2 (no psycopg3 `NOTIFY $1` trap)."""
 
 import os
-import uuid
 from pathlib import Path
 
 import dagster as dg
 import psycopg2
 import pytest
-import yaml
 from dagster._core.instance.config import dagster_instance_config
 
 pytestmark = pytest.mark.postgres
 
-DEPLOY_YAML = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
 
 
 @dg.asset
@@ -28,22 +25,8 @@ def pooled_asset(trivial_asset: int) -> int:
 
 
 @pytest.fixture()
-def dagster_home(postgres_server, tmp_path, monkeypatch) -> Path:
-    """A DAGSTER_HOME with deploy/dagster.yaml pointed (through its env vars) at a fresh database."""
-    db = f"dagster_{uuid.uuid4().hex[:10]}"
-    postgres_server.create_database(db)
-    for var, value in {"DAGSTER_POSTGRES_USER": postgres_server.user, "DAGSTER_POSTGRES_PASSWORD": postgres_server.password,
-                       "DAGSTER_POSTGRES_HOST": postgres_server.host, "DAGSTER_POSTGRES_PORT": str(postgres_server.port),
-                       "DAGSTER_POSTGRES_DB": db}.items():
-        monkeypatch.setenv(var, value)
-    config = yaml.safe_load(DEPLOY_YAML.read_text())
-    config["compute_logs"]["config"]["base_dir"] = str(tmp_path / "compute_logs")
-    config["local_artifact_storage"]["config"]["base_dir"] = str(tmp_path / "storage")
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    return home
+def dagster_home(dagster_home_on_postgres) -> Path:
+    return dagster_home_on_postgres
 
 
 def test_deploy_yaml_passes_instance_schema_validation(dagster_home):

@@ -9,12 +9,10 @@ import io
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 import pytest
-import yaml
 from sqlalchemy import func, select
 
 from trading_pipelines.assets.partitions import INSTRUMENT_DIM, WINDOW_DIM
@@ -23,29 +21,16 @@ from trading_pipelines.ledger.db import get_engine, session_scope
 from trading_pipelines.ledger.repo import status_report
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3]
-DEPLOY_YAML = Path(__file__).resolve().parents[1] / "deploy" / "dagster.yaml"
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 SPOT, WINDOWS = "spot_4h_majors", ["2026-02-27-00:00", "2026-02-27-04:00", "2026-02-27-08:00"]
 
 
 @pytest.fixture()
-def prod(postgres_server, s3_server, tmp_path, monkeypatch):
-    dagster_db, ledger_db = (f"{p}_{uuid.uuid4().hex[:8]}" for p in ("dagster", "ledger"))
-    postgres_server.create_database(dagster_db)
-    ledger_url = postgres_server.create_database(ledger_db)
-    for var, value in {"DAGSTER_POSTGRES_USER": postgres_server.user, "DAGSTER_POSTGRES_PASSWORD": postgres_server.password,
-                       "DAGSTER_POSTGRES_HOST": postgres_server.host, "DAGSTER_POSTGRES_PORT": str(postgres_server.port),
-                       "DAGSTER_POSTGRES_DB": dagster_db}.items():
-        monkeypatch.setenv(var, value)
-    config = yaml.safe_load(DEPLOY_YAML.read_text())
-    config["compute_logs"]["config"]["base_dir"] = str(tmp_path / "compute_logs")
-    config["local_artifact_storage"]["config"]["base_dir"] = str(tmp_path / "storage")
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+def prod(dagster_home_on_postgres, postgres_server, s3_server, monkeypatch):
+    home = dagster_home_on_postgres
+    ledger_url = postgres_server.create_database(f"ledger_{uuid.uuid4().hex[:8]}")
     bucket = f"charts-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("TRADING_LEDGER_URL", ledger_url if isinstance(ledger_url, str) else postgres_server.url_for(ledger_db))
+    monkeypatch.setenv("TRADING_LEDGER_URL", ledger_url)
     monkeypatch.setenv("TRADING_CHART_STORE", "minio")
     monkeypatch.setenv("MINIO_ENDPOINT", s3_server.endpoint)
     monkeypatch.setenv("MINIO_ACCESS_KEY", s3_server.access_key)

@@ -7,7 +7,7 @@ of truth for cash, positions and resting orders. Money in quote currency; ``*_pc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 from trading_pipelines.domain.models import (
