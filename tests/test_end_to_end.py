@@ -7,15 +7,14 @@ the rules provider, the paper venue and the SQLite ledger, through Dagster's own
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
 
 import dagster as dg
 import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
-from trading_pipelines.assets.partitions import INSTRUMENT_DIM, WINDOW_DIM, window_end
-from trading_pipelines.config import DEFAULT_DATA_DIR, load_strategies, parse_strategy
+from trading_pipelines.assets.partitions import INSTRUMENT_DIM, WINDOW_DIM
+from trading_pipelines.config import DEFAULT_DATA_DIR, load_strategies
 from trading_pipelines.ledger import models as m
 from trading_pipelines.ledger.db import get_engine, session_scope
 from trading_pipelines.ledger.repo import status_report

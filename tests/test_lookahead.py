@@ -3,7 +3,6 @@ or far beyond. Real candles, real indicators, real chart rendering, the rules pr
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
 
