@@ -153,3 +153,17 @@ def test_missing_key_and_wrong_credentials(s3_server, bucket, png):
                                bucket=bucket, secure=False, region=s3_server.region)
     with pytest.raises(S3Error):
         intruder.get(key)
+
+
+def test_presigned_url_names_the_public_endpoint(s3_server, bucket, png):
+    """In compose the server is `minio:9000` for containers but the browser reaches 127.0.0.1:9000:
+    URLs are signed for the public endpoint (here `localhost:<port>`, the same server by another name)."""
+    port = s3_server.endpoint.rsplit(":", 1)[1]
+    store = MinioChartStore(endpoint=s3_server.endpoint, access_key=s3_server.access_key, secret_key=s3_server.secret_key,
+                            bucket=bucket, secure=False, public_endpoint=f"localhost:{port}")
+    key = chart_key("strat", "ETH/USDT", datetime(2026, 3, 3, 20, tzinfo=timezone.utc))
+    ref = store.put(key, png)
+    url = store.url(key)
+    assert url.startswith(f"http://localhost:{port}/{bucket}/")
+    with urllib.request.urlopen(url) as r:
+        assert hashlib.sha256(r.read()).hexdigest() == ref.sha256

@@ -266,12 +266,19 @@ class MinioChartStore(ChartStore):
         region: str | None = None,
         url_expiry: timedelta = timedelta(days=7),
         client=None,
+        public_endpoint: str | None = None,
     ) -> None:
         from minio import Minio
 
         self.bucket = bucket
         self.url_expiry = url_expiry
         self.client = client or Minio(endpoint, access_key=access_key, secret_key=secret_key, secure=secure, region=region)
+        # Presigned URLs must name the host the *browser* uses (in compose the server is
+        # "minio:9000", which only containers resolve). Signing is offline when a region is set.
+        self._presign_client = self.client
+        if public_endpoint:
+            self._presign_client = Minio(public_endpoint, access_key=access_key, secret_key=secret_key, secure=secure,
+                                         region=region or "us-east-1")
         self._bucket_ready = False
 
     def _ensure_bucket(self) -> None:
@@ -339,4 +346,4 @@ class MinioChartStore(ChartStore):
     def url(self, key: str) -> str | None:
         if not self.exists(key):
             return None
-        return self.client.presigned_get_object(bucket_name=self.bucket, object_name=key, expires=self.url_expiry)
+        return self._presign_client.presigned_get_object(bucket_name=self.bucket, object_name=key, expires=self.url_expiry)

@@ -38,6 +38,7 @@ class ChartStoreResource(dg.ConfigurableResource):
     secret_key: str | None = None
     bucket: str = "trading-charts"
     secure: bool = False
+    public_endpoint: str | None = None
 
     def store(self) -> ChartStore:
         if self.kind == "local":
@@ -47,7 +48,7 @@ class ChartStoreResource(dg.ConfigurableResource):
             if not (self.endpoint and self.access_key and self.secret_key):
                 raise dg.DagsterInvariantViolationError("minio chart store needs endpoint, access_key and secret_key")
             return MinioChartStore(endpoint=self.endpoint, access_key=self.access_key, secret_key=self.secret_key,
-                                   bucket=self.bucket, secure=self.secure)
+                                   bucket=self.bucket, secure=self.secure, public_endpoint=self.public_endpoint)
         raise dg.DagsterInvariantViolationError(f"unknown chart store kind {self.kind!r} (local | minio)")
 
 
@@ -78,11 +79,13 @@ class TradingResource(dg.ConfigurableResource):
 
 def chart_store_from_env() -> ChartStoreResource:
     """``TRADING_CHART_STORE=minio`` switches to MinIO with ``MINIO_ENDPOINT``, ``MINIO_ACCESS_KEY``,
-    ``MINIO_SECRET_KEY`` (secrets resolved by Dagster at run time), ``MINIO_BUCKET``, ``MINIO_SECURE``."""
+    ``MINIO_SECRET_KEY`` (secrets resolved by Dagster at run time), ``MINIO_BUCKET``, ``MINIO_SECURE``, and
+    ``MINIO_PUBLIC_ENDPOINT`` (host:port the browser reaches, for presigned URLs in the UI)."""
     if os.environ.get("TRADING_CHART_STORE", "local") == "minio":
         return ChartStoreResource(kind="minio", endpoint=dg.EnvVar("MINIO_ENDPOINT"), access_key=dg.EnvVar("MINIO_ACCESS_KEY"),
                                   secret_key=dg.EnvVar("MINIO_SECRET_KEY"), bucket=os.environ.get("MINIO_BUCKET", "trading-charts"),
-                                  secure=os.environ.get("MINIO_SECURE", "false").lower() == "true")
+                                  secure=os.environ.get("MINIO_SECURE", "false").lower() == "true",
+                                  public_endpoint=os.environ.get("MINIO_PUBLIC_ENDPOINT") or None)
     return ChartStoreResource(kind="local", local_dir=os.environ.get("TRADING_CHART_DIR"))
 
 
