@@ -15,7 +15,8 @@ def build_review_schedule(spec: StrategySpec, job) -> dg.ScheduleDefinition:
                  default_status=dg.DefaultScheduleStatus.RUNNING if spec.schedule.default_running else dg.DefaultScheduleStatus.STOPPED,
                  description=f"Reviews every instrument of {spec.name} for the window that just closed ({spec.review_cron}, UTC).")
     def _schedule(context: dg.ScheduleEvaluationContext):
-        wkey = windows.get_last_partition_key(current_time=context.scheduled_execution_time)
+        with dg.partition_loading_context(effective_dt=context.scheduled_execution_time):
+            wkey = windows.get_last_partition_key()  # the last window that has fully closed
         if wkey is None:
             return dg.SkipReason("no complete window yet")
         instruments = context.instance.get_dynamic_partitions(spec.instruments_partitions_name)

@@ -206,6 +206,7 @@ class PositionRow(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     exit_price: Mapped[float | None] = mapped_column(Float, nullable=True)
     exit_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    exit_fill_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     realized_pnl: Mapped[float] = mapped_column(Float, default=0.0)
     status: Mapped[str] = mapped_column(String(8), index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

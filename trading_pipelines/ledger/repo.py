@@ -159,35 +159,50 @@ def reconcile(s: Session, strategy: str, mode: str, venue) -> dict[str, int]:
             s.add(FillRow(fill_id=f.fill_id, client_order_id=f.client_order_id, strategy=strategy, instrument=f.instrument,
                           side=f.side, quantity=f.quantity, price=f.price, fee=f.fee, time=f.time))
             changed["fills"] += 1
-    venue_positions = {p.instrument: p for p in venue.positions(s)}
-    open_rows = {r.instrument: r for r in s.execute(select(PositionRow).where(
-        PositionRow.strategy == strategy, PositionRow.status == "open")).scalars()}
-    for inst, p in venue_positions.items():
-        row = open_rows.get(inst)
-        if row is not None and row.opened_at != p.opened_at:
-            row = None  # a different position: the old one closed and a new one opened
-        if row is None:
-            s.add(PositionRow(strategy=strategy, instrument=inst, mode=mode, side=p.side.value, quantity=p.quantity,
-                              entry_price=p.entry_price, mark_price=p.mark_price, leverage=p.leverage,
-                              opened_at=p.opened_at, status="open"))
-            changed["positions_opened"] += 1
-        else:
-            row.mark_price, row.quantity = p.mark_price, p.quantity
-    for inst, row in open_rows.items():
-        p = venue_positions.get(inst)
-        if p is None or p.opened_at != row.opened_at:
-            exit_fill = s.execute(select(FillRow).join(OrderRow, OrderRow.client_order_id == FillRow.client_order_id).where(
-                FillRow.strategy == strategy, FillRow.instrument == inst, OrderRow.reduce_only.is_(True),
-                FillRow.time >= row.opened_at).order_by(FillRow.time)).scalars().first()
-            row.status = "closed"
-            if exit_fill is not None:
-                role = s.get(OrderRow, exit_fill.client_order_id).role
-                sign = 1.0 if row.side == "long" else -1.0
-                row.closed_at, row.exit_price, row.exit_reason = exit_fill.time, exit_fill.price, role
-                row.realized_pnl = sign * (exit_fill.price - row.entry_price) * row.quantity
-            changed["positions_closed"] += 1
+    _positions_from_fills(s, strategy, mode, {p.instrument: p for p in venue.positions(s)}, changed)
     s.flush()
     return changed
+
+
+def _positions_from_fills(s: Session, strategy: str, mode: str, venue_positions: dict, changed: dict[str, int]) -> None:
+    """Position history from fills: each entry fill opens a position; the first reduce-only fill
+    on the instrument at or after it (not already closing another position) closes it. A position
+    that opened and closed between two reconciliations is therefore still recorded. Open positions
+    take their mark price from the venue."""
+    entries = s.execute(select(FillRow, OrderRow).join(OrderRow, OrderRow.client_order_id == FillRow.client_order_id).where(
+        FillRow.strategy == strategy, OrderRow.role == "entry").order_by(FillRow.time)).all()
+    used_exits = set(s.execute(select(PositionRow.exit_fill_id).where(
+        PositionRow.strategy == strategy, PositionRow.exit_fill_id.is_not(None))).scalars())
+    for fill, order in entries:
+        row = s.execute(select(PositionRow).where(PositionRow.strategy == strategy, PositionRow.instrument == fill.instrument,
+                                                  PositionRow.opened_at == fill.time)).scalar_one_or_none()
+        if row is None:
+            intent = s.get(IntentRow, order.intent_id)
+            row = PositionRow(strategy=strategy, instrument=fill.instrument, mode=mode,
+                              side=(intent.position_side if intent and intent.position_side else ("long" if fill.side == "buy" else "short")),
+                              quantity=fill.quantity, entry_price=fill.price, mark_price=fill.price,
+                              leverage=intent.leverage if intent else 1.0, opened_at=fill.time, status="open")
+            s.add(row)
+            s.flush()
+            changed["positions_opened"] += 1
+        if row.status != "open":
+            continue
+        exits = s.execute(select(FillRow, OrderRow).join(OrderRow, OrderRow.client_order_id == FillRow.client_order_id).where(
+            FillRow.strategy == strategy, FillRow.instrument == fill.instrument, OrderRow.reduce_only.is_(True),
+            FillRow.time >= fill.time).order_by(FillRow.time, FillRow.fill_id)).all()
+        exit_fill = next(((f, o) for f, o in exits if f.fill_id not in used_exits), None)
+        if exit_fill is not None:
+            f, o = exit_fill
+            sign = 1.0 if row.side == "long" else -1.0
+            row.status, row.closed_at, row.exit_price, row.exit_reason = "closed", f.time, f.price, o.role
+            row.exit_fill_id, row.mark_price = f.fill_id, f.price
+            row.realized_pnl = sign * (f.price - row.entry_price) * row.quantity
+            used_exits.add(f.fill_id)
+            changed["positions_closed"] += 1
+        else:
+            p = venue_positions.get(fill.instrument)
+            if p is not None and p.opened_at == row.opened_at:
+                row.mark_price, row.quantity = p.mark_price, p.quantity
 
 
 def record_snapshot(s: Session, lin: Lineage, mode: str, snap: PortfolioSnapshot) -> SnapshotRow:
