@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 from sqlalchemy import select
 
-from trading_pipelines.assets.partitions import INSTRUMENT_DIM, WINDOW_DIM, window_end
+from trading_pipelines.assets.partitions import window_end
 from trading_pipelines.config import load_strategies
 from trading_pipelines.domain.models import IntentKind, IntentStatus, Mode, PositionSide, Side, TradeIntent
 from trading_pipelines.ledger import models as m
@@ -37,7 +37,7 @@ def test_schedule_requests_each_instrument_for_the_window_that_just_closed(env):
     with dg.build_schedule_context(instance=instance, scheduled_execution_time=tick, repository_def=defs.get_repository_def()) as ctx:
         reqs = sched.evaluate_tick(ctx).run_requests
     assert sorted(r.partition_key for r in reqs) == [
-        f"BTC/USDT|2026-03-01-04:00", f"ETH/USDT|2026-03-01-04:00", f"SOL/USDT|2026-03-01-04:00"]
+        "BTC/USDT|2026-03-01-04:00", "ETH/USDT|2026-03-01-04:00", "SOL/USDT|2026-03-01-04:00"]
     assert len({r.run_key for r in reqs}) == 3  # run keys: each instrument × window runs once
 
 
