@@ -4,6 +4,7 @@
     trading-pipelines review spot_4h_majors --last 30
     trading-pipelines review futures_1h_btc_eth --start 2026-04-01-00:00 --end 2026-04-02-00:00
     trading-pipelines status --json [--strategy NAME]
+    trading-pipelines confirm it-…   |   trading-pipelines cancel it-…
 
 Runs go through the same Dagster instance (``DAGSTER_HOME``) and the same ledger as
 ``dagster dev``, so everything a CLI review did is there to inspect in the UI afterwards.
@@ -149,6 +150,34 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_decide(args) -> int:
+    """confirm / cancel one intent, by id (see ``status --json``)."""
+    ensure_dagster_home()
+    from trading_pipelines import services
+    from trading_pipelines.ledger.db import session_scope
+    from trading_pipelines.ledger.models import IntentRow
+    from trading_pipelines.resources.dagster_resources import default_resources
+
+    trading = default_resources()["trading"]
+    engine = trading.ledger.engine()
+    with session_scope(engine) as s:
+        row = s.get(IntentRow, args.intent_id)
+        strategy = row.strategy if row else None
+    if strategy is None:
+        print(f"error: unknown intent {args.intent_id!r}", file=sys.stderr)
+        return 2
+    try:
+        spec = load_strategies()[strategy]
+        rt = trading.runtime(spec)
+        fn = services.confirm if args.cmd == "confirm" else services.cancel
+        intent, orders = fn(rt, args.intent_id, run_id=f"cli:{args.cmd}:{os.environ.get('USER', 'unknown')}")
+    except (ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"intent_id": intent.intent_id, "status": intent.status.value, "orders": orders}, indent=2, default=str))
+    return 0
+
+
 def cmd_list(args) -> int:
     try:
         for name, spec in load_strategies().items():
@@ -174,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--json", action="store_true")
     s.add_argument("--strategy")
     s.set_defaults(fn=cmd_status)
+    for name, text in (("confirm", "send a validated intent that waits for manual confirmation"),
+                       ("cancel", "cancel an intent that has not traded (and its resting orders)")):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("intent_id")
+        c.set_defaults(fn=cmd_decide)
     ls = sub.add_parser("list", help="the strategies")
     ls.set_defaults(fn=cmd_list)
     args = p.parse_args(argv)

@@ -29,7 +29,6 @@ from trading_pipelines.domain.models import (
     GuardResult,
     IntentKind,
     IntentStatus,
-    Mode,
     OrderStatus,
     PortfolioSnapshot,
     Signal,
@@ -198,44 +197,110 @@ def execute(rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[TradeI
         status = IntentStatus(row.status) if row else intent.status
         if status is IntentStatus.VALIDATED:
             rt.venue.advance(s, lin.instrument, intent.window_end)
-            acct = rt.venue.account_view(s, lin.instrument, _day_start(s, rt, intent.window_end))
-            if intent.kind is IntentKind.ENTRY:
-                recheck = [guard_duplicate_position(intent, acct, rt.limits), guard_position_limit(intent, acct, rt.limits),
-                           guard_balance(intent, acct, rt.limits)]
-                failed = [g for g in recheck if not g.passed]
-                if failed:
-                    repo.record_guards(s, lin, intent.intent_id,
-                                       [g.model_copy(update={"guard": f"pre_submit_{g.guard}"}) for g in recheck])
-                    reason = "; ".join(f"pre-submit {g.guard}: {g.message}" for g in failed)
-                    repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.CANCELLED, reason)
-                    status = IntentStatus.CANCELLED
-            if status is IntentStatus.VALIDATED:
-                status = _submit(s, rt, lin, intent)
-        repo.reconcile(s, rt.spec.name, rt.spec.mode.value, rt.venue)
-        _sync_intent_statuses(s, rt, lin)
-        orders = s.execute(select(OrderRow).where(OrderRow.intent_id == intent.intent_id)
-                           .order_by(OrderRow.client_order_id)).scalars().all()
-        final = IntentStatus(s.get(IntentRow, intent.intent_id).status) if row else status
-        return intent.model_copy(update={"status": final}), [
-            {"client_order_id": o.client_order_id, "role": o.role, "side": o.side, "type": o.type, "quantity": o.quantity,
-             "price": o.price, "trigger_price": o.trigger_price, "status": o.status} for o in orders]
+            if _recheck_under_lock(s, rt, lin, intent):
+                if rt.spec.execution.confirm == "manual":
+                    repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.AWAITING_CONFIRMATION,
+                                           "execution.confirm is manual: `trading-pipelines confirm " + intent.intent_id + "`")
+                else:
+                    _send(s, rt, lin, intent, placed_at=intent.window_end)
+        return _finish(s, rt, lin, intent)
 
 
-def _submit(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> IntentStatus:
+def _finish(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[TradeIntent, list[dict]]:
+    repo.reconcile(s, rt.spec.name, rt.spec.mode.value, rt.venue)
+    _sync_intent_statuses(s, rt, lin)
+    orders = s.execute(select(OrderRow).where(OrderRow.intent_id == intent.intent_id)
+                       .order_by(OrderRow.client_order_id)).scalars().all()
+    row = s.get(IntentRow, intent.intent_id)
+    final = IntentStatus(row.status) if row else intent.status
+    return intent.model_copy(update={"status": final}), [
+        {"client_order_id": o.client_order_id, "role": o.role, "side": o.side, "type": o.type, "quantity": o.quantity,
+         "price": o.price, "trigger_price": o.trigger_price, "status": o.status} for o in orders]
+
+
+def _recheck_under_lock(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> bool:
+    """Re-run the guards other instruments' runs can invalidate; on a failure the intent is
+    CANCELLED with the reason and nothing is sent. Call with the account lock held."""
+    if intent.kind is not IntentKind.ENTRY:
+        return True
+    acct = rt.venue.account_view(s, lin.instrument, _day_start(s, rt, intent.window_end))
+    recheck = [guard_duplicate_position(intent, acct, rt.limits), guard_position_limit(intent, acct, rt.limits),
+               guard_balance(intent, acct, rt.limits)]
+    failed = [g for g in recheck if not g.passed]
+    if not failed:
+        return True
+    repo.record_guards(s, lin, intent.intent_id, [g.model_copy(update={"guard": f"pre_submit_{g.guard}"}) for g in recheck])
+    reason = "; ".join(f"pre-submit {g.guard}: {g.message}" for g in failed)
+    repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.CANCELLED, reason)
+    return False
+
+
+def _send(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent, placed_at: datetime) -> IntentStatus:
+    """Send the intent's orders, or record DRY_RUN when a live venue is not acknowledged live."""
     ex = rt.spec.execution
-    if ex.confirm == "manual":
-        repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.AWAITING_CONFIRMATION, "execution.confirm is manual")
-        return IntentStatus.AWAITING_CONFIRMATION
     if not rt.venue.simulated:
         allowed, why = live_trading_allowed(rt.spec.name, ex.dry_run, ex.live_ack)
         if not allowed:
             repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.DRY_RUN, why)
             return IntentStatus.DRY_RUN
-    orders = rt.venue.submit(s, intent, placed_at=intent.window_end)
+    orders = rt.venue.submit(s, intent, placed_at=placed_at)
     repo.record_orders(s, lin, intent.intent_id, rt.spec.mode.value, rt.venue.name, orders)
     repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.SUBMITTED,
                            f"{len(orders)} orders sent to {rt.venue.name}: " + ", ".join(o.client_order_id for o in orders))
     return IntentStatus.SUBMITTED
+
+
+def _stored_intent(s, intent_id: str) -> tuple[IntentRow, TradeIntent]:
+    row = s.get(IntentRow, intent_id)
+    if row is None:
+        raise KeyError(f"unknown intent {intent_id!r}")
+    return row, repo.intent_from_row(row)
+
+
+def confirm(rt: Runtime, intent_id: str, run_id: str = "cli") -> tuple[TradeIntent, list[dict]]:
+    """Manually confirm an AWAITING_CONFIRMATION intent: re-check under the account lock, then send.
+    A signal is good for one bar: once the venue has passed the bar after the window, the intent
+    is CANCELLED as expired instead (fail closed). Raises ``ValueError`` for any other status."""
+    with session_scope(rt.engine) as s:
+        rt.venue.lock(s)
+        row, intent = _stored_intent(s, intent_id)
+        lin = repo.Lineage(row.strategy, row.instrument, row.partition_key, run_id)
+        if row.status != IntentStatus.AWAITING_CONFIRMATION.value:
+            raise ValueError(f"intent {intent_id} is {row.status}, not AWAITING_CONFIRMATION")
+        rt.venue.advance(s, lin.instrument, intent.window_end)
+        clock = rt.venue.clock(s, lin.instrument)
+        expiry = intent.window_end + rt.spec.bar_duration
+        if clock is not None and clock >= expiry:
+            repo.set_intent_status(s, lin, intent_id, IntentStatus.CANCELLED,
+                                   f"expired: confirmed after the venue reached {clock.isoformat()} (valid until {expiry.isoformat()})")
+        elif _recheck_under_lock(s, rt, lin, intent):
+            repo.audit(s, lin, "confirm", intent_id=intent_id)
+            _send(s, rt, lin, intent, placed_at=max(intent.window_end, clock) if clock else intent.window_end)
+        return _finish(s, rt, lin, intent)
+
+
+def cancel(rt: Runtime, intent_id: str, run_id: str = "cli") -> tuple[TradeIntent, list[dict]]:
+    """Cancel an intent that has not traded: a VALIDATED or AWAITING_CONFIRMATION intent is marked
+    CANCELLED; a SUBMITTED one has its resting orders cancelled at the venue first. An intent whose
+    entry already filled cannot be cancelled (exit the position instead): ``ValueError``."""
+    with session_scope(rt.engine) as s:
+        rt.venue.lock(s)
+        row, intent = _stored_intent(s, intent_id)
+        lin = repo.Lineage(row.strategy, row.instrument, row.partition_key, run_id)
+        status = IntentStatus(row.status)
+        if status is IntentStatus.SUBMITTED:
+            primary = [o for o in s.execute(select(OrderRow).where(OrderRow.intent_id == intent_id)).scalars()
+                       if o.role in ("entry", "exit")]
+            if any(o.status == OrderStatus.FILLED.value for o in primary):
+                raise ValueError(f"intent {intent_id} already traded; exit the position instead")
+            for o in primary:
+                rt.venue.cancel(s, o.client_order_id)
+        elif status not in (IntentStatus.VALIDATED, IntentStatus.AWAITING_CONFIRMATION):
+            raise ValueError(f"intent {intent_id} is {row.status}: nothing to cancel")
+        repo.set_intent_status(s, lin, intent_id, IntentStatus.CANCELLED, f"cancelled by {run_id}")
+        repo.audit(s, lin, "cancel", intent_id=intent_id, previous_status=status.value)
+        repo.reconcile(s, rt.spec.name, rt.spec.mode.value, rt.venue)
+        return _finish(s, rt, lin, intent)
 
 
 def snapshot(rt: Runtime, lin: repo.Lineage, window_end: datetime) -> PortfolioSnapshot:
@@ -267,4 +332,4 @@ def monitor(rt: Runtime, lin: repo.Lineage, instruments: list[str], as_of: dict[
 
 
 __all__ = ["Runtime", "make_paper_venue", "load_bars", "indicator_frame", "make_chart", "generate_signal", "plan",
-           "validate", "execute", "snapshot", "monitor", "Mode"]
+           "validate", "execute", "confirm", "cancel", "snapshot", "monitor"]

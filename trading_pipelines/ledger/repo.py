@@ -95,6 +95,13 @@ def record_intent(s: Session, lin: Lineage, intent: TradeIntent) -> IntentRow:
     return row
 
 
+def intent_from_row(row: IntentRow) -> TradeIntent:
+    """The domain intent stored in ``row``."""
+    fields = {c.key: getattr(row, c.key) for c in IntentRow.__table__.columns
+              if c.key in TradeIntent.model_fields}
+    return TradeIntent.model_validate(fields)
+
+
 def set_intent_status(s: Session, lin: Lineage, intent_id: str, new: IntentStatus, reason: str = "") -> IntentRow:
     """Move an intent through the state machine (raises InvalidTransition on an illegal move)."""
     row = s.get(IntentRow, intent_id)
@@ -262,5 +269,5 @@ def status_report(s: Session, strategy: str | None = None) -> dict[str, list[dic
     }
 
 
-__all__ = ["Lineage", "audit", "record_signal", "record_intent", "set_intent_status", "record_guards", "record_orders",
+__all__ = ["Lineage", "audit", "record_signal", "record_intent", "intent_from_row", "set_intent_status", "record_guards", "record_orders",
            "reconcile", "record_snapshot", "day_start_equity", "status_report"]
