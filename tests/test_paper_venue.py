@@ -110,6 +110,22 @@ def test_client_order_ids_are_idempotent_and_one_position_per_instrument(engine)
         assert len(v.positions(s)) == 1            # …is refused by the venue when it would fill
         second = v.get_order(s, "tp-" + "c" * 24 + "-en")
         assert second.status is OrderStatus.REJECTED
+        for leg in ("-sl", "-tp"):  # no orphaned bracket legs
+            assert v.get_order(s, "tp-" + "c" * 24 + leg).status is OrderStatus.CANCELLED
+
+
+def test_an_entry_the_account_cannot_fund_is_rejected_at_the_fill(engine):
+    """10 000 USDT; an entry of 120 units at ≈100 reserves ≈12 000 and fails the venue's funds
+    check when it would fill: rejected, its legs cancelled, cash untouched."""
+    v = _venue([(100, 101, 99, 100, 1), (100, 101, 99, 100, 1)])
+    with session_scope(engine) as s:
+        orders = v.submit(s, _intent(qty=120.0), placed_at=T0)
+        assert v.reserved(s) == pytest.approx(120 * 100 * (1 + 2 * 5 / 10_000 + 0.01) * 1.001)
+        events = v.advance(s, "X/USDT", T0 + H4)
+        assert [e.kind for e in events] == ["rejected"]
+        assert [v.get_order(s, o.client_order_id).status for o in orders] == [
+            OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.CANCELLED]
+        assert v.snapshot(s, T0 + H4).cash == 10_000.0 and v.reserved(s) == 0
 
 
 def test_cancel_before_fill_and_forward_only_clock(engine):

@@ -21,9 +21,12 @@ from trading_pipelines.domain.guards import (
     RiskLimits,
     guard_balance,
     guard_duplicate_position,
+    guard_fresh_window,
+    guard_position_exists,
     guard_position_limit,
     run_guards,
 )
+from trading_pipelines.domain.ids import intent_id
 from trading_pipelines.domain.indicators import compute_indicators, indicator_summary, swing_levels
 from trading_pipelines.domain.models import (
     GuardResult,
@@ -77,7 +80,8 @@ def make_paper_venue(spec: StrategySpec, market: MarketDataSource) -> PaperVenue
                       slippage_bps=v.slippage_bps,
                       bars_fn=lambda inst, start, end: market.bars_between(inst, spec.timeframe, start, end),
                       bar_duration=spec.bar_duration,
-                      tick_sizes={i: spec.instrument(i).tick_size for i in spec.instruments})
+                      tick_sizes={i: spec.instrument(i).tick_size for i in spec.instruments},
+                      maintenance_margin_rates={i: spec.instrument(i).maintenance_margin_rate for i in spec.instruments})
 
 
 # ---------------------------------------------------------------- market steps
@@ -131,18 +135,43 @@ def _day_start(s, rt: Runtime, at: datetime) -> float | None:
     return repo.day_start_equity(s, rt.spec.name, at)
 
 
+def _late(s, rt: Runtime, window_end: datetime) -> datetime | None:
+    """Bring every instrument of the account to ``window_end``; return the account's clock if it
+    is already past the window (a late or out-of-order run), else None."""
+    rt.venue.advance_account(s, rt.spec.instruments, window_end)
+    clock = rt.venue.max_clock(s)
+    return clock if clock is not None and clock > window_end else None
+
+
 def plan(rt: Runtime, lin: repo.Lineage, signal: Signal, frame: pd.DataFrame) -> TradeIntent:
-    """PLAN: technical stop, risk sizing on the venue's equity as of the window end."""
+    """PLAN: technical stop, risk sizing on the account's equity as of the window end.
+
+    Once an intent has left PENDING the ledger row is the decision: a re-run returns it unchanged
+    (a new signal for the same window is audited, never traded). A run for a window the account
+    has already moved past plans no trade: its equity and positions would not be point in time."""
+    if lin.instrument not in rt.spec.instruments:
+        raise ValueError(f"{rt.spec.name} does not trade {lin.instrument!r} (instruments: {list(rt.spec.instruments)})")
     with session_scope(rt.engine) as s:
-        rt.venue.advance(s, lin.instrument, signal.window_end)
-        equity = rt.venue.snapshot(s, signal.window_end).equity
-        last = frame.iloc[-1]
-        low, high = swing_levels(frame, rt.spec.template.stop.swing_lookback)
-        atr = float(last["atr"]) if not pd.isna(last["atr"]) else math.nan
-        ctx = MarketContext(last_close=float(last["close"]), atr=atr, swing_low=low, swing_high=high)
-        intent = plan_intent(signal, rt.spec.instrument(lin.instrument), equity, ctx, rt.plan_params)
-        row = repo.record_intent(s, lin, intent)
-        return intent.model_copy(update={"status": IntentStatus(row.status)})
+        row = s.get(IntentRow, intent_id(rt.spec.name, lin.instrument, signal.window_end))
+        if row is not None and row.status != IntentStatus.PENDING.value:
+            repo.audit(s, lin, "replan_ignored", intent_id=row.intent_id, stored_status=row.status,
+                       new_action=signal.action, new_confidence=signal.confidence)
+            return repo.intent_from_row(row)
+        late = _late(s, rt, signal.window_end)
+        if late is not None:
+            intent = plan_intent(signal.model_copy(update={
+                "no_trade_reason": f"late review: the account is at {late.isoformat()}, past the window end "
+                                   f"{signal.window_end.isoformat()}; a past window plans no trade"}),
+                rt.spec.instrument(lin.instrument), 0.0, MarketContext(math.nan, math.nan, math.nan, math.nan), rt.plan_params)
+        else:
+            equity = rt.venue.snapshot(s, signal.window_end).equity
+            last = frame.iloc[-1]
+            low, high = swing_levels(frame, rt.spec.template.stop.swing_lookback)
+            atr = float(last["atr"]) if not pd.isna(last["atr"]) else math.nan
+            ctx = MarketContext(last_close=float(last["close"]), atr=atr, swing_low=low, swing_high=high)
+            intent = plan_intent(signal, rt.spec.instrument(lin.instrument), equity, ctx, rt.plan_params)
+        repo.record_intent(s, lin, intent)
+        return repo.intent_from_row(s.get(IntentRow, intent.intent_id))
 
 
 def _stored_guards(s, intent_id: str) -> tuple[GuardResult, ...]:
@@ -151,25 +180,45 @@ def _stored_guards(s, intent_id: str) -> tuple[GuardResult, ...]:
 
 
 def validate(rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[TradeIntent, tuple[GuardResult, ...]]:
-    """VALIDATE: every guard against the venue's account. An intent is validated once; a re-run
-    returns the stored verdict (re-checking would see the intent's own position as a duplicate)."""
+    """VALIDATE the *stored* intent: every guard against the account as of the window end. An
+    intent is validated once; a re-run returns the stored verdict and guard results."""
     with session_scope(rt.engine) as s:
         row = s.get(IntentRow, intent.intent_id)
         if row is None:
             raise KeyError(f"intent {intent.intent_id} was never planned")
+        stored = repo.intent_from_row(row)
         if row.status != IntentStatus.PENDING.value:
-            return intent.model_copy(update={"status": IntentStatus(row.status)}), _stored_guards(s, intent.intent_id)
-        rt.venue.advance(s, lin.instrument, intent.window_end)
-        acct = rt.venue.account_view(s, lin.instrument, _day_start(s, rt, intent.window_end))
+            return stored, _stored_guards(s, stored.intent_id)
+        _late(s, rt, stored.window_end)
+        acct = rt.venue.account_view(s, lin.instrument, _day_start(s, rt, stored.window_end))
         spec = rt.spec.instrument(lin.instrument)
-        hours = market_hours(spec, intent.window_end, rt.spec.bar_duration)
-        results = run_guards(intent, spec, acct, rt.limits, hours)
-        repo.record_guards(s, lin, intent.intent_id, results)
+        hours = market_hours(spec, stored.window_end, rt.spec.bar_duration)
+        results = run_guards(stored, spec, acct, rt.limits, hours)
+        repo.record_guards(s, lin, stored.intent_id, results)
         failed = [g for g in results if not g.passed]
         new = IntentStatus.REJECTED if failed else IntentStatus.VALIDATED
         reason = "; ".join(f"{g.guard}: {g.message}" for g in failed) or "all guards passed"
-        repo.set_intent_status(s, lin, intent.intent_id, new, reason)
-        return intent.model_copy(update={"status": new, "reason": reason}), results
+        repo.set_intent_status(s, lin, stored.intent_id, new, reason)
+        return stored.model_copy(update={"status": new, "reason": reason}), results
+
+
+def sane_to_send(intent: TradeIntent, guards: tuple[GuardResult, ...] | list[GuardResult]) -> tuple[bool, str]:
+    """The last invariant before money moves: a VALIDATED intent with guards on record, every one
+    passed, and (entries) a positive size with the stop on the loss side of entry."""
+    if intent.status is not IntentStatus.VALIDATED:
+        return False, f"status is {intent.status.value}, not VALIDATED"
+    if not guards:
+        return False, "no guard results on record"
+    if not all(g.passed for g in guards):
+        return False, "a guard failed: " + ", ".join(g.guard for g in guards if not g.passed)
+    if intent.kind is IntentKind.ENTRY:
+        if not (intent.quantity > 0 and intent.entry and intent.stop and intent.position_side):
+            return False, "entry without size, entry price, stop or side"
+        if (intent.stop < intent.entry) != (intent.position_side.value == "long"):
+            return False, f"stop {intent.stop} is on the wrong side of entry {intent.entry}"
+    elif intent.kind is not IntentKind.EXIT:
+        return False, "a no-trade intent has nothing to send"
+    return True, "ok"
 
 
 def _sync_intent_statuses(s, rt: Runtime, lin: repo.Lineage) -> None:
@@ -187,23 +236,31 @@ def _sync_intent_statuses(s, rt: Runtime, lin: repo.Lineage) -> None:
 
 
 def execute(rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[TradeIntent, list[dict]]:
-    """EXECUTE a VALIDATED intent, once. Under the account lock the guards that depend on other
-    instruments (duplicate, position limit, balance) are re-checked, so concurrent runs cannot
-    together exceed a limit. Dry-run on a live venue records the orders it would send; manual
-    confirmation leaves the intent waiting. Returns the intent and its ledger order rows."""
+    """EXECUTE the stored VALIDATED intent, once (the ledger row, not the caller's copy, is what
+    is sent). Under the account lock: the send invariant, then the guards that time and other
+    runs can invalidate (window freshness, position still there for exits, duplicate position,
+    position limit, balance) are re-checked; a failure cancels the intent and sends nothing.
+    Manual confirmation leaves the intent waiting; dry-run on a live venue records what it would
+    send. Returns the intent and its ledger order rows."""
     with session_scope(rt.engine) as s:
         rt.venue.lock(s)
         row = s.get(IntentRow, intent.intent_id)
-        status = IntentStatus(row.status) if row else intent.status
-        if status is IntentStatus.VALIDATED:
-            rt.venue.advance(s, lin.instrument, intent.window_end)
-            if _recheck_under_lock(s, rt, lin, intent):
-                if rt.spec.execution.confirm == "manual":
-                    repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.AWAITING_CONFIRMATION,
-                                           "execution.confirm is manual: `trading-pipelines confirm " + intent.intent_id + "`")
-                else:
-                    _send(s, rt, lin, intent, placed_at=intent.window_end)
-        return _finish(s, rt, lin, intent)
+        if row is None:
+            raise KeyError(f"intent {intent.intent_id} was never planned")
+        stored = repo.intent_from_row(row)
+        if stored.status is IntentStatus.VALIDATED:
+            ok, why = sane_to_send(stored, _stored_guards(s, stored.intent_id))
+            if not ok:
+                repo.set_intent_status(s, lin, stored.intent_id, IntentStatus.FAILED, f"not sent: {why}")
+            else:
+                _late(s, rt, stored.window_end)
+                if _recheck_under_lock(s, rt, lin, stored):
+                    if rt.spec.execution.confirm == "manual":
+                        repo.set_intent_status(s, lin, stored.intent_id, IntentStatus.AWAITING_CONFIRMATION,
+                                               "execution.confirm is manual: `trading-pipelines confirm " + stored.intent_id + "`")
+                    else:
+                        _send(s, rt, lin, stored, placed_at=stored.window_end)
+        return _finish(s, rt, lin, stored)
 
 
 def _finish(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[TradeIntent, list[dict]]:
@@ -218,14 +275,17 @@ def _finish(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[Tra
          "price": o.price, "trigger_price": o.trigger_price, "status": o.status} for o in orders]
 
 
-def _recheck_under_lock(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> bool:
-    """Re-run the guards other instruments' runs can invalidate; on a failure the intent is
-    CANCELLED with the reason and nothing is sent. Call with the account lock held."""
-    if intent.kind is not IntentKind.ENTRY:
-        return True
+def _recheck_under_lock(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent, check_fresh: bool = True) -> bool:
+    """Re-run the guards that time and other instruments' runs can invalidate; on a failure the
+    intent is CANCELLED with the reason and nothing is sent. Call with the account lock held.
+    ``check_fresh`` False: the caller has its own staleness rule (manual confirmation's expiry)."""
     acct = rt.venue.account_view(s, lin.instrument, _day_start(s, rt, intent.window_end))
-    recheck = [guard_duplicate_position(intent, acct, rt.limits), guard_position_limit(intent, acct, rt.limits),
-               guard_balance(intent, acct, rt.limits)]
+    recheck = [guard_fresh_window(intent, acct)] if check_fresh else []
+    if intent.kind is IntentKind.ENTRY:
+        recheck += [guard_duplicate_position(intent, acct, rt.limits), guard_position_limit(intent, acct, rt.limits),
+                    guard_balance(intent, acct, rt.limits)]
+    else:
+        recheck.append(guard_position_exists(intent, acct))
     failed = [g for g in recheck if not g.passed]
     if not failed:
         return True
@@ -267,13 +327,13 @@ def confirm(rt: Runtime, intent_id: str, run_id: str = "cli") -> tuple[TradeInte
         lin = repo.Lineage(row.strategy, row.instrument, row.partition_key, run_id)
         if row.status != IntentStatus.AWAITING_CONFIRMATION.value:
             raise ValueError(f"intent {intent_id} is {row.status}, not AWAITING_CONFIRMATION")
-        rt.venue.advance(s, lin.instrument, intent.window_end)
-        clock = rt.venue.clock(s, lin.instrument)
+        rt.venue.advance_account(s, rt.spec.instruments, intent.window_end)
+        clock = rt.venue.max_clock(s)
         expiry = intent.window_end + rt.spec.bar_duration
         if clock is not None and clock >= expiry:
             repo.set_intent_status(s, lin, intent_id, IntentStatus.CANCELLED,
                                    f"expired: confirmed after the venue reached {clock.isoformat()} (valid until {expiry.isoformat()})")
-        elif _recheck_under_lock(s, rt, lin, intent):
+        elif _recheck_under_lock(s, rt, lin, intent, check_fresh=False):
             repo.audit(s, lin, "confirm", intent_id=intent_id)
             _send(s, rt, lin, intent, placed_at=max(intent.window_end, clock) if clock else intent.window_end)
         return _finish(s, rt, lin, intent)
@@ -303,15 +363,24 @@ def cancel(rt: Runtime, intent_id: str, run_id: str = "cli") -> tuple[TradeInten
         return _finish(s, rt, lin, intent)
 
 
-def snapshot(rt: Runtime, lin: repo.Lineage, window_end: datetime) -> PortfolioSnapshot:
-    """The strategy's account as the venue reports it at the window end, reconciled into the ledger."""
+def snapshot(rt: Runtime, lin: repo.Lineage, window_end: datetime) -> tuple[PortfolioSnapshot, bool]:
+    """The strategy's account as the venue reports it at the window end, reconciled into the
+    ledger. Returns (snapshot, point_in_time). When the account has already moved past the window
+    (a late run) the venue's state is not that of the window: the stored snapshot of the window is
+    returned if there is one, else the current state is returned unrecorded."""
     with session_scope(rt.engine) as s:
-        rt.venue.advance(s, lin.instrument, window_end)
+        late = _late(s, rt, window_end)
         repo.reconcile(s, rt.spec.name, rt.spec.mode.value, rt.venue)
         _sync_intent_statuses(s, rt, lin)
-        snap = rt.venue.snapshot(s, window_end)
-        repo.record_snapshot(s, lin, rt.spec.mode.value, snap)
-        return snap
+        if late is None:
+            snap = rt.venue.snapshot(s, window_end)
+            repo.record_snapshot(s, lin, rt.spec.mode.value, snap)
+            return snap, True
+        stored = repo.stored_snapshot(s, lin)
+        if stored is not None:
+            return stored, True
+        repo.audit(s, lin, "snapshot_not_point_in_time", window_end=window_end.isoformat(), account_clock=late.isoformat())
+        return rt.venue.snapshot(s, late), False
 
 
 def monitor(rt: Runtime, lin: repo.Lineage, instruments: list[str], as_of: dict[str, datetime]) -> list:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from trading_pipelines.assets.partitions import instruments_partitions, review_partitions, split_key, window_end
 from trading_pipelines.config import StrategySpec
-from trading_pipelines.domain.models import IntentKind, IntentStatus, Signal, TradeIntent
+from trading_pipelines.domain.models import IntentStatus, Signal, TradeIntent
 from trading_pipelines.ledger.repo import Lineage
 from trading_pipelines.resources.charts import ChartRef, thumbnail_markdown
 from trading_pipelines.resources.dagster_resources import TradingResource
@@ -126,16 +126,12 @@ def build_review_assets(spec: StrategySpec) -> tuple[list[dg.AssetsDefinition], 
                           "min notional, window freshness — each PASS/FAIL with its numbers.", **common)
     def validated_intents(context: dg.AssetExecutionContext, trading: TradingResource, intent: TradeIntent):
         rt, lin, *_ = ctx(context, trading)
-        checked, guards = services.validate(rt, lin, intent) if intent.status is IntentStatus.PENDING else (intent, ())
+        checked, guards = services.validate(rt, lin, intent)
         yield dg.Output(checked, metadata={"status": checked.status.value, "reason": checked.reason,
                                            "guards": dg.MetadataValue.md(_guards_md(guards))})
-        sane = True
-        if checked.status is IntentStatus.VALIDATED:
-            sane = all(g.passed for g in guards) and (checked.kind is IntentKind.EXIT or (
-                checked.quantity > 0 and checked.stop is not None and checked.entry is not None
-                and (checked.stop < checked.entry) == (checked.position_side.value == "long")))
+        sane, why = services.sane_to_send(checked, guards) if checked.status is IntentStatus.VALIDATED else (True, "nothing to send")
         yield dg.AssetCheckResult(check_name="no_order_from_invalid_intent", passed=sane,
-                                  metadata={"status": checked.status.value})
+                                  metadata={"status": checked.status.value, "detail": why})
 
     @dg.asset(key=k["orders"], ins={"intent": dg.AssetIn(k["validated_intents"])}, kinds={"python"},
               tags={"strategy": name, "mode": spec.mode.value}, pool="venue",
@@ -159,8 +155,8 @@ def build_review_assets(spec: StrategySpec) -> tuple[list[dg.AssetsDefinition], 
               **common)
     def portfolio_snapshots(context: dg.AssetExecutionContext, trading: TradingResource) -> dict:
         rt, lin, inst, end = ctx(context, trading)
-        snap = services.snapshot(rt, lin, end)
-        context.add_output_metadata({"equity": snap.equity, "cash": snap.cash, "realized_pnl": snap.realized_pnl,
+        snap, point_in_time = services.snapshot(rt, lin, end)
+        context.add_output_metadata({"point_in_time": point_in_time, "as_of": snap.as_of.isoformat(), "equity": snap.equity, "cash": snap.cash, "realized_pnl": snap.realized_pnl,
                                      "unrealized_pnl": snap.unrealized_pnl, "open_positions": len(snap.positions),
                                      "positions": dg.MetadataValue.json([p.model_dump(mode="json") for p in snap.positions])})
         return snap.model_dump(mode="json")

@@ -274,6 +274,7 @@ class PaperOrderRow(Base):
     oco_group: Mapped[str | None] = mapped_column(String(40), nullable=True)
     position_side: Mapped[str | None] = mapped_column(String(5), nullable=True)
     leverage: Mapped[float] = mapped_column(Float, default=1.0)
+    reserved: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")  # quote held back for a resting entry
     status: Mapped[str] = mapped_column(String(12), index=True)
     placed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     filled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from trading_pipelines.domain.intents import transition
-from trading_pipelines.domain.models import GuardResult, IntentStatus, Order, PortfolioSnapshot, Signal, TradeIntent
+from trading_pipelines.domain.models import GuardResult, IntentStatus, Order, PortfolioSnapshot, Position, Signal, TradeIntent
 from trading_pipelines.ledger.models import (
     AuditRow,
     FillRow,
@@ -225,6 +225,17 @@ def record_snapshot(s: Session, lin: Lineage, mode: str, snap: PortfolioSnapshot
     return row
 
 
+def stored_snapshot(s: Session, lin: Lineage) -> PortfolioSnapshot | None:
+    """The snapshot recorded for ``lin``'s partition, if any."""
+    row = s.execute(select(SnapshotRow).where(SnapshotRow.strategy == lin.strategy,
+                                              SnapshotRow.partition_key == lin.partition_key)).scalar_one_or_none()
+    if row is None:
+        return None
+    return PortfolioSnapshot(strategy=row.strategy, as_of=row.as_of, cash=row.cash, equity=row.equity,
+                             realized_pnl=row.realized_pnl, unrealized_pnl=row.unrealized_pnl,
+                             positions=tuple(Position.model_validate(p) for p in row.positions))
+
+
 def day_start_equity(s: Session, strategy: str, at: datetime) -> float | None:
     """Equity of the last snapshot taken before 00:00 UTC of ``at``'s day (None if none)."""
     day = at.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -270,4 +281,4 @@ def status_report(s: Session, strategy: str | None = None) -> dict[str, list[dic
 
 
 __all__ = ["Lineage", "audit", "record_signal", "record_intent", "intent_from_row", "set_intent_status", "record_guards", "record_orders",
-           "reconcile", "record_snapshot", "day_start_equity", "status_report"]
+           "reconcile", "record_snapshot", "stored_snapshot", "day_start_equity", "status_report"]

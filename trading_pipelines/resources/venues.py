@@ -46,7 +46,7 @@ from trading_pipelines.domain.models import (
     TradeIntent,
 )
 from trading_pipelines.domain.paper import bracket_exit, market_fill_price, realized_pnl
-from trading_pipelines.domain.sizing import round_to_tick
+from trading_pipelines.domain.sizing import liquidation_price, round_to_tick
 from trading_pipelines.ledger.models import (
     PaperAccountRow,
     PaperClockRow,
@@ -123,7 +123,8 @@ class PaperVenue:
     simulated = True
 
     def __init__(self, account: str, mode: Mode, starting_cash: float, fee_rate: float, slippage_bps: float,
-                 bars_fn: BarsFn, bar_duration: timedelta, tick_sizes: dict[str, float] | None = None):
+                 bars_fn: BarsFn, bar_duration: timedelta, tick_sizes: dict[str, float] | None = None,
+                 maintenance_margin_rates: dict[str, float] | None = None):
         self.account = account
         self.mode = mode
         self.starting_cash = starting_cash
@@ -132,6 +133,7 @@ class PaperVenue:
         self.bars_fn = bars_fn
         self.bar = bar_duration
         self.tick_sizes = tick_sizes or {}
+        self.mmr = maintenance_margin_rates or {}
 
     # ------------------------------------------------------------------ account
     def _account(self, s: Session, lock: bool = False) -> PaperAccountRow:
@@ -196,12 +198,31 @@ class PaperVenue:
         return PortfolioSnapshot(strategy=self.account, as_of=as_of, cash=acct.cash, equity=equity,
                                  realized_pnl=acct.realized_pnl, unrealized_pnl=unreal, positions=tuple(positions))
 
+    def reserved(self, s: Session, exclude: str | None = None) -> float:
+        """Quote currency held back for resting entry orders (all but ``exclude``)."""
+        rows = s.execute(select(PaperOrderRow).where(
+            PaperOrderRow.account == self.account, PaperOrderRow.status == OrderStatus.NEW.value,
+            PaperOrderRow.role == OrderRole.ENTRY.value)).scalars()
+        return sum(r.reserved for r in rows if r.client_order_id != exclude)
+
+    def max_clock(self, s: Session) -> datetime | None:
+        """The latest bar close the venue has processed on any instrument of the account."""
+        clocks = s.execute(select(PaperClockRow.as_of).where(PaperClockRow.account == self.account)).scalars().all()
+        return max(clocks, default=None)
+
     def account_view(self, s: Session, instrument: str, day_start_equity: float | None) -> AccountView:
+        """Guards' view: free cash net of what resting entries reserve; ``as_of`` is the account's
+        latest clock (a window the account has moved past is stale for every instrument)."""
         snap = self.snapshot(s, datetime.now().astimezone())
         resting = tuple(sorted({o.request.instrument for o in self.open_orders(s) if o.request.role is OrderRole.ENTRY}))
-        return AccountView(free_cash=snap.cash, equity=snap.equity,
+        return AccountView(free_cash=snap.cash - self.reserved(s), equity=snap.equity,
                            day_start_equity=day_start_equity if day_start_equity is not None else snap.equity,
-                           positions=snap.positions, resting_entries=resting, as_of=self.clock(s, instrument))
+                           positions=snap.positions, resting_entries=resting, as_of=self.max_clock(s))
+
+    def _entry_cost(self, quantity: float, price: float, leverage: float) -> float:
+        """Cash an entry needs: spot notional + fee; futures initial margin + fee (quote currency)."""
+        notional = quantity * price
+        return (notional / leverage if self.mode is Mode.FUTURES else notional) + notional * self.fee_rate
 
     # ------------------------------------------------------------------ orders
     def submit(self, s: Session, intent: TradeIntent, placed_at: datetime) -> list[Order]:
@@ -246,7 +267,10 @@ class PaperVenue:
                     instrument=r.instrument, side=r.side.value, type=r.type.value, role=r.role.value, quantity=r.quantity,
                     price=r.price, trigger_price=r.trigger_price, reduce_only=r.reduce_only,
                     parent_client_order_id=r.parent_client_order_id, oco_group=r.oco_group, position_side=pos_side,
-                    leverage=lev, status=OrderStatus.NEW.value, placed_at=placed_at)
+                    leverage=lev, status=OrderStatus.NEW.value, placed_at=placed_at,
+                    # market entries fill at an unknown open: reserve at the planned entry plus a slippage margin
+                    reserved=self._entry_cost(r.quantity, (intent.entry or 0.0) * (1 + 2 * self.slippage_bps / 10_000 + 0.01), lev)
+                    if r.role is OrderRole.ENTRY else 0.0)
                 s.add(existing)
                 s.flush()
             out.append(_order(existing))
@@ -339,8 +363,17 @@ class PaperVenue:
             pos = s.get(PaperPositionRow, (self.account, instrument))
             price = market_fill_price(Side(r.side), bar, self.slippage_bps)
             if r.role == OrderRole.ENTRY.value:
+                reason = None
                 if pos is not None:  # the venue refuses a second position (one-way mode)
-                    r.status = OrderStatus.REJECTED.value
+                    reason = "position already open"
+                else:
+                    need = self._entry_cost(r.quantity, price, r.leverage)
+                    free = self._account(s).cash - self.reserved(s, exclude=r.client_order_id)
+                    if need > free + 1e-9:
+                        reason = f"insufficient funds: needs {need:.2f}, {free:.2f} free"
+                if reason:
+                    self._reject_entry(s, r)
+                    events.append(VenueEvent("rejected", instrument, r.client_order_id, r.role, price, r.quantity, bar.open_time))
                     continue
                 price = self._fill(s, r, price, bar.open_time).price
                 self._open_position(s, r, price, bar.open_time)
@@ -353,8 +386,21 @@ class PaperVenue:
                 pnl = self._close_position(s, pos, price)
                 self._cancel_brackets(s, instrument)
                 events.append(VenueEvent("fill", instrument, r.client_order_id, r.role, price, r.quantity, bar.open_time, pnl))
-        # 2. brackets of the open position (children of a filled entry).
+        # 2. isolated futures: a bar that opens beyond the liquidation price liquidates the position
+        #    first (the stop-market would fill past it); the loss is the whole margin, no more.
         pos = s.get(PaperPositionRow, (self.account, instrument))
+        if pos is not None and self.mode is Mode.FUTURES:
+            liq = liquidation_price(pos.entry_price, pos.leverage, PositionSide(pos.side), self.mmr.get(instrument, 0.0))
+            long = pos.side == PositionSide.LONG.value
+            if (long and bar.open <= liq) or (not long and bar.open >= liq):
+                acct = self._account(s)
+                acct.realized_pnl -= pos.margin
+                s.delete(pos)
+                s.flush()
+                self._cancel_brackets(s, instrument)
+                events.append(VenueEvent("liquidation", instrument, "", "liquidation", liq, pos.quantity, bar.open_time, -pos.margin))
+                pos = None
+        # 3. brackets of the open position (children of a filled entry).
         if pos is not None:
             legs = [r for r in by_cid.values() if r.status == OrderStatus.NEW.value and r.parent_client_order_id
                     and (p := s.get(PaperOrderRow, r.parent_client_order_id)) is not None and p.status == OrderStatus.FILLED.value]
@@ -369,11 +415,27 @@ class PaperVenue:
                 pnl = self._close_position(s, pos, price)
                 self._cancel_brackets(s, instrument)
                 events.append(VenueEvent("fill", instrument, leg.client_order_id, leg.role, price, leg.quantity, bar.open_time, pnl))
-        # 3. mark to the close.
+        # 4. mark to the close.
         pos = s.get(PaperPositionRow, (self.account, instrument))
         if pos is not None:
             pos.mark_price = bar.close
         s.flush()
+        return events
+
+    def _reject_entry(self, s: Session, row: PaperOrderRow) -> None:
+        """The venue refuses an entry: it and its bracket legs end (no orphaned stop or target)."""
+        row.status = OrderStatus.REJECTED.value
+        for child in s.execute(select(PaperOrderRow).where(
+                PaperOrderRow.parent_client_order_id == row.client_order_id)).scalars():
+            if child.status == OrderStatus.NEW.value:
+                child.status = OrderStatus.CANCELLED.value
+
+    def advance_account(self, s: Session, instruments: Iterable[str], as_of: datetime) -> list[VenueEvent]:
+        """:meth:`advance` every instrument of the account to ``as_of``, so account-wide figures
+        (equity, cash, positions) are those of ``as_of`` and not of whichever clock ran last."""
+        events: list[VenueEvent] = []
+        for inst in sorted(set(instruments)):
+            events.extend(self.advance(s, inst, as_of))
         return events
 
     def _cancel_brackets(self, s: Session, instrument: str) -> None:
