@@ -41,6 +41,21 @@ def test_schedule_requests_each_instrument_for_the_window_that_just_closed(env):
     assert len({r.run_key for r in reqs}) == 3  # run keys: each instrument × window runs once
 
 
+def test_equities_schedule_reviews_the_session_that_just_closed(env):
+    """Saturday 00:30 UTC reviews Friday's NYSE session (window 2017-06-02), Tuesday 00:30 Monday's;
+    an instrument registered but no longer in the strategy file gets no run."""
+    defs, instance, _ = env
+    instance.add_dynamic_partitions("equities_1d_spy_aapl__instruments", ["SPY", "AAPL", "MSFT"])
+    sched = defs.resolve_schedule_def("review_equities_1d_spy_aapl_schedule")
+    assert sched.cron_schedule == "30 0 * * 2-6"
+    for tick, window in ((datetime(2017, 6, 3, 0, 30, tzinfo=timezone.utc), "2017-06-02"),
+                         (datetime(2017, 6, 6, 0, 30, tzinfo=timezone.utc), "2017-06-05")):
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=tick,
+                                       repository_def=defs.get_repository_def()) as ctx:
+            reqs = sched.evaluate_tick(ctx).run_requests
+        assert sorted(r.partition_key for r in reqs) == [f"AAPL|{window}", f"SPY|{window}"]
+
+
 def test_schedule_skips_without_instruments(env):
     defs, instance, _ = env
     sched = defs.resolve_schedule_def(f"review_{SPOT}_schedule")

@@ -40,6 +40,7 @@ def test_shipped_strategies():
     (lambda a: a.update(mode="margin"), "attributes.mode", "Input should be 'spot' or 'futures'"),
     (lambda a: a.update(futures={"leverage": 3}), "attributes", "spot mode takes no `futures` block"),
     (lambda a: a.update(timeframe="15m"), "attributes.timeframe", "Input should be"),
+    (lambda a: a.update(venue={"kind": "binance"}), "attributes", "venue.kind 'binance' has no adapter yet"),
 ])
 def test_bad_strategy_file_names_file_and_field(tmp_path, mutate, field, msg):
     path = _write(tmp_path, mutate)

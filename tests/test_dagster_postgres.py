@@ -46,7 +46,7 @@ def test_instance_settings_from_deploy_yaml(dagster_home):
         assert isinstance(instance.run_launcher, dg.DefaultRunLauncher)
         queue = instance.get_concurrency_config().run_queue_config
         assert queue.max_concurrent_runs == 8
-        assert queue.tag_concurrency_limits[0]["key"] == "instrument"
+        assert queue.tag_concurrency_limits[0]["key"] == "dagster/partition/instrument"
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 2
         assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds == 3600
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 1

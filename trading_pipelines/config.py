@@ -227,6 +227,8 @@ class StrategySpec(_Strict):
 
     @model_validator(mode="after")
     def _mode_rules(self) -> "StrategySpec":
+        if self.venue.kind != "paper":
+            raise ValueError(f"venue.kind {self.venue.kind!r} has no adapter yet: only 'paper' can run today")
         if self.mode is Mode.FUTURES and self.futures is None:
             raise ValueError("futures mode needs a `futures` block (leverage, max_leverage, margin_mode)")
         if self.mode is Mode.SPOT and self.futures is not None:

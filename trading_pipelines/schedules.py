@@ -19,7 +19,9 @@ def build_review_schedule(spec: StrategySpec, job) -> dg.ScheduleDefinition:
             wkey = windows.get_last_partition_key()  # the last window that has fully closed
         if wkey is None:
             return dg.SkipReason("no complete window yet")
-        instruments = context.instance.get_dynamic_partitions(spec.instruments_partitions_name)
+        # registered and still in the strategy file (a retired instrument keeps its partition, not its reviews)
+        registered = set(context.instance.get_dynamic_partitions(spec.instruments_partitions_name))
+        instruments = [i for i in spec.instruments if i in registered]
         if not instruments:
             return dg.SkipReason(f"no instruments registered: materialize {spec.name}/symbol_universe first")
         # run_key makes each instrument × window run at most once, however often the tick is evaluated.

@@ -55,7 +55,7 @@ class Runtime:
     engine: Engine
     market: MarketDataSource
     charts: ChartStore
-    provider: SignalProvider
+    provider: SignalProvider | None
     venue: PaperVenue
 
     @property
@@ -123,6 +123,8 @@ def generate_signal(rt: Runtime, lin: repo.Lineage, window_end: datetime, frame:
     req = SignalRequest(strategy=rt.spec.name, instrument=lin.instrument, window_end=window_end, mode=rt.spec.mode,
                         timeframe=rt.spec.timeframe, summary=indicator_summary(frame), chart_png=png,
                         chart_key=chart.key if chart else None, recent_bars=recent)
+    if rt.provider is None:
+        raise RuntimeError("this runtime was built without a signal provider")
     result = rt.provider.generate(req)
     with session_scope(rt.engine) as s:
         repo.record_signal(s, lin, result.signal, prompt=result.prompt, request_json=result.request_json,

@@ -18,13 +18,19 @@ from trading_pipelines.resources.signals import build_provider
 from trading_pipelines.services import Runtime, make_paper_venue
 
 
+def _value(v):
+    """A config value that may still be an unresolved ``dg.EnvVar`` (resources used outside a run,
+    e.g. by the CLI): read it from the environment."""
+    return v.get_value() if isinstance(v, dg.EnvVar) else v
+
+
 class LedgerResource(dg.ConfigurableResource):
     """The ledger database. ``url`` empty → ``TRADING_LEDGER_URL`` or SQLite under DAGSTER_HOME."""
 
     url: str | None = None
 
     def engine(self) -> Engine:
-        return get_engine(self.url or default_ledger_url())
+        return get_engine(_value(self.url) or default_ledger_url())
 
 
 class ChartStoreResource(dg.ConfigurableResource):
@@ -45,9 +51,10 @@ class ChartStoreResource(dg.ConfigurableResource):
             root = Path(self.local_dir) if self.local_dir else Path(os.environ.get("DAGSTER_HOME") or "var/dagster_home") / "charts"
             return LocalChartStore(root)
         if self.kind == "minio":
-            if not (self.endpoint and self.access_key and self.secret_key):
+            endpoint, access_key, secret_key = _value(self.endpoint), _value(self.access_key), _value(self.secret_key)
+            if not (endpoint and access_key and secret_key):
                 raise dg.DagsterInvariantViolationError("minio chart store needs endpoint, access_key and secret_key")
-            return MinioChartStore(endpoint=self.endpoint, access_key=self.access_key, secret_key=self.secret_key,
+            return MinioChartStore(endpoint=endpoint, access_key=access_key, secret_key=secret_key,
                                    bucket=self.bucket, secure=self.secure, public_endpoint=self.public_endpoint)
         raise dg.DagsterInvariantViolationError(f"unknown chart store kind {self.kind!r} (local | minio)")
 
@@ -70,10 +77,12 @@ class TradingResource(dg.ConfigurableResource):
     charts: ChartStoreResource
     market_data: MarketDataResource
 
-    def runtime(self, spec: StrategySpec) -> Runtime:
+    def runtime(self, spec: StrategySpec, signals: bool = True) -> Runtime:
+        """``signals=False`` skips building the signal provider (the position monitor never asks
+        for a signal, so it must not need, say, an OpenAI key)."""
         market = self.market_data.source(spec)
         return Runtime(spec=spec, engine=self.ledger.engine(), market=market, charts=self.charts.store(),
-                       provider=build_provider(spec.template.signal_provider, spec.prompt_template),
+                       provider=build_provider(spec.template.signal_provider, spec.prompt_template) if signals else None,
                        venue=make_paper_venue(spec, market))
 
 
@@ -90,6 +99,8 @@ def chart_store_from_env() -> ChartStoreResource:
 
 
 def default_resources() -> dict:
-    trading = TradingResource(ledger=LedgerResource(url=os.environ.get("TRADING_LEDGER_URL")), charts=chart_store_from_env(),
+    # the ledger URL may carry a password: pass it as an EnvVar so it is resolved at run time, never stored in config
+    ledger = LedgerResource(url=dg.EnvVar("TRADING_LEDGER_URL")) if os.environ.get("TRADING_LEDGER_URL") else LedgerResource()
+    trading = TradingResource(ledger=ledger, charts=chart_store_from_env(),
                               market_data=MarketDataResource(data_dir=os.environ.get("TRADING_DATA_DIR")))
     return {"trading": trading, "frames_io_manager": frames_io_manager_from_env()}

@@ -22,7 +22,7 @@ from trading_pipelines.services import monitor
 
 
 def monitor_strategy(spec: StrategySpec, trading: TradingResource, run_id: str = "position_monitor") -> list:
-    rt = trading.runtime(spec)
+    rt = trading.runtime(spec, signals=False)
     with session_scope(rt.engine) as s:
         active = list(instruments_with_activity(rt.venue, s))
         clocks = list(s.execute(select(PaperClockRow.as_of).where(PaperClockRow.account == rt.venue.account)).scalars())
