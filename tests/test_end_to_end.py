@@ -205,3 +205,41 @@ def test_futures_and_equities_strategies_run_by_name(env):
         if i["kind"] == "entry":
             mh = next(g for g in i["guards"] if g["guard"] == "market_hours")
             assert not mh["passed"] and "no session on 2017-06-03" in mh["message"]
+
+
+def test_futures_long_fills_with_leverage_and_margin(tmp_path, monkeypatch):
+    """futures_1h_btc_eth goes long BTC/USDT:USDT at the 2026-04-13 20:00-21:00 window (ADX-strong
+    uptrend): the entry fills at the 21:00 open, 3× isolated; the account holds notional / 3 as margin,
+    and equity = cash + margin + unrealized P&L. (Its own instance and ledger: the module's account
+    has already reviewed later futures windows, and a late window plans no trade.)"""
+    from trading_pipelines.definitions import defs as build
+
+    env = tmp_path
+    (env / "home").mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(env / "home"))
+    monkeypatch.setenv("TRADING_LEDGER_URL", f"sqlite:///{env / 'ledger.sqlite'}")
+    monkeypatch.setenv("TRADING_CHART_DIR", str(env / "charts"))
+    defs = build()
+    instance = dg.DagsterInstance.local_temp(str(env / "home"))
+    spec = load_strategies()["futures_1h_btc_eth"]
+    res = _run(defs, instance, spec.name, ["2026-04-13-20:00", "2026-04-13-21:00"], list(spec.instruments))
+    assert all(r.success for r in res)
+    with session_scope(get_engine(f"sqlite:///{env / 'ledger.sqlite'}")) as s:
+        rep = status_report(s, spec.name)
+    btc = next(i for i in rep["intents"] if i["instrument"] == "BTC/USDT:USDT" and i["kind"] == "entry")
+    assert btc["position_side"] == "long" and btc["leverage"] == 3.0 and btc["margin_mode"] == "isolated"
+    assert btc["margin"] == pytest.approx(btc["notional"] / 3)
+    assert btc["liquidation_price"] == pytest.approx(btc["entry"] * (1 - 1 / 3 + 0.004))
+    assert btc["stop"] > btc["liquidation_price"]
+    entry = next(o for o in rep["orders"] if o["intent_id"] == btc["intent_id"] and o["role"] == "entry")
+    assert entry["status"] == "FILLED" and entry["fills"][0]["time"].startswith("2026-04-13T21:00")
+    snap = rep["snapshots"][-1]
+    [pos] = [p for p in snap["positions"] if p["instrument"] == "BTC/USDT:USDT"]
+    unreal = (pos["mark_price"] - pos["entry_price"]) * pos["quantity"]
+    assert pos["margin"] == pytest.approx(pos["quantity"] * pos["entry_price"] / 3)
+    assert snap["equity"] == pytest.approx(snap["cash"] + sum(p["margin"] for p in snap["positions"])
+                                           + sum((p["mark_price"] - p["entry_price"]) * p["quantity"] * (1 if p["side"] == "long" else -1)
+                                                 for p in snap["positions"]))
+    assert unreal == pytest.approx(snap["unrealized_pnl"] - sum(
+        (p["mark_price"] - p["entry_price"]) * p["quantity"] * (1 if p["side"] == "long" else -1)
+        for p in snap["positions"] if p["instrument"] != "BTC/USDT:USDT"))

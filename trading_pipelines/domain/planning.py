@@ -75,7 +75,7 @@ def plan_intent(signal: Signal, instrument: InstrumentSpec, equity: float, marke
     if signal.no_trade_reason:
         return no_trade(f"signal failed: {signal.no_trade_reason}")
     if signal.action == "hold":
-        return no_trade(f"hold: {signal.thesis}")
+        return no_trade(signal.thesis if signal.thesis.lower().startswith("hold") else f"hold: {signal.thesis}")
     if signal.action in _EXIT:
         return TradeIntent(**base, kind=IntentKind.EXIT, side=None, status=IntentStatus.PENDING,
                            entry=market.last_close, reason=f"{signal.action}: {signal.thesis}")
