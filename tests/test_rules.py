@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from samples import indicator_summary
 
 from trading_pipelines.domain.models import Mode
 from trading_pipelines.domain.rules import RuleDecision, entry_confidence, rules_signal
@@ -17,25 +18,7 @@ NAN = float("nan")
 
 
 def base(**overrides: float) -> dict[str, float]:
-    s = {
-        "close": 84210.5,
-        "ema_20": 83900.0,
-        "ema_50": 83100.2,
-        "sma_100": 80500.0,
-        "rsi": 58.1,
-        "macd": 310.2,
-        "macd_signal": 189.8,
-        "macd_hist": 120.4,
-        "atr": 950.0,
-        "bb_upper": 85500.0,
-        "bb_middle": 83700.0,
-        "bb_lower": 81900.0,
-        "adx": 27.3,
-        "adx_pos": 28.0,
-        "adx_neg": 14.0,
-    }
-    s.update(overrides)
-    return s
+    return indicator_summary(**overrides)
 
 
 def bear(**overrides: float) -> dict[str, float]:

@@ -14,6 +14,7 @@ import logging
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from samples import indicator_summary
 from openai_stub_server import OpenAIStubServer
 
 from trading_pipelines.config import OpenAIProviderConfig, RulesProviderConfig
@@ -38,25 +39,7 @@ WINDOW_END = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 
 
 def summary(**overrides: float) -> dict[str, float]:
-    s = {
-        "close": 84210.5,
-        "ema_20": 83900.0,
-        "ema_50": 83100.2,
-        "sma_100": 80500.0,
-        "rsi": 58.1,
-        "macd": 310.2,
-        "macd_signal": 189.8,
-        "macd_hist": 120.4,
-        "atr": 950.0,
-        "bb_upper": 85500.0,
-        "bb_middle": 83700.0,
-        "bb_lower": 81900.0,
-        "adx": 27.3,
-        "adx_pos": 28.0,
-        "adx_neg": 14.0,
-    }
-    s.update(overrides)
-    return s
+    return indicator_summary(**overrides)
 
 
 def bars(n: int = 20) -> list[dict]:
