@@ -103,3 +103,35 @@ def test_position_monitor_records_the_stop_loss_exit(env):
     assert pos.realized_pnl == pytest.approx((109945.0 - pos.entry_price) * 0.01)
     assert status == "FILLED" and len(audit) == 2
     assert monitor_strategy(spec, trading) == []  # nothing new: idempotent
+
+
+def test_monitor_sensor_launches_the_job_only_while_something_is_open(env):
+    """No positions or resting orders: the sensor skips. After an entry is placed: it requests one
+    position_monitor_job run for the strategy, and that run (in process here) fills the entry."""
+    defs, instance, engine = env
+    sensor = defs.resolve_sensor_def("position_monitor")
+    repo_def = defs.get_repository_def()
+    with dg.build_sensor_context(instance=instance, repository_def=repo_def, resources=repo_def.get_top_level_resources()) as ctx:
+        data = sensor.evaluate_tick(ctx)
+    assert not data.run_requests and "no open positions" in data.skip_message
+
+    from trading_pipelines.resources.dagster_resources import default_resources
+
+    spec = load_strategies()[SPOT]
+    rt = default_resources()["trading"].runtime(spec, signals=False)
+    placed = window_end(spec, "2025-10-10-12:00")
+    intent = TradeIntent(intent_id="it-" + "b" * 24, strategy=SPOT, instrument="BTC/USDT", window_end=placed, mode=Mode.SPOT,
+                         kind=IntentKind.ENTRY, side=Side.BUY, position_side=PositionSide.LONG, quantity=0.01, entry=119000.0,
+                         stop=110000.0, take_profit=130000.0, risk_amount=90.0, notional=1190.0, margin=1190.0, equity=10000.0)
+    with session_scope(engine) as s:
+        rt.venue.submit(s, intent, placed_at=placed)
+        rt.venue.advance(s, "BTC/USDT", placed)
+        rt.venue.advance(s, "ETH/USDT", placed + spec.bar_duration)  # another review moved the account to 20:00
+    with dg.build_sensor_context(instance=instance, repository_def=repo_def, resources=repo_def.get_top_level_resources()) as ctx:
+        [req] = sensor.evaluate_tick(ctx).run_requests
+    assert req.run_config["ops"]["monitor_positions"]["config"]["strategies"] == [SPOT]
+    result = defs.resolve_job_def("position_monitor_job").execute_in_process(
+        instance=instance, run_config=req.run_config, raise_on_error=True)
+    assert result.success and result.output_for_node("monitor_positions") == {SPOT: 1}  # the entry filled
+    with session_scope(engine) as s:
+        assert len(rt.venue.positions(s)) == 1

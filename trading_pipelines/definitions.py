@@ -15,6 +15,6 @@ from trading_pipelines.sensors.position_monitor import build_position_monitor
 @dg.definitions
 def defs() -> dg.Definitions:
     strategies = dg.load_from_defs_folder(path_within_project=Path(__file__).resolve().parent)
-    shared = dg.Definitions(resources=default_resources(),
-                            sensors=[build_position_monitor(list(load_strategies().values()))])
+    monitor_job, monitor_sensor = build_position_monitor(list(load_strategies().values()))
+    shared = dg.Definitions(resources=default_resources(), jobs=[monitor_job], sensors=[monitor_sensor])
     return dg.Definitions.merge(strategies, shared)

@@ -40,22 +40,59 @@ def monitor_strategy(spec: StrategySpec, trading: TradingResource, run_id: str =
     return monitor(rt, Lineage(spec.name, "*", "monitor", run_id), active, as_of)
 
 
-def build_position_monitor(specs: list[StrategySpec]) -> dg.SensorDefinition:
-    @dg.sensor(name="position_monitor", minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,
-               description="Checks open paper positions and resting orders of every strategy against new bars; records exits.")
-    def position_monitor(context: dg.SensorEvaluationContext, trading: TradingResource):
-        lines = []
-        for spec in specs:
-            try:
-                events = monitor_strategy(spec, trading, run_id=f"sensor:{context.cursor or 'first'}")
-            except Exception as e:  # one strategy's failure must not stop the others
-                context.log.exception(f"{spec.name}: monitor failed: {e}")
-                lines.append(f"{spec.name}: FAILED ({type(e).__name__}: {e})")
-                continue
-            lines.append(f"{spec.name}: {len(events)} venue events")
-            for ev in events:
-                context.log.info(f"{spec.name} {ev.instrument} {ev.role} filled {ev.quantity} @ {ev.price:.6g} ({ev.time.isoformat()})")
-        context.update_cursor(datetime.now(timezone.utc).isoformat())
-        return dg.SkipReason("; ".join(lines) or "no strategies")
+def active_strategies(specs: list[StrategySpec], trading: TradingResource) -> list[str]:
+    """Strategies whose venue holds an open position or a resting order (cheap: venue tables only)."""
+    out = []
+    for spec in specs:
+        rt = trading.runtime(spec, signals=False)
+        with session_scope(rt.engine) as s:
+            if list(instruments_with_activity(rt.venue, s)):
+                out.append(spec.name)
+    return out
 
-    return position_monitor
+
+class MonitorConfig(dg.Config):
+    strategies: list[str]
+
+
+def build_position_monitor(specs: list[StrategySpec]) -> tuple[dg.JobDefinition, dg.SensorDefinition]:
+    """The monitor as a job (a run per check: logged, retried, bounded by the ``venue`` pool) and a
+    sensor that launches it every 5 minutes while any strategy has something to watch."""
+    by_name = {s.name: s for s in specs}
+
+    @dg.op(pool="venue", retry_policy=dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL,
+                                                      jitter=dg.Jitter.PLUS_MINUS),
+           description="Advance each strategy's venue over new bars and reconcile the ledger.")
+    def monitor_positions(context: dg.OpExecutionContext, config: MonitorConfig, trading: TradingResource) -> dict:
+        summary, failed = {}, []
+        for name in config.strategies:
+            try:
+                events = monitor_strategy(by_name[name], trading, run_id=context.run.run_id)
+            except Exception as e:  # one strategy's failure must not stop the others
+                context.log.exception(f"{name}: monitor failed: {e}")
+                failed.append(name)
+                continue
+            summary[name] = len(events)
+            for ev in events:
+                context.log.info(f"{name} {ev.instrument} {ev.kind} {ev.role} {ev.quantity} @ {ev.price:.6g} ({ev.time.isoformat()})")
+        if failed:
+            raise dg.Failure(f"monitor failed for {failed} (the others completed: {summary})")
+        return summary
+
+    @dg.job(name="position_monitor_job", tags={"purpose": "position_monitor"})
+    def position_monitor_job():
+        monitor_positions()
+
+    @dg.sensor(name="position_monitor", job=position_monitor_job, minimum_interval_seconds=300,
+               default_status=dg.DefaultSensorStatus.RUNNING,
+               description="Every 5 minutes, while a strategy holds a position or a resting order, launches "
+                           "position_monitor_job: fills, stop-loss and take-profit hits, exits.")
+    def position_monitor(context: dg.SensorEvaluationContext, trading: TradingResource):
+        active = active_strategies(specs, trading)
+        if not active:
+            return dg.SkipReason("no open positions or resting orders")
+        tick = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M")
+        return dg.RunRequest(run_key=f"monitor:{tick}", tags={"strategies": ",".join(active)},
+                             run_config={"ops": {"monitor_positions": {"config": {"strategies": active}}}})
+
+    return position_monitor_job, position_monitor
