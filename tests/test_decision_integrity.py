@@ -109,8 +109,9 @@ def test_a_late_run_neither_sizes_on_nor_snapshots_the_future(rt):
 
 def test_isolated_futures_loss_is_capped_at_the_margin(tmp_path):
     """Long 30 @ 100 at 3× (margin 1 000, liquidation ≈ 67.07 with 0.4 % maintenance); the next bar
-    opens at 60, beyond the liquidation price: the position is liquidated, losing its 1 000 margin
-    and no more (a stop filled at 60 would have lost 1 200)."""
+    opens at 60, beyond the liquidation price: the position is liquidated at the bankruptcy price
+    100 − 1 000 / 30 = 66.67, losing its 1 000 margin and no more (a stop filled at 60 would have
+    lost 1 200), recorded as a reduce-only LIQUIDATION order with its fill."""
     import pandas as pd
 
     from trading_pipelines.domain.models import IntentKind, Mode, PositionSide, Side, TradeIntent
@@ -129,8 +130,96 @@ def test_isolated_futures_loss_is_capped_at_the_margin(tmp_path):
         v.submit(s, intent, placed_at=T0)
         v.advance(s, "X", T0 + H4)
         events = v.advance(s, "X", T0 + 2 * H4)
-        assert [(e.kind, round(e.price, 2), e.realized_pnl) for e in events] == [("liquidation", 67.07, -1000.0)]
+        assert [(e.role, round(e.price, 2), e.realized_pnl) for e in events] == [("liquidation", 66.67, -1000.0)]
+        [liq] = v.fills(s, "tp-" + "e" * 24 + "-lq")
+        assert liq.quantity == 30 and liq.fee == pytest.approx(0.0)
         snap = v.snapshot(s, T0 + 2 * H4)
         assert snap.cash == pytest.approx(9000.0) and snap.realized_pnl == pytest.approx(-1000.0)
-        legs = {o.request.role.value: o.status.value for o in (v.get_order(s, "tp-" + "e" * 24 + r) for r in ("-sl", "-tp"))}
-        assert legs == {"stop_loss": "CANCELLED", "take_profit": "CANCELLED"}
+        legs = {o.request.role.value: o.status.value for o in (v.get_order(s, "tp-" + "e" * 24 + r) for r in ("-sl", "-tp", "-lq"))}
+        assert legs == {"stop_loss": "CANCELLED", "take_profit": "CANCELLED", "liquidation": "FILLED"}
+
+
+def test_liquidation_inside_the_bar_costs_exactly_the_margin(tmp_path):
+    """Short 10 @ 100 at 5× without a stop before liquidation (stop 125 beyond liq 119.6): a bar
+    reaching 121 liquidates at 119.6; gross loss 196, the 4 left of the 200 margin is the fee;
+    the next bar's exit order finds no position and the account lost exactly 200."""
+    import pandas as pd
+
+    from trading_pipelines.domain.models import IntentKind, Mode, PositionSide, Side, TradeIntent
+    from trading_pipelines.resources.venues import PaperVenue
+
+    idx = pd.DatetimeIndex([T0, T0 + H4], name="open_time")
+    bars = pd.DataFrame({"open": [100.0, 110.0], "high": [101.0, 121.0], "low": [99.0, 105.0], "close": [100.0, 118.0],
+                         "volume": [1.0, 1.0]}, index=idx)
+    v = PaperVenue(account="liq2", mode=Mode.FUTURES, starting_cash=1_000, fee_rate=0.0, slippage_bps=0.0,
+                   bars_fn=lambda i, a, b: bars[(bars.index >= a) & (bars.index + H4 <= b)], bar_duration=H4,
+                   maintenance_margin_rates={"X": 0.004})
+    intent = TradeIntent(intent_id="it-" + "f" * 24, strategy="liq2", instrument="X", window_end=T0, mode=Mode.FUTURES,
+                         kind=IntentKind.ENTRY, side=Side.SELL, position_side=PositionSide.SHORT, quantity=10, entry=100.0,
+                         stop=125.0, take_profit=80.0, leverage=5.0, notional=1000, margin=200, equity=1000)
+    with session_scope(get_engine(f"sqlite:///{tmp_path / 'f.sqlite'}")) as s:
+        v.submit(s, intent, placed_at=T0)
+        v.advance(s, "X", T0 + H4)
+        [ev] = v.advance(s, "X", T0 + 2 * H4)
+        assert (ev.role, ev.price, ev.realized_pnl) == ("liquidation", pytest.approx(119.6), pytest.approx(-196.0))
+        [fill] = v.fills(s, "tp-" + "f" * 24 + "-lq")
+        assert fill.fee == pytest.approx(4.0)
+        snap = v.snapshot(s, T0 + 2 * H4)
+        assert snap.cash == pytest.approx(800.0) and snap.positions == ()
+
+
+def test_a_crashed_plan_is_replaced_by_the_rerun_plan(rt):
+    """Run 1 plans a buy and dies before validation (PENDING); run 2's signal says hold: the
+    stored plan becomes NO_TRADE and nothing is validated or sent."""
+    first = _plan(rt, "BTC/USDT", T0, "buy")
+    assert first.status is IntentStatus.PENDING and first.quantity > 0
+    second = _plan(rt, "BTC/USDT", T0, "hold", run="r2")
+    assert second.status is IntentStatus.NO_TRADE and second.quantity == 0
+    checked, guards = services.validate(rt, _lin(rt, "BTC/USDT", T0, "r2"), first)  # even with the stale copy
+    assert checked.status is IntentStatus.NO_TRADE and guards == ()
+    _, orders = services.execute(rt, _lin(rt, "BTC/USDT", T0, "r2"), first)
+    assert orders == []
+
+
+def test_cancel_reads_the_venue_not_a_stale_ledger(rt):
+    """ETH's entry rests; BTC's next-window plan advances the whole account, filling ETH's entry at
+    the venue before the ledger hears of it. Cancelling ETH must refuse: it already traded."""
+    (eth, _), _ = _review(rt, "ETH/USDT", T0, "buy")
+    assert eth.status is IntentStatus.SUBMITTED
+    _plan(rt, "BTC/USDT", T0 + H4, "hold")
+    with pytest.raises(ValueError, match="FILLED: nothing to cancel|already traded"):
+        services.cancel(rt, eth.intent_id)
+    with session_scope(rt.engine) as s:
+        assert len(rt.venue.positions(s)) == 1 and s.get(m.IntentRow, eth.intent_id).status == "FILLED"
+
+
+def test_a_liquidation_is_in_the_ledger(tmp_path):
+    """The venue's liquidation order and fill are mirrored under the entry's intent and close the
+    ledger position with reason `liquidation` and the margin as the loss."""
+    import pandas as pd
+
+    from trading_pipelines.domain.models import IntentKind, Mode, PositionSide, Side, TradeIntent
+    from trading_pipelines.ledger import repo
+    from trading_pipelines.resources.venues import PaperVenue
+
+    idx = pd.DatetimeIndex([T0, T0 + H4], name="open_time")
+    bars = pd.DataFrame({"open": [100.0, 60.0], "high": [101.0, 61.0], "low": [99.0, 55.0], "close": [100.0, 58.0],
+                         "volume": [1.0, 1.0]}, index=idx)
+    v = PaperVenue(account="liq3", mode=Mode.FUTURES, starting_cash=10_000, fee_rate=0.0, slippage_bps=0.0,
+                   bars_fn=lambda i, a, b: bars[(bars.index >= a) & (bars.index + H4 <= b)], bar_duration=H4,
+                   maintenance_margin_rates={"X": 0.004})
+    intent = TradeIntent(intent_id="it-" + "9" * 24, strategy="liq3", instrument="X", window_end=T0, mode=Mode.FUTURES,
+                         kind=IntentKind.ENTRY, side=Side.BUY, position_side=PositionSide.LONG, quantity=30, entry=100.0,
+                         stop=70.0, take_profit=160.0, leverage=3.0, notional=3000, margin=1000, equity=10_000)
+    lin = Lineage("liq3", "X", "X|w", "run")
+    with session_scope(get_engine(f"sqlite:///{tmp_path / 'f.sqlite'}")) as s:
+        repo.record_intent(s, lin, intent)
+        repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.VALIDATED)
+        repo.record_orders(s, lin, intent.intent_id, "futures", "paper", v.submit(s, intent, placed_at=T0))
+        v.advance(s, "X", T0 + 2 * H4)
+        repo.reconcile(s, "liq3", "futures", v)
+        pos = s.execute(select(m.PositionRow)).scalar_one()
+        liq = s.get(m.OrderRow, "tp-" + "9" * 24 + "-lq")
+    assert (pos.status, pos.exit_reason) == ("closed", "liquidation")
+    assert pos.realized_pnl == pytest.approx(-1000.0)
+    assert liq.intent_id == intent.intent_id and liq.status == "FILLED" and liq.reduce_only

@@ -142,7 +142,8 @@ def test_intent_id_rejects_naive_datetime():
 # --------------------------------------------------------------------------- client_order_id
 
 BINANCE_SAFE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
-ROLE_CODES = {OrderRole.ENTRY: "en", OrderRole.STOP_LOSS: "sl", OrderRole.TAKE_PROFIT: "tp", OrderRole.EXIT: "ex"}
+ROLE_CODES = {OrderRole.ENTRY: "en", OrderRole.STOP_LOSS: "sl", OrderRole.TAKE_PROFIT: "tp", OrderRole.EXIT: "ex",
+              OrderRole.LIQUIDATION: "lq"}
 
 
 @pytest.mark.parametrize("role", list(OrderRole))
@@ -159,7 +160,7 @@ def test_client_order_ids_distinct_per_role_and_intent():
     a = intent_id("s", "BTC/USDT", WINDOW_END)
     b = intent_id("s", "BTC/USDT", WINDOW_END + timedelta(hours=4))
     ids = {client_order_id(i, r) for i in (a, b) for r in OrderRole}
-    assert len(ids) == 2 * len(OrderRole) == 8
+    assert len(ids) == 2 * len(OrderRole) == 10  # 2 intents × 5 roles
 
 
 def test_client_order_id_deterministic():

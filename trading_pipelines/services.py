@@ -44,7 +44,7 @@ from trading_pipelines.ledger.models import GuardResultRow, IntentRow, OrderRow
 from trading_pipelines.resources.charts import ChartRef, ChartStore, chart_key, render_chart
 from trading_pipelines.resources.market_data import MarketDataSource
 from trading_pipelines.resources.signals import ProviderResult, SignalProvider, SignalRequest
-from trading_pipelines.resources.venues import PaperVenue, live_trading_allowed
+from trading_pipelines.resources.venues import PaperVenue, instruments_with_activity, live_trading_allowed
 
 
 @dataclass
@@ -137,10 +137,16 @@ def _day_start(s, rt: Runtime, at: datetime) -> float | None:
     return repo.day_start_equity(s, rt.spec.name, at)
 
 
-def _late(s, rt: Runtime, window_end: datetime) -> datetime | None:
-    """Bring every instrument of the account to ``window_end``; return the account's clock if it
-    is already past the window (a late or out-of-order run), else None."""
-    rt.venue.advance_account(s, rt.spec.instruments, window_end)
+def _late(s, rt: Runtime, window_end: datetime, lin: repo.Lineage | None = None) -> datetime | None:
+    """Bring every instrument of the account (the strategy's, plus any retired one still holding a
+    position or resting order) to ``window_end``, auditing what the venue did on the way; return
+    the account's clock if it is already past the window (a late or out-of-order run), else None."""
+    instruments = set(rt.spec.instruments) | set(instruments_with_activity(rt.venue, s))
+    for ev in rt.venue.advance_account(s, instruments, window_end):
+        if lin is not None:
+            repo.audit(s, repo.Lineage(rt.spec.name, ev.instrument, lin.partition_key, lin.run_id), "venue_event",
+                       kind=ev.kind, role=ev.role, client_order_id=ev.client_order_id, price=ev.price,
+                       quantity=ev.quantity, time=ev.time.isoformat(), realized_pnl=ev.realized_pnl)
     clock = rt.venue.max_clock(s)
     return clock if clock is not None and clock > window_end else None
 
@@ -159,7 +165,7 @@ def plan(rt: Runtime, lin: repo.Lineage, signal: Signal, frame: pd.DataFrame) ->
             repo.audit(s, lin, "replan_ignored", intent_id=row.intent_id, stored_status=row.status,
                        new_action=signal.action, new_confidence=signal.confidence)
             return repo.intent_from_row(row)
-        late = _late(s, rt, signal.window_end)
+        late = _late(s, rt, signal.window_end, lin)
         if late is not None:
             intent = plan_intent(signal.model_copy(update={
                 "no_trade_reason": f"late review: the account is at {late.isoformat()}, past the window end "
@@ -191,7 +197,7 @@ def validate(rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[Trade
         stored = repo.intent_from_row(row)
         if row.status != IntentStatus.PENDING.value:
             return stored, _stored_guards(s, stored.intent_id)
-        _late(s, rt, stored.window_end)
+        _late(s, rt, stored.window_end, lin)
         acct = rt.venue.account_view(s, lin.instrument, _day_start(s, rt, stored.window_end))
         spec = rt.spec.instrument(lin.instrument)
         hours = market_hours(spec, stored.window_end, rt.spec.bar_duration)
@@ -255,7 +261,7 @@ def execute(rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[TradeI
             if not ok:
                 repo.set_intent_status(s, lin, stored.intent_id, IntentStatus.FAILED, f"not sent: {why}")
             else:
-                _late(s, rt, stored.window_end)
+                _late(s, rt, stored.window_end, lin)
                 if _recheck_under_lock(s, rt, lin, stored):
                     if rt.spec.execution.confirm == "manual":
                         repo.set_intent_status(s, lin, stored.intent_id, IntentStatus.AWAITING_CONFIRMATION,
@@ -345,6 +351,10 @@ def cancel(rt: Runtime, intent_id: str, run_id: str = "cli") -> tuple[TradeInten
     """Cancel an intent that has not traded: a VALIDATED or AWAITING_CONFIRMATION intent is marked
     CANCELLED; a SUBMITTED one has its resting orders cancelled at the venue first. An intent whose
     entry already filled cannot be cancelled (exit the position instead): ``ValueError``."""
+    with session_scope(rt.engine) as s:  # the venue is the source of truth: bring the ledger up to date first
+        row, _ = _stored_intent(s, intent_id)
+        repo.reconcile(s, rt.spec.name, rt.spec.mode.value, rt.venue)
+        _sync_intent_statuses(s, rt, repo.Lineage(row.strategy, row.instrument, row.partition_key, run_id))
     with session_scope(rt.engine) as s:
         rt.venue.lock(s)
         row, intent = _stored_intent(s, intent_id)
@@ -353,7 +363,8 @@ def cancel(rt: Runtime, intent_id: str, run_id: str = "cli") -> tuple[TradeInten
         if status is IntentStatus.SUBMITTED:
             primary = [o for o in s.execute(select(OrderRow).where(OrderRow.intent_id == intent_id)).scalars()
                        if o.role in ("entry", "exit")]
-            if any(o.status == OrderStatus.FILLED.value for o in primary):
+            venue_status = [(rt.venue.get_order(s, o.client_order_id) or o).status for o in primary]
+            if any(str(getattr(v, "value", v)) == OrderStatus.FILLED.value for v in venue_status):
                 raise ValueError(f"intent {intent_id} already traded; exit the position instead")
             for o in primary:
                 rt.venue.cancel(s, o.client_order_id)
@@ -371,7 +382,7 @@ def snapshot(rt: Runtime, lin: repo.Lineage, window_end: datetime) -> tuple[Port
     (a late run) the venue's state is not that of the window: the stored snapshot of the window is
     returned if there is one, else the current state is returned unrecorded."""
     with session_scope(rt.engine) as s:
-        late = _late(s, rt, window_end)
+        late = _late(s, rt, window_end, lin)
         repo.reconcile(s, rt.spec.name, rt.spec.mode.value, rt.venue)
         _sync_intent_statuses(s, rt, lin)
         if late is None:

@@ -109,15 +109,22 @@ def build_review_assets(spec: StrategySpec) -> tuple[list[dg.AssetsDefinition], 
                                   metadata={"no_trade_reason": sig.no_trade_reason or ""})
 
     @dg.asset(key=k["trade_intents"], ins={"signal": dg.AssetIn(k["signals"]), "frame": dg.AssetIn(k["indicator_frames"])},
-              kinds={"python"}, description="PLAN: technical stop and 1%-risk size; PENDING, or NO_TRADE with its reason.", **common)
-    def trade_intents(context: dg.AssetExecutionContext, trading: TradingResource, signal: Signal, frame: pd.DataFrame) -> TradeIntent:
+              kinds={"python"},
+              check_specs=[dg.AssetCheckSpec("reviewed_in_time", asset=k["trade_intents"],
+                                             description="The review ran before the strategy's account moved past its window "
+                                                         "(a late review plans no trade: backfill window by window).")],
+              description="PLAN: technical stop and 1%-risk size; PENDING, or NO_TRADE with its reason.", **common)
+    def trade_intents(context: dg.AssetExecutionContext, trading: TradingResource, signal: Signal, frame: pd.DataFrame):
         rt, lin, *_ = ctx(context, trading)
         intent = services.plan(rt, lin, signal, frame)
-        context.add_output_metadata({"intent_id": intent.intent_id, "kind": intent.kind.value, "status": intent.status.value,
-                                     "quantity": intent.quantity, "entry": intent.entry or 0.0, "stop": intent.stop or 0.0,
-                                     "take_profit": intent.take_profit or 0.0, "risk_amount": intent.risk_amount,
-                                     "notional": intent.notional, "reason": intent.reason})
-        return intent
+        yield dg.Output(intent, metadata={
+            "intent_id": intent.intent_id, "kind": intent.kind.value, "status": intent.status.value,
+            "quantity": intent.quantity, "entry": intent.entry or 0.0, "stop": intent.stop or 0.0,
+            "take_profit": intent.take_profit or 0.0, "risk_amount": intent.risk_amount, "notional": intent.notional,
+            "reason": intent.reason})
+        late = "late review" in intent.reason
+        yield dg.AssetCheckResult(check_name="reviewed_in_time", passed=not late, severity=dg.AssetCheckSeverity.WARN,
+                                  metadata={"reason": intent.reason if late else ""})
 
     @dg.asset(key=k["validated_intents"], ins={"intent": dg.AssetIn(k["trade_intents"])}, kinds={"python"},
               check_specs=[dg.AssetCheckSpec("no_order_from_invalid_intent", asset=k["validated_intents"], blocking=True,

@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 
 from trading_pipelines.domain.models import OrderRole
 
-_ROLE_CODE = {OrderRole.ENTRY: "en", OrderRole.STOP_LOSS: "sl", OrderRole.TAKE_PROFIT: "tp", OrderRole.EXIT: "ex"}
+_ROLE_CODE = {OrderRole.ENTRY: "en", OrderRole.STOP_LOSS: "sl", OrderRole.TAKE_PROFIT: "tp", OrderRole.EXIT: "ex",
+              OrderRole.LIQUIDATION: "lq"}
 
 
 def _utc_iso(t: datetime) -> str:

@@ -196,6 +196,7 @@ class OrderRole(str, enum.Enum):
     STOP_LOSS = "stop_loss"
     TAKE_PROFIT = "take_profit"
     EXIT = "exit"
+    LIQUIDATION = "liquidation"  # venue-initiated close of an isolated futures position
 
 
 class OrderStatus(str, enum.Enum):

@@ -72,8 +72,8 @@ def _history(s: Session, intent_id: str, old: str | None, new: str, reason: str,
 
 
 def record_intent(s: Session, lin: Lineage, intent: TradeIntent) -> IntentRow:
-    """Insert or refresh the planned intent. An intent that already moved past PENDING (validated,
-    submitted, filled …) keeps its status: a re-run of the plan step never rewinds it."""
+    """Insert the planned intent, or replace a still-PENDING one with the re-run's plan. An intent
+    that already moved past PENDING (validated, submitted, filled …) is never changed here."""
     row = s.get(IntentRow, intent.intent_id)
     fields = intent.model_dump(exclude={"intent_id", "strategy", "instrument", "status"})
     fields = {k: (v.value if hasattr(v, "value") else v) for k, v in fields.items()}
@@ -85,10 +85,16 @@ def record_intent(s: Session, lin: Lineage, intent: TradeIntent) -> IntentRow:
         _history(s, intent.intent_id, None, IntentStatus.PENDING.value, "planned", lin.run_id)
         if intent.status is not IntentStatus.PENDING:
             _history(s, intent.intent_id, IntentStatus.PENDING.value, intent.status.value, intent.reason, lin.run_id)
-    elif row.status in (IntentStatus.PENDING.value, IntentStatus.NO_TRADE.value, IntentStatus.REJECTED.value) and row.status == intent.status.value:
+    elif row.status == IntentStatus.PENDING.value:
+        # an unvalidated plan is replaced whole by the re-run's (a crash after planning must not
+        # leave the old plan to be validated and sent when the new signal says otherwise)
         for k, v in fields.items():
             setattr(row, k, v)
-        row.run_id = lin.run_id
+        row.run_id, row.partition_key = lin.run_id, lin.partition_key
+        if intent.status is not IntentStatus.PENDING:
+            transition(IntentStatus.PENDING, intent.status)
+            row.status = intent.status.value
+            _history(s, intent.intent_id, IntentStatus.PENDING.value, intent.status.value, intent.reason, lin.run_id)
     audit(s, lin, "intent", intent_id=intent.intent_id, kind=intent.kind.value, status=row.status, reason=intent.reason,
           quantity=intent.quantity, entry=intent.entry, stop=intent.stop, take_profit=intent.take_profit)
     s.flush()
@@ -162,6 +168,8 @@ def reconcile(s: Session, strategy: str, mode: str, venue) -> dict[str, int]:
             changed["orders"] += 1
     known = set(s.execute(select(FillRow.fill_id).where(FillRow.strategy == strategy)).scalars())
     for f in venue.all_fill_rows(s):
+        if f.fill_id not in known and s.get(OrderRow, f.client_order_id) is None:
+            _mirror_venue_order(s, venue, f.client_order_id)
         if f.fill_id not in known and s.get(OrderRow, f.client_order_id) is not None:
             s.add(FillRow(fill_id=f.fill_id, client_order_id=f.client_order_id, strategy=strategy, instrument=f.instrument,
                           side=f.side, quantity=f.quantity, price=f.price, fee=f.fee, time=f.time))
@@ -169,6 +177,26 @@ def reconcile(s: Session, strategy: str, mode: str, venue) -> dict[str, int]:
     _positions_from_fills(s, strategy, mode, {p.instrument: p for p in venue.positions(s)}, changed)
     s.flush()
     return changed
+
+
+def _mirror_venue_order(s: Session, venue, cid: str) -> None:
+    """Record an order the venue placed on its own (a liquidation) under its parent entry's intent."""
+    o = venue.get_order(s, cid)
+    if o is None or o.request.parent_client_order_id is None:
+        return
+    parent = s.get(OrderRow, o.request.parent_client_order_id)
+    if parent is None:
+        return
+    r = o.request
+    s.add(OrderRow(client_order_id=cid, intent_id=parent.intent_id, strategy=parent.strategy, instrument=parent.instrument,
+                   partition_key=parent.partition_key, run_id="venue", mode=parent.mode, venue=parent.venue,
+                   role=r.role.value, side=r.side.value, type=r.type.value, quantity=r.quantity, reduce_only=r.reduce_only,
+                   status=o.status.value, venue_order_id=o.venue_order_id, filled_quantity=o.filled_quantity,
+                   average_price=o.average_price, placed_at=o.placed_at))
+    s.add(AuditRow(strategy=parent.strategy, instrument=parent.instrument, partition_key=parent.partition_key, run_id="venue",
+                   event="venue_order", detail={"client_order_id": cid, "role": r.role.value, "price": o.average_price,
+                                                "quantity": r.quantity}))
+    s.flush()
 
 
 def _positions_from_fills(s: Session, strategy: str, mode: str, venue_positions: dict, changed: dict[str, int]) -> None:
@@ -210,6 +238,9 @@ def _positions_from_fills(s: Session, strategy: str, mode: str, venue_positions:
             p = venue_positions.get(fill.instrument)
             if p is not None and p.opened_at == row.opened_at:
                 row.mark_price, row.quantity = p.mark_price, p.quantity
+            else:  # the venue no longer holds it and no closing fill explains why: say so, never guess a price
+                row.status, row.exit_reason = "closed", "venue_closed"
+                changed["positions_closed"] += 1
 
 
 def record_snapshot(s: Session, lin: Lineage, mode: str, snap: PortfolioSnapshot) -> SnapshotRow:
@@ -237,9 +268,13 @@ def stored_snapshot(s: Session, lin: Lineage) -> PortfolioSnapshot | None:
 
 
 def day_start_equity(s: Session, strategy: str, at: datetime) -> float | None:
-    """Equity of the last snapshot taken before 00:00 UTC of ``at``'s day (None if none)."""
+    """Equity of the last snapshot at or before 00:00 UTC of ``at``'s day and strictly before ``at``
+    (None if none): the day's starting equity for the daily-loss guard."""
     day = at.replace(hour=0, minute=0, second=0, microsecond=0)
-    row = s.execute(select(SnapshotRow).where(SnapshotRow.strategy == strategy, SnapshotRow.as_of <= day)
+    # strictly before ``at``: a snapshot of the same window (another instrument's, just taken) is
+    # not the day's baseline
+    row = s.execute(select(SnapshotRow).where(SnapshotRow.strategy == strategy, SnapshotRow.as_of <= day,
+                                              SnapshotRow.as_of < at)
                     .order_by(SnapshotRow.as_of.desc()).limit(1)).scalar_one_or_none()
     return row.equity if row else None
 

@@ -345,6 +345,7 @@ class PaperVenue:
         acct = self._account(s)
         pnl = realized_pnl(PositionSide(pos.side), pos.entry_price, price, pos.quantity)
         if self.mode is Mode.FUTURES:
+            pnl = max(pnl, -pos.margin)  # isolated margin: a position can lose its margin and no more
             acct.cash += pos.margin + pnl
         else:
             acct.cash += pos.quantity * price
@@ -354,9 +355,13 @@ class PaperVenue:
 
     def _process_bar(self, s: Session, instrument: str, bar: Bar) -> list[VenueEvent]:
         events: list[VenueEvent] = []
+        # 1. isolated futures: liquidation comes before anything else the bar does (see _liquidate).
+        liquidated = self._liquidate(s, instrument, bar)
+        if liquidated is not None:
+            events.append(liquidated)
         rows = self._rows(s, instrument)
         by_cid = {r.client_order_id: r for r in rows}
-        # 1. market orders placed at or before this bar's open fill at its open.
+        # 2. market orders placed at or before this bar's open fill at its open.
         for r in rows:
             if r.type != OrderType.MARKET.value or r.placed_at > bar.open_time:
                 continue
@@ -386,20 +391,7 @@ class PaperVenue:
                 pnl = self._close_position(s, pos, price)
                 self._cancel_brackets(s, instrument)
                 events.append(VenueEvent("fill", instrument, r.client_order_id, r.role, price, r.quantity, bar.open_time, pnl))
-        # 2. isolated futures: a bar that opens beyond the liquidation price liquidates the position
-        #    first (the stop-market would fill past it); the loss is the whole margin, no more.
         pos = s.get(PaperPositionRow, (self.account, instrument))
-        if pos is not None and self.mode is Mode.FUTURES:
-            liq = liquidation_price(pos.entry_price, pos.leverage, PositionSide(pos.side), self.mmr.get(instrument, 0.0))
-            long = pos.side == PositionSide.LONG.value
-            if (long and bar.open <= liq) or (not long and bar.open >= liq):
-                acct = self._account(s)
-                acct.realized_pnl -= pos.margin
-                s.delete(pos)
-                s.flush()
-                self._cancel_brackets(s, instrument)
-                events.append(VenueEvent("liquidation", instrument, "", "liquidation", liq, pos.quantity, bar.open_time, -pos.margin))
-                pos = None
         # 3. brackets of the open position (children of a filled entry).
         if pos is not None:
             legs = [r for r in by_cid.values() if r.status == OrderStatus.NEW.value and r.parent_client_order_id
@@ -421,6 +413,57 @@ class PaperVenue:
             pos.mark_price = bar.close
         s.flush()
         return events
+
+    def _liquidate(self, s: Session, instrument: str, bar: Bar) -> VenueEvent | None:
+        """Isolated futures liquidation on ``bar``, before any other order of the bar.
+
+        Triggers when the bar opens beyond the liquidation price, or when its range reaches the
+        liquidation price and no stop-loss sits strictly before it. The venue closes the position
+        with a reduce-only LIQUIDATION order filled at the liquidation price (the open if the bar
+        gapped through it, but never past the bankruptcy price, where the loss equals the margin);
+        the margin left after that loss is taken as the liquidation fee, so the position loses
+        exactly its margin (Binance keeps the remainder for its insurance fund).
+        """
+        pos = s.get(PaperPositionRow, (self.account, instrument))
+        if pos is None or self.mode is not Mode.FUTURES:
+            return None
+        side = PositionSide(pos.side)
+        liq = liquidation_price(pos.entry_price, pos.leverage, side, self.mmr.get(instrument, 0.0))
+        long = side is PositionSide.LONG
+        stop = next((r.trigger_price for r in self._rows(s, instrument) if r.role == OrderRole.STOP_LOSS.value), None)
+        gapped = bar.open <= liq if long else bar.open >= liq
+        reached = bar.low <= liq if long else bar.high >= liq
+        stop_first = stop is not None and (stop > liq if long else stop < liq)
+        if not (gapped or (reached and not stop_first)):
+            return None
+        price = bar.open if gapped else liq
+        pnl = realized_pnl(side, pos.entry_price, price, pos.quantity)
+        if pnl < -pos.margin:  # gapped past bankruptcy: the insurance fund absorbs the rest
+            price = pos.entry_price - pos.margin / pos.quantity if long else pos.entry_price + pos.margin / pos.quantity
+            pnl = -pos.margin
+        entry = s.execute(select(PaperOrderRow).where(
+            PaperOrderRow.account == self.account, PaperOrderRow.instrument == instrument,
+            PaperOrderRow.role == OrderRole.ENTRY.value, PaperOrderRow.status == OrderStatus.FILLED.value)
+            .order_by(PaperOrderRow.filled_at.desc())).scalars().first()
+        cid = (entry.client_order_id[:-3] + "-lq") if entry else f"tp-liq{bar.open_time:%Y%m%d%H%M}-lq"
+        row = PaperOrderRow(client_order_id=cid, venue_order_id="P" + cid[3:], account=self.account, instrument=instrument,
+                            side=side.exit_side.value, type=OrderType.MARKET.value, role=OrderRole.LIQUIDATION.value,
+                            quantity=pos.quantity, reduce_only=True, parent_client_order_id=entry.client_order_id if entry else None,
+                            position_side=side.value, leverage=pos.leverage, status=OrderStatus.FILLED.value,
+                            placed_at=bar.open_time, filled_at=bar.open_time, fill_price=price)
+        s.add(row)
+        s.flush()  # the order row before its fill (foreign key)
+        fee = pos.margin + pnl  # what is left of the margin goes to the venue
+        s.add(PaperFillRow(fill_id=f"{cid}-1", client_order_id=cid, account=self.account, instrument=instrument,
+                           side=row.side, quantity=pos.quantity, price=price, fee=fee, time=bar.open_time))
+        acct = self._account(s)
+        acct.realized_pnl += pnl
+        acct.fees_paid += fee
+        qty = pos.quantity
+        s.delete(pos)
+        s.flush()
+        self._cancel_brackets(s, instrument)
+        return VenueEvent("fill", instrument, cid, OrderRole.LIQUIDATION.value, price, qty, bar.open_time, pnl)
 
     def _reject_entry(self, s: Session, row: PaperOrderRow) -> None:
         """The venue refuses an entry: it and its bracket legs end (no orphaned stop or target)."""
