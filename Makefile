@@ -18,7 +18,7 @@ install: $(VENV)/.installed
 ## (SQLite ledger, local chart folder, replay data, rules signals, paper venue).
 run: install
 	mkdir -p $(DAGSTER_HOME)
-	$(VENV)/bin/trading-pipelines review spot_4h_majors --last 30 --quiet
+	$(VENV)/bin/trading-pipelines review spot_4h_majors --last 30
 
 ## Tools the service tests need that pip cannot provide (Debian's docker-compose validates the compose file).
 system-deps:
