@@ -40,6 +40,16 @@ def ensure_dagster_home() -> Path:
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
+def _ledger_report(strategy: str | None) -> dict[str, list[dict]]:
+    """The ledger's :func:`~trading_pipelines.ledger.repo.status_report`, through the same resource the runs use."""
+    from trading_pipelines.ledger.db import session_scope
+    from trading_pipelines.ledger.repo import status_report
+    from trading_pipelines.resources.dagster_resources import default_resources
+
+    with session_scope(default_resources()["trading"].ledger.engine()) as s:
+        return status_report(s, strategy)
+
+
 def _windows(spec, args) -> list[str]:
     from trading_pipelines.assets.partitions import window_partitions
 
@@ -60,9 +70,6 @@ def cmd_review(args) -> int:
     from trading_pipelines.assets.partitions import INSTRUMENT_DIM, WINDOW_DIM
     from trading_pipelines.components import review_job_name, universe_job_name
     from trading_pipelines.definitions import defs as build_defs
-    from trading_pipelines.ledger.db import session_scope
-    from trading_pipelines.ledger.repo import status_report
-
     try:
         strategies = load_strategies()
     except StrategyConfigError as e:
@@ -100,11 +107,7 @@ def cmd_review(args) -> int:
             if not args.quiet:
                 print(f"[{n:>4}/{total}] {w} {inst:<14} {'ok ' if r.success else 'FAILED'} run {r.run_id[:8]} "
                       f"({time.monotonic() - t0:.0f}s)", flush=True)
-    from trading_pipelines.resources.dagster_resources import default_resources
-
-    engine = default_resources()["trading"].ledger.engine()
-    with session_scope(engine) as s:
-        rep = status_report(s, spec.name)
+    rep = _ledger_report(spec.name)
     _print_summary(spec, instruments, rep, failures, time.monotonic() - t0)
     return 1 if failures else 0
 
@@ -134,13 +137,7 @@ def _print_summary(spec, instruments, rep, failures, elapsed) -> None:
 
 def cmd_status(args) -> int:
     ensure_dagster_home()
-    from trading_pipelines.ledger.db import session_scope
-    from trading_pipelines.ledger.repo import status_report
-    from trading_pipelines.resources.dagster_resources import default_resources
-
-    engine = default_resources()["trading"].ledger.engine()
-    with session_scope(engine) as s:
-        rep = status_report(s, args.strategy)
+    rep = _ledger_report(args.strategy)
     if args.json:
         json.dump(rep, sys.stdout, indent=2, default=str)
         print()

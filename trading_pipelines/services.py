@@ -137,16 +137,25 @@ def _day_start(s, rt: Runtime, at: datetime) -> float | None:
     return repo.day_start_equity(s, rt.spec.name, at)
 
 
-def _late(s, rt: Runtime, window_end: datetime, lin: repo.Lineage | None = None) -> datetime | None:
+def _audit_events(s, rt: Runtime, lin: repo.Lineage, events) -> None:
+    for ev in events:
+        repo.audit(s, repo.Lineage(rt.spec.name, ev.instrument, lin.partition_key, lin.run_id), "venue_event",
+                   kind=ev.kind, role=ev.role, client_order_id=ev.client_order_id, price=ev.price,
+                   quantity=ev.quantity, time=ev.time.isoformat(), realized_pnl=ev.realized_pnl)
+
+
+def _reconcile(s, rt: Runtime, lin: repo.Lineage) -> None:
+    """Mirror the venue into the ledger, then move SUBMITTED intents whose orders the venue settled."""
+    repo.reconcile(s, rt.spec.name, rt.spec.mode.value, rt.venue)
+    _sync_intent_statuses(s, rt, lin)
+
+
+def _late(s, rt: Runtime, window_end: datetime, lin: repo.Lineage) -> datetime | None:
     """Bring every instrument of the account (the strategy's, plus any retired one still holding a
     position or resting order) to ``window_end``, auditing what the venue did on the way; return
     the account's clock if it is already past the window (a late or out-of-order run), else None."""
     instruments = set(rt.spec.instruments) | set(instruments_with_activity(rt.venue, s))
-    for ev in rt.venue.advance_account(s, instruments, window_end):
-        if lin is not None:
-            repo.audit(s, repo.Lineage(rt.spec.name, ev.instrument, lin.partition_key, lin.run_id), "venue_event",
-                       kind=ev.kind, role=ev.role, client_order_id=ev.client_order_id, price=ev.price,
-                       quantity=ev.quantity, time=ev.time.isoformat(), realized_pnl=ev.realized_pnl)
+    _audit_events(s, rt, lin, rt.venue.advance_account(s, instruments, window_end))
     clock = rt.venue.max_clock(s)
     return clock if clock is not None and clock > window_end else None
 
@@ -272,8 +281,7 @@ def execute(rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[TradeI
 
 
 def _finish(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[TradeIntent, list[dict]]:
-    repo.reconcile(s, rt.spec.name, rt.spec.mode.value, rt.venue)
-    _sync_intent_statuses(s, rt, lin)
+    _reconcile(s, rt, lin)
     orders = s.execute(select(OrderRow).where(OrderRow.intent_id == intent.intent_id)
                        .order_by(OrderRow.client_order_id)).scalars().all()
     row = s.get(IntentRow, intent.intent_id)
@@ -335,7 +343,7 @@ def confirm(rt: Runtime, intent_id: str, run_id: str = "cli") -> tuple[TradeInte
         lin = repo.Lineage(row.strategy, row.instrument, row.partition_key, run_id)
         if row.status != IntentStatus.AWAITING_CONFIRMATION.value:
             raise ValueError(f"intent {intent_id} is {row.status}, not AWAITING_CONFIRMATION")
-        rt.venue.advance_account(s, rt.spec.instruments, intent.window_end)
+        _late(s, rt, intent.window_end, lin)
         clock = rt.venue.max_clock(s)
         expiry = intent.window_end + rt.spec.bar_duration
         if clock is not None and clock >= expiry:
@@ -353,8 +361,7 @@ def cancel(rt: Runtime, intent_id: str, run_id: str = "cli") -> tuple[TradeInten
     entry already filled cannot be cancelled (exit the position instead): ``ValueError``."""
     with session_scope(rt.engine) as s:  # the venue is the source of truth: bring the ledger up to date first
         row, _ = _stored_intent(s, intent_id)
-        repo.reconcile(s, rt.spec.name, rt.spec.mode.value, rt.venue)
-        _sync_intent_statuses(s, rt, repo.Lineage(row.strategy, row.instrument, row.partition_key, run_id))
+        _reconcile(s, rt, repo.Lineage(row.strategy, row.instrument, row.partition_key, run_id))
     with session_scope(rt.engine) as s:
         rt.venue.lock(s)
         row, intent = _stored_intent(s, intent_id)
@@ -363,8 +370,8 @@ def cancel(rt: Runtime, intent_id: str, run_id: str = "cli") -> tuple[TradeInten
         if status is IntentStatus.SUBMITTED:
             primary = [o for o in s.execute(select(OrderRow).where(OrderRow.intent_id == intent_id)).scalars()
                        if o.role in ("entry", "exit")]
-            venue_status = [(rt.venue.get_order(s, o.client_order_id) or o).status for o in primary]
-            if any(str(getattr(v, "value", v)) == OrderStatus.FILLED.value for v in venue_status):
+            at_venue = [rt.venue.get_order(s, o.client_order_id) for o in primary]
+            if any(v is not None and v.status is OrderStatus.FILLED for v in at_venue):
                 raise ValueError(f"intent {intent_id} already traded; exit the position instead")
             for o in primary:
                 rt.venue.cancel(s, o.client_order_id)
@@ -372,7 +379,6 @@ def cancel(rt: Runtime, intent_id: str, run_id: str = "cli") -> tuple[TradeInten
             raise ValueError(f"intent {intent_id} is {row.status}: nothing to cancel")
         repo.set_intent_status(s, lin, intent_id, IntentStatus.CANCELLED, f"cancelled by {run_id}")
         repo.audit(s, lin, "cancel", intent_id=intent_id, previous_status=status.value)
-        repo.reconcile(s, rt.spec.name, rt.spec.mode.value, rt.venue)
         return _finish(s, rt, lin, intent)
 
 
@@ -383,8 +389,7 @@ def snapshot(rt: Runtime, lin: repo.Lineage, window_end: datetime) -> tuple[Port
     returned if there is one, else the current state is returned unrecorded."""
     with session_scope(rt.engine) as s:
         late = _late(s, rt, window_end, lin)
-        repo.reconcile(s, rt.spec.name, rt.spec.mode.value, rt.venue)
-        _sync_intent_statuses(s, rt, lin)
+        _reconcile(s, rt, lin)
         if late is None:
             snap = rt.venue.snapshot(s, window_end)
             repo.record_snapshot(s, lin, rt.spec.mode.value, snap)
@@ -403,13 +408,9 @@ def monitor(rt: Runtime, lin: repo.Lineage, instruments: list[str], as_of: dict[
     with session_scope(rt.engine) as s:
         for inst in instruments:
             if inst in as_of:
-                for ev in rt.venue.advance(s, inst, as_of[inst]):
-                    events.append(ev)
-                    repo.audit(s, repo.Lineage(rt.spec.name, inst, lin.partition_key, lin.run_id), "venue_event",
-                               kind=ev.kind, role=ev.role, client_order_id=ev.client_order_id, price=ev.price,
-                               quantity=ev.quantity, time=ev.time.isoformat(), realized_pnl=ev.realized_pnl)
-        repo.reconcile(s, rt.spec.name, rt.spec.mode.value, rt.venue)
-        _sync_intent_statuses(s, rt, lin)
+                events.extend(rt.venue.advance(s, inst, as_of[inst]))
+        _audit_events(s, rt, lin, events)
+        _reconcile(s, rt, lin)
     return events
 
 

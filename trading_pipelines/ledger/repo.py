@@ -168,9 +168,11 @@ def reconcile(s: Session, strategy: str, mode: str, venue) -> dict[str, int]:
             changed["orders"] += 1
     known = set(s.execute(select(FillRow.fill_id).where(FillRow.strategy == strategy)).scalars())
     for f in venue.all_fill_rows(s):
-        if f.fill_id not in known and s.get(OrderRow, f.client_order_id) is None:
+        if f.fill_id in known:
+            continue
+        if s.get(OrderRow, f.client_order_id) is None:
             _mirror_venue_order(s, venue, f.client_order_id)
-        if f.fill_id not in known and s.get(OrderRow, f.client_order_id) is not None:
+        if s.get(OrderRow, f.client_order_id) is not None:
             s.add(FillRow(fill_id=f.fill_id, client_order_id=f.client_order_id, strategy=strategy, instrument=f.instrument,
                           side=f.side, quantity=f.quantity, price=f.price, fee=f.fee, time=f.time))
             changed["fills"] += 1
@@ -193,9 +195,8 @@ def _mirror_venue_order(s: Session, venue, cid: str) -> None:
                    role=r.role.value, side=r.side.value, type=r.type.value, quantity=r.quantity, reduce_only=r.reduce_only,
                    status=o.status.value, venue_order_id=o.venue_order_id, filled_quantity=o.filled_quantity,
                    average_price=o.average_price, placed_at=o.placed_at))
-    s.add(AuditRow(strategy=parent.strategy, instrument=parent.instrument, partition_key=parent.partition_key, run_id="venue",
-                   event="venue_order", detail={"client_order_id": cid, "role": r.role.value, "price": o.average_price,
-                                                "quantity": r.quantity}))
+    audit(s, Lineage(parent.strategy, parent.instrument, parent.partition_key, "venue"), "venue_order",
+          client_order_id=cid, role=r.role.value, price=o.average_price, quantity=r.quantity)
     s.flush()
 
 
@@ -206,11 +207,13 @@ def _positions_from_fills(s: Session, strategy: str, mode: str, venue_positions:
     take their mark price from the venue."""
     entries = s.execute(select(FillRow, OrderRow).join(OrderRow, OrderRow.client_order_id == FillRow.client_order_id).where(
         FillRow.strategy == strategy, OrderRow.role == "entry").order_by(FillRow.time)).all()
-    used_exits = set(s.execute(select(PositionRow.exit_fill_id).where(
-        PositionRow.strategy == strategy, PositionRow.exit_fill_id.is_not(None))).scalars())
+    # one query for the known positions: closed history costs nothing on the reconcile every step runs
+    known = {(r.instrument, r.opened_at): r for r in s.execute(select(PositionRow).where(PositionRow.strategy == strategy)).scalars()}
+    used_exits = {r.exit_fill_id for r in known.values() if r.exit_fill_id is not None}
     for fill, order in entries:
-        row = s.execute(select(PositionRow).where(PositionRow.strategy == strategy, PositionRow.instrument == fill.instrument,
-                                                  PositionRow.opened_at == fill.time)).scalar_one_or_none()
+        row = known.get((fill.instrument, fill.time))
+        if row is not None and row.status != "open":
+            continue
         if row is None:
             intent = s.get(IntentRow, order.intent_id)
             row = PositionRow(strategy=strategy, instrument=fill.instrument, mode=mode,
@@ -220,8 +223,6 @@ def _positions_from_fills(s: Session, strategy: str, mode: str, venue_positions:
             s.add(row)
             s.flush()
             changed["positions_opened"] += 1
-        if row.status != "open":
-            continue
         exits = s.execute(select(FillRow, OrderRow).join(OrderRow, OrderRow.client_order_id == FillRow.client_order_id).where(
             FillRow.strategy == strategy, FillRow.instrument == fill.instrument, OrderRow.reduce_only.is_(True),
             FillRow.time >= fill.time).order_by(FillRow.time, FillRow.fill_id)).all()
@@ -243,9 +244,13 @@ def _positions_from_fills(s: Session, strategy: str, mode: str, venue_positions:
                 changed["positions_closed"] += 1
 
 
+def _snapshot_row(s: Session, lin: Lineage) -> SnapshotRow | None:
+    return s.execute(select(SnapshotRow).where(SnapshotRow.strategy == lin.strategy,
+                                               SnapshotRow.partition_key == lin.partition_key)).scalar_one_or_none()
+
+
 def record_snapshot(s: Session, lin: Lineage, mode: str, snap: PortfolioSnapshot) -> SnapshotRow:
-    row = s.execute(select(SnapshotRow).where(SnapshotRow.strategy == lin.strategy,
-                                              SnapshotRow.partition_key == lin.partition_key)).scalar_one_or_none()
+    row = _snapshot_row(s, lin)
     if row is None:
         row = SnapshotRow(strategy=lin.strategy, partition_key=lin.partition_key, instrument=lin.instrument)
         s.add(row)
@@ -258,8 +263,7 @@ def record_snapshot(s: Session, lin: Lineage, mode: str, snap: PortfolioSnapshot
 
 def stored_snapshot(s: Session, lin: Lineage) -> PortfolioSnapshot | None:
     """The snapshot recorded for ``lin``'s partition, if any."""
-    row = s.execute(select(SnapshotRow).where(SnapshotRow.strategy == lin.strategy,
-                                              SnapshotRow.partition_key == lin.partition_key)).scalar_one_or_none()
+    row = _snapshot_row(s, lin)
     if row is None:
         return None
     return PortfolioSnapshot(strategy=row.strategy, as_of=row.as_of, cash=row.cash, equity=row.equity,

@@ -283,9 +283,7 @@ class PaperVenue:
             raise VenueError(f"unknown order {cid}")
         if row.status == OrderStatus.NEW.value:
             row.status = OrderStatus.CANCELLED.value
-            for child in s.execute(select(PaperOrderRow).where(PaperOrderRow.parent_client_order_id == cid)).scalars():
-                if child.status == OrderStatus.NEW.value:
-                    child.status = OrderStatus.CANCELLED.value
+            self._cancel_children(s, cid)
         s.flush()
         return _order(row)
 
@@ -297,7 +295,7 @@ class PaperVenue:
         self.lock(s)
         clock_row = s.get(PaperClockRow, (self.account, instrument))
         start = clock_row.as_of if clock_row else None
-        pending = [o for o in self.open_orders(s, instrument)]
+        pending = self.open_orders(s, instrument)
         if start is None:
             start = min((o.placed_at for o in pending), default=as_of)
         events: list[VenueEvent] = []
@@ -335,11 +333,11 @@ class PaperVenue:
     def _open_position(self, s: Session, row: PaperOrderRow, price: float, time: datetime) -> None:
         acct = self._account(s)
         notional = row.quantity * price
-        margin = notional / row.leverage if self.mode is Mode.FUTURES else notional
+        margin = notional / row.leverage if self.mode is Mode.FUTURES else 0.0  # spot pays the notional instead
         acct.cash -= margin if self.mode is Mode.FUTURES else notional
         s.add(PaperPositionRow(account=self.account, instrument=row.instrument, side=row.position_side or "long",
                                quantity=row.quantity, entry_price=price, leverage=row.leverage,
-                               margin=margin if self.mode is Mode.FUTURES else 0.0, mark_price=price, opened_at=time))
+                               margin=margin, mark_price=price, opened_at=time))
 
     def _close_position(self, s: Session, pos: PaperPositionRow, price: float) -> float:
         acct = self._account(s)
@@ -468,8 +466,11 @@ class PaperVenue:
     def _reject_entry(self, s: Session, row: PaperOrderRow) -> None:
         """The venue refuses an entry: it and its bracket legs end (no orphaned stop or target)."""
         row.status = OrderStatus.REJECTED.value
-        for child in s.execute(select(PaperOrderRow).where(
-                PaperOrderRow.parent_client_order_id == row.client_order_id)).scalars():
+        self._cancel_children(s, row.client_order_id)
+
+    def _cancel_children(self, s: Session, parent_cid: str) -> None:
+        """Cancel the resting bracket legs of ``parent_cid``."""
+        for child in s.execute(select(PaperOrderRow).where(PaperOrderRow.parent_client_order_id == parent_cid)).scalars():
             if child.status == OrderStatus.NEW.value:
                 child.status = OrderStatus.CANCELLED.value
 

@@ -10,11 +10,9 @@ never looks past what the strategy has seen).
 from datetime import datetime, timezone
 
 import dagster as dg
-from sqlalchemy import select
 
 from trading_pipelines.config import StrategySpec
 from trading_pipelines.ledger.db import session_scope
-from trading_pipelines.ledger.models import PaperClockRow
 from trading_pipelines.ledger.repo import Lineage
 from trading_pipelines.resources.dagster_resources import TradingResource
 from trading_pipelines.resources.venues import instruments_with_activity
@@ -25,14 +23,14 @@ def monitor_strategy(spec: StrategySpec, trading: TradingResource, run_id: str =
     rt = trading.runtime(spec, signals=False)
     with session_scope(rt.engine) as s:
         active = list(instruments_with_activity(rt.venue, s))
-        clocks = list(s.execute(select(PaperClockRow.as_of).where(PaperClockRow.account == rt.venue.account)).scalars())
+        account_clock = rt.venue.max_clock(s)
     if not active:
         return []
     as_of: dict[str, datetime] = {}
     for inst in active:
         if spec.data.source == "replay":
-            if clocks:
-                as_of[inst] = max(clocks)
+            if account_clock is not None:
+                as_of[inst] = account_clock
         else:
             end = rt.market.last_closed_bar_end(inst, spec.timeframe)
             if end is not None:
