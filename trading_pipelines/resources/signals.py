@@ -364,6 +364,13 @@ class SignalProvider(ABC):
     @abstractmethod
     def generate(self, req: SignalRequest) -> ProviderResult: ...
 
+    def _signal(self, req: SignalRequest, prompt: str, **decision: Any) -> Signal:
+        """A :class:`Signal` for ``req`` from this provider; ``decision`` holds action, confidence,
+        thesis and the optional prices / no-trade reason."""
+        return Signal(strategy=req.strategy, instrument=req.instrument, window_end=req.window_end, mode=req.mode,
+                      provider=self.provider_name, model=self.model,
+                      prompt_hash=prompt_hash(prompt, req.chart_sha256, self.model, self.template_name), **decision)
+
     def _no_trade(
         self,
         req: SignalRequest,
@@ -376,19 +383,8 @@ class SignalProvider(ABC):
         request_json: dict[str, Any] | None = None,
     ) -> ProviderResult:
         log.warning("no trade for %s %s %s: %s", req.strategy, req.instrument, _iso(req.window_end), reason)
-        signal = Signal(
-            strategy=req.strategy,
-            instrument=req.instrument,
-            window_end=req.window_end,
-            mode=req.mode,
-            action="hold",
-            confidence=0.0,
-            thesis=f"no trade: {reason}",
-            provider=self.provider_name,
-            model=self.model,
-            prompt_hash=prompt_hash(prompt, req.chart_sha256, self.model, self.template_name),
-            no_trade_reason=reason,
-        )
+        signal = self._signal(req, prompt, action="hold", confidence=0.0, thesis=f"no trade: {reason}",
+                              no_trade_reason=reason)
         return ProviderResult(
             signal=signal,
             prompt=prompt,
@@ -454,19 +450,8 @@ class RulesSignalProvider(SignalProvider):
             },
             sort_keys=True,
         )
-        signal = Signal(
-            strategy=req.strategy,
-            instrument=req.instrument,
-            window_end=req.window_end,
-            mode=req.mode,
-            action=decision.action,
-            confidence=decision.confidence,
-            entry=entry,
-            thesis=decision.thesis,
-            provider=self.provider_name,
-            model=self.model,
-            prompt_hash=prompt_hash(prompt, req.chart_sha256, self.model, self.template_name),
-        )
+        signal = self._signal(req, prompt, action=decision.action, confidence=decision.confidence, entry=entry,
+                              thesis=decision.thesis)
         return ProviderResult(
             signal=signal,
             prompt=prompt,
@@ -598,21 +583,8 @@ class OpenAISignalProvider(SignalProvider):
             truncated = " (finish_reason=length: answer truncated at max_tokens)" if choice.finish_reason == "length" else ""
             return self._no_trade(req, f"model answer rejected: {e}{truncated}", t0, response_text=text, usage=usage, **ctx)
 
-        signal = Signal(
-            strategy=req.strategy,
-            instrument=req.instrument,
-            window_end=req.window_end,
-            mode=req.mode,
-            action=resp.action,
-            confidence=resp.confidence,
-            entry=resp.entry,
-            stop=resp.stop,
-            take_profit=resp.take_profit,
-            thesis=resp.thesis,
-            provider=self.provider_name,
-            model=self.model,
-            prompt_hash=prompt_hash(prompt, chart_sha, self.model, self.template_name),
-        )
+        signal = self._signal(req, prompt, action=resp.action, confidence=resp.confidence, entry=resp.entry,
+                              stop=resp.stop, take_profit=resp.take_profit, thesis=resp.thesis)
         result = ProviderResult(
             signal=signal,
             prompt=prompt,
