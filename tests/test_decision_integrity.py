@@ -107,22 +107,29 @@ def test_a_late_run_neither_sizes_on_nor_snapshots_the_future(rt):
     assert late.status is IntentStatus.NO_TRADE and "late review" in late.reason
 
 
+def _futures_venue(account, bars_ohlc, starting_cash):
+    """A futures paper venue (no fees, no slippage, 0.4 % maintenance margin) on instrument "X"
+    whose 4h bars from T0 are ``bars_ohlc`` = [(open, high, low, close), …]."""
+    import pandas as pd
+
+    from trading_pipelines.domain.models import Mode
+    from trading_pipelines.resources.venues import PaperVenue
+
+    idx = pd.DatetimeIndex([T0 + i * H4 for i in range(len(bars_ohlc))], name="open_time")
+    bars = pd.DataFrame(bars_ohlc, columns=["open", "high", "low", "close"], index=idx, dtype=float).assign(volume=1.0)
+    return PaperVenue(account=account, mode=Mode.FUTURES, starting_cash=starting_cash, fee_rate=0.0, slippage_bps=0.0,
+                      bars_fn=lambda i, a, b: bars[(bars.index >= a) & (bars.index + H4 <= b)], bar_duration=H4,
+                      maintenance_margin_rates={"X": 0.004})
+
+
 def test_isolated_futures_loss_is_capped_at_the_margin(tmp_path):
     """Long 30 @ 100 at 3× (margin 1 000, liquidation ≈ 67.07 with 0.4 % maintenance); the next bar
     opens at 60, beyond the liquidation price: the position is liquidated at the bankruptcy price
     100 − 1 000 / 30 = 66.67, losing its 1 000 margin and no more (a stop filled at 60 would have
     lost 1 200), recorded as a reduce-only LIQUIDATION order with its fill."""
-    import pandas as pd
-
     from trading_pipelines.domain.models import IntentKind, Mode, PositionSide, Side, TradeIntent
-    from trading_pipelines.resources.venues import PaperVenue
 
-    idx = pd.DatetimeIndex([T0, T0 + H4], name="open_time")
-    bars = pd.DataFrame({"open": [100.0, 60.0], "high": [101.0, 61.0], "low": [99.0, 55.0], "close": [100.0, 58.0],
-                         "volume": [1.0, 1.0]}, index=idx)
-    v = PaperVenue(account="liq", mode=Mode.FUTURES, starting_cash=10_000, fee_rate=0.0, slippage_bps=0.0,
-                   bars_fn=lambda i, a, b: bars[(bars.index >= a) & (bars.index + H4 <= b)], bar_duration=H4,
-                   maintenance_margin_rates={"X": 0.004})
+    v = _futures_venue("liq", [(100.0, 101.0, 99.0, 100.0), (60.0, 61.0, 55.0, 58.0)], starting_cash=10_000)
     intent = TradeIntent(intent_id="it-" + "e" * 24, strategy="liq", instrument="X", window_end=T0, mode=Mode.FUTURES,
                          kind=IntentKind.ENTRY, side=Side.BUY, position_side=PositionSide.LONG, quantity=30, entry=100.0,
                          stop=70.0, take_profit=160.0, leverage=3.0, notional=3000, margin=1000, equity=10_000)
@@ -143,17 +150,9 @@ def test_liquidation_inside_the_bar_costs_exactly_the_margin(tmp_path):
     """Short 10 @ 100 at 5× without a stop before liquidation (stop 125 beyond liq 119.6): a bar
     reaching 121 liquidates at 119.6; gross loss 196, the 4 left of the 200 margin is the fee;
     the next bar's exit order finds no position and the account lost exactly 200."""
-    import pandas as pd
-
     from trading_pipelines.domain.models import IntentKind, Mode, PositionSide, Side, TradeIntent
-    from trading_pipelines.resources.venues import PaperVenue
 
-    idx = pd.DatetimeIndex([T0, T0 + H4], name="open_time")
-    bars = pd.DataFrame({"open": [100.0, 110.0], "high": [101.0, 121.0], "low": [99.0, 105.0], "close": [100.0, 118.0],
-                         "volume": [1.0, 1.0]}, index=idx)
-    v = PaperVenue(account="liq2", mode=Mode.FUTURES, starting_cash=1_000, fee_rate=0.0, slippage_bps=0.0,
-                   bars_fn=lambda i, a, b: bars[(bars.index >= a) & (bars.index + H4 <= b)], bar_duration=H4,
-                   maintenance_margin_rates={"X": 0.004})
+    v = _futures_venue("liq2", [(100.0, 101.0, 99.0, 100.0), (110.0, 121.0, 105.0, 118.0)], starting_cash=1_000)
     intent = TradeIntent(intent_id="it-" + "f" * 24, strategy="liq2", instrument="X", window_end=T0, mode=Mode.FUTURES,
                          kind=IntentKind.ENTRY, side=Side.SELL, position_side=PositionSide.SHORT, quantity=10, entry=100.0,
                          stop=125.0, take_profit=80.0, leverage=5.0, notional=1000, margin=200, equity=1000)
@@ -196,18 +195,10 @@ def test_cancel_reads_the_venue_not_a_stale_ledger(rt):
 def test_a_liquidation_is_in_the_ledger(tmp_path):
     """The venue's liquidation order and fill are mirrored under the entry's intent and close the
     ledger position with reason `liquidation` and the margin as the loss."""
-    import pandas as pd
-
     from trading_pipelines.domain.models import IntentKind, Mode, PositionSide, Side, TradeIntent
     from trading_pipelines.ledger import repo
-    from trading_pipelines.resources.venues import PaperVenue
 
-    idx = pd.DatetimeIndex([T0, T0 + H4], name="open_time")
-    bars = pd.DataFrame({"open": [100.0, 60.0], "high": [101.0, 61.0], "low": [99.0, 55.0], "close": [100.0, 58.0],
-                         "volume": [1.0, 1.0]}, index=idx)
-    v = PaperVenue(account="liq3", mode=Mode.FUTURES, starting_cash=10_000, fee_rate=0.0, slippage_bps=0.0,
-                   bars_fn=lambda i, a, b: bars[(bars.index >= a) & (bars.index + H4 <= b)], bar_duration=H4,
-                   maintenance_margin_rates={"X": 0.004})
+    v = _futures_venue("liq3", [(100.0, 101.0, 99.0, 100.0), (60.0, 61.0, 55.0, 58.0)], starting_cash=10_000)
     intent = TradeIntent(intent_id="it-" + "9" * 24, strategy="liq3", instrument="X", window_end=T0, mode=Mode.FUTURES,
                          kind=IntentKind.ENTRY, side=Side.BUY, position_side=PositionSide.LONG, quantity=30, entry=100.0,
                          stop=70.0, take_profit=160.0, leverage=3.0, notional=3000, margin=1000, equity=10_000)
