@@ -1,8 +1,9 @@
 """``trading-pipelines``: run reviews and read the ledger from the command line.
 
     trading-pipelines list
-    trading-pipelines review spot_4h_majors --last 30
-    trading-pipelines review futures_1h_btc_eth --start 2026-04-01-00:00 --end 2026-04-02-00:00
+    trading-pipelines replay spot_4h_majors --last 30 [--json]
+    trading-pipelines replay futures_1h_btc_eth --start 2026-04-01T00:00Z --end 2026-04-02T00:00Z
+    trading-pipelines review spot_4h_majors --last 1          # the live book
     trading-pipelines status --json [--strategy NAME]
     trading-pipelines confirm it-…   |   trading-pipelines cancel it-…
 
@@ -21,7 +22,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from trading_pipelines.config import REPO_DIR, StrategyConfigError, load_strategies
+from trading_pipelines.config import REPO_DIR
 
 
 def ensure_dagster_home() -> Path:
@@ -40,104 +41,188 @@ def ensure_dagster_home() -> Path:
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def _ledger_report(strategy: str | None) -> dict[str, list[dict]]:
+def _ledger_report(strategy: str | None, book: str | None = None) -> dict[str, list[dict]]:
     """The ledger's :func:`~trading_pipelines.ledger.repo.status_report`, through the same resource the runs use."""
     from trading_pipelines.ledger.db import session_scope
     from trading_pipelines.ledger.repo import status_report
     from trading_pipelines.resources.dagster_resources import default_resources
 
     with session_scope(default_resources()["trading"].ledger.engine()) as s:
-        return status_report(s, strategy)
+        return status_report(s, strategy, book)
+
+
+def _strategy(name: str):
+    """The strategy ``name``; other strategies' broken files are reported on stderr and skipped."""
+    from trading_pipelines.config import load_strategies_report
+
+    strategies, errors = load_strategies_report()
+    for path, err in errors.items():
+        if name not in Path(path).parts:
+            print(f"warning: skipped a broken strategy file: {err}", file=sys.stderr)
+    spec = strategies.get(name)
+    if spec is None:
+        own = [e for p, e in errors.items() if name in Path(p).parts]
+        raise SystemExit("error: " + (own[0] if own else f"unknown strategy {name!r} (known: {', '.join(sorted(strategies))})"))
+    return spec
 
 
 def _windows(spec, args) -> list[str]:
-    from trading_pipelines.assets.partitions import window_partitions
+    """Window keys from ``--start/--end`` (ISO-8601 window starts, inclusive) or ``--last N``."""
+    from trading_pipelines.assets.partitions import window_key_of_start, window_partitions
+    from trading_pipelines.config import parse_window_bound
 
     keys = window_partitions(spec).get_partition_keys()
     if args.start or args.end:
-        sel = [k for k in keys if (not args.start or k >= args.start) and (not args.end or k <= args.end)]
+        try:
+            lo = window_key_of_start(spec, parse_window_bound(spec, args.start, what="--start")) if args.start else keys[0]
+            hi = window_key_of_start(spec, parse_window_bound(spec, args.end, what="--end")) if args.end else keys[-1]
+        except ValueError as e:
+            raise SystemExit(f"error: {e}") from None
+        sel = [k for k in keys if lo <= k <= hi]
         if not sel:
-            raise SystemExit(f"no windows of {spec.name} between {args.start} and {args.end} "
-                             f"(windows run {keys[0]} … {keys[-1]})")
+            raise SystemExit(f"error: --start {args.start} is after --end {args.end}")
         return sel
     return keys[-args.last:]
 
 
-def cmd_review(args) -> int:
-    ensure_dagster_home()
+def _run(spec, windows: list[str], instruments: list[str], book: str, charts: bool = True):
+    """One in-process run of the strategy's job over ``windows`` × ``instruments`` on ``book``."""
     import dagster as dg
 
-    from trading_pipelines.assets.partitions import INSTRUMENT_DIM, WINDOW_DIM
-    from trading_pipelines.components import review_job_name, universe_job_name
+    from trading_pipelines.assets.partitions import range_tags
+    from trading_pipelines.assets.review import BOOK_TAG, CHARTS_TAG, INSTRUMENTS_TAG
+    from trading_pipelines.components import review_job_name
     from trading_pipelines.definitions import defs as build_defs
-    try:
-        strategies = load_strategies()
-    except StrategyConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    spec = strategies.get(args.strategy)
-    if spec is None:
-        print(f"error: unknown strategy {args.strategy!r} (known: {', '.join(sorted(strategies))})", file=sys.stderr)
-        return 2
+
+    job = build_defs().resolve_job_def(review_job_name(spec.name))
+    tags = {**range_tags(windows[0], windows[-1]), BOOK_TAG: book, INSTRUMENTS_TAG: ",".join(instruments),
+            CHARTS_TAG: "on" if charts else "off", "strategy": spec.name, "source": "cli"}
+    return job.execute_in_process(instance=dg.DagsterInstance.get(), tags=tags, raise_on_error=False, run_config=_QUIET)
+
+
+def _instruments(spec, args) -> list[str]:
     instruments = args.instruments or list(spec.instruments)
     unknown = [i for i in instruments if i not in spec.instruments]
     if unknown:
-        print(f"error: {spec.name} does not trade {unknown} (instruments: {list(spec.instruments)})", file=sys.stderr)
-        return 2
-    windows = _windows(spec, args)
-    defs = build_defs()
-    instance = dg.DagsterInstance.get()
-    res = defs.resolve_job_def(universe_job_name(spec.name)).execute_in_process(instance=instance, run_config=_QUIET)
-    if not res.success:
-        print("error: symbol_universe failed", file=sys.stderr)
-        return 1
-    job = defs.resolve_job_def(review_job_name(spec.name))
-    total, failures, t0 = len(windows) * len(instruments), [], time.monotonic()
-    print(f"{spec.name}: {len(windows)} windows ({windows[0]} … {windows[-1]}) × {len(instruments)} instruments, "
+        raise SystemExit(f"error: {spec.name} does not trade {unknown} (instruments: {list(spec.instruments)})")
+    return instruments
+
+
+class _Progress:
+    """A progress bar on stderr while the account walks its windows (tqdm; quiet when not a tty)."""
+
+    def __init__(self, total: int, label: str, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, desc=label, unit="window", file=sys.stderr, dynamic_ncols=True)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.n = done
+            self.bar.refresh()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def cmd_review(args) -> int:
+    """The live book over a window range, in time order (one run)."""
+    ensure_dagster_home()
+    from trading_pipelines import services
+
+    spec = _strategy(args.strategy)
+    instruments, windows = _instruments(spec, args), _windows(spec, args)
+    print(f"{spec.name}: live book, {len(windows)} windows ({windows[0]} … {windows[-1]}) × {len(instruments)} instruments, "
           f"{spec.mode.value}, {spec.venue.kind} venue, DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
-    n = 0
-    for w in windows:  # window-major: the account sees windows in time order across instruments
-        for inst in instruments:
-            n += 1
-            key = dg.MultiPartitionKey({INSTRUMENT_DIM: inst, WINDOW_DIM: w})
-            r = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False, run_config=_QUIET,
-                                       tags={"strategy": spec.name, "source": "cli"})
-            if not r.success:
-                failures.append((w, inst, r.run_id))
-            if not args.quiet:
-                print(f"[{n:>4}/{total}] {w} {inst:<14} {'ok ' if r.success else 'FAILED'} run {r.run_id[:8]} "
-                      f"({time.monotonic() - t0:.0f}s)", flush=True)
-    rep = _ledger_report(spec.name)
-    _print_summary(spec, instruments, rep, failures, time.monotonic() - t0)
-    return 1 if failures else 0
+    t0 = time.monotonic()
+    bar = _Progress(len(windows), "live", not args.quiet)
+    services.PROGRESS.append(bar)
+    try:
+        result = _run(spec, windows, instruments, "live")
+    finally:
+        services.PROGRESS.remove(bar)
+        bar.close()
+    rep = _ledger_report(spec.name, "live")
+    _print_summary(spec, instruments, rep, [] if result.success else [result.run_id], time.monotonic() - t0)
+    return 0 if result.success else 1
+
+
+def cmd_replay(args) -> int:
+    """A replay book over a window range: what the strategy would have done, with its report."""
+    ensure_dagster_home()
+    from trading_pipelines import services
+    from trading_pipelines.assets.partitions import window_end
+    from trading_pipelines.assets.review import book_report
+    from trading_pipelines.resources.dagster_resources import default_resources
+
+    spec = _strategy(args.strategy)
+    instruments, windows = _instruments(spec, args), _windows(spec, args)
+    ends = [window_end(spec, w) for w in windows]
+    book = services.replay_book_id(spec, instruments, ends[0], ends[-1])
+    if not args.json:
+        print(f"{spec.name}: replay book {book}, {len(windows)} windows ({windows[0]} … {windows[-1]}) × "
+              f"{len(instruments)} instruments, {spec.mode.value}, DAGSTER_HOME={os.environ['DAGSTER_HOME']}", flush=True)
+    t0 = time.monotonic()
+    bar = _Progress(len(windows), book, not args.quiet and sys.stderr.isatty())
+    services.PROGRESS.append(bar)
+    try:
+        result = _run(spec, windows, instruments, "replay", charts=not args.no_charts)
+    finally:
+        services.PROGRESS.remove(bar)
+        bar.close()
+    elapsed = time.monotonic() - t0
+    if not result.success:
+        print(f"error: run {result.run_id} failed (see the UI: make ui)", file=sys.stderr)
+        return 1
+    rep = book_report(default_resources()["trading"], spec, book, instruments, ends, elapsed_s=elapsed)
+    if args.json:
+        json.dump(rep, sys.stdout, default=str, allow_nan=False)
+        print()
+    else:
+        _print_summary(spec, instruments, _ledger_report(spec.name, book), [], elapsed)
+        ci = rep["hit_rate_ci95"]
+        hr = "n/a" if rep["hit_rate"] is None else f"{rep['hit_rate']:.1%} (95% CI {ci[0]:.1%}–{ci[1]:.1%}, {rep['hit_horizon']})"
+        bh = "n/a" if rep["buy_and_hold_pct"] is None else f"{rep['buy_and_hold_pct']:+.2f}%"
+        print(f"return {rep['return_pct']:+.2f}%  buy-and-hold {bh}  max drawdown {rep['max_drawdown_pct']:.2f}%  "
+              f"trades {rep['trades']}  hit rate {hr}  ({rep['windows_per_s'] or 0:.1f} windows/s)")
+    return 0
 
 
 def _print_summary(spec, instruments, rep, failures, elapsed) -> None:
     print(f"\nSummary: {spec.name} ({elapsed:.0f}s)")
-    header = f"{'instrument':<15}{'signals':>8}{'buy/long':>9}{'sell/short':>11}{'hold':>6}{'validated':>10}{'rejected':>9}{'orders':>7}{'fills':>6}"
+    header = (f"{'instrument':<15}{'signals':>8}{'buy/long':>9}{'sell/short':>11}{'hold':>6}{'no-trade':>9}{'validated':>10}"
+              f"{'rejected':>9}{'orders':>7}{'fills':>6}")
     print(header)
     print("-" * len(header))
+    reasons: Counter = Counter()
     for inst in instruments:
-        sig = Counter(x["action"] for x in rep["signals"] if x["instrument"] == inst)
+        sigs = [x for x in rep["signals"] if x["instrument"] == inst]
+        sig = Counter(x["action"] for x in sigs if not x["no_trade_reason"])
+        nt = [x for x in sigs if x["no_trade_reason"]]
+        reasons.update(x["no_trade_reason"].split(":")[0] for x in nt)
         ints = [x for x in rep["intents"] if x["instrument"] == inst]
         st = Counter(x["status"] for x in ints)
         validated = sum(1 for x in ints for h in x["status_history"] if h["to"] == "VALIDATED")
         ords = [o for o in rep["orders"] if o["instrument"] == inst]
         fills = sum(len(o["fills"]) for o in ords)
-        print(f"{inst:<15}{sum(sig.values()):>8}{sig['buy'] + sig['long']:>9}{sig['sell'] + sig['short'] + sig['close']:>11}"
-              f"{sig['hold']:>6}{validated:>10}{st['REJECTED']:>9}{len(ords):>7}{fills:>6}")
+        print(f"{inst:<15}{len(sigs):>8}{sig['buy'] + sig['long']:>9}{sig['sell'] + sig['short'] + sig['close']:>11}"
+              f"{sig['hold']:>6}{len(nt):>9}{validated:>10}{st['REJECTED']:>9}{len(ords):>7}{fills:>6}")
+    if reasons:
+        print("no-trade reasons: " + ", ".join(f"{r} ×{n}" for r, n in reasons.most_common()))
     snaps = rep["snapshots"]
     if snaps:
         last = snaps[-1]
         print(f"equity {last['equity']:.2f}  cash {last['cash']:.2f}  realized {last['realized_pnl']:+.2f}  "
               f"unrealized {last['unrealized_pnl']:+.2f}  open positions {len(last['positions'])}  (as of {last['as_of']})")
-    print(f"runs failed: {len(failures)}" + "".join(f"\n  {w} {i} run {r}" for w, i, r in failures))
+    print(f"runs failed: {len(failures)}" + "".join(f"\n  run {r}" for r in failures))
     print("inspect: trading-pipelines status --json   |   UI: make ui (dagster dev)")
 
 
 def cmd_status(args) -> int:
     ensure_dagster_home()
-    rep = _ledger_report(args.strategy)
+    rep = _ledger_report(args.strategy, args.book)
     if args.json:
         json.dump(rep, sys.stdout, indent=2, default=str)
         print()
@@ -159,13 +244,13 @@ def cmd_decide(args) -> int:
     engine = trading.ledger.engine()
     with session_scope(engine) as s:
         row = s.get(IntentRow, args.intent_id)
-        strategy = row.strategy if row else None
+        strategy, book = (row.strategy, row.book) if row else (None, None)
     if strategy is None:
         print(f"error: unknown intent {args.intent_id!r}", file=sys.stderr)
         return 2
     try:
-        spec = load_strategies()[strategy]
-        rt = trading.runtime(spec)
+        spec = _strategy(strategy)
+        rt = trading.runtime(spec, book=book)
         fn = services.confirm if args.cmd == "confirm" else services.cancel
         intent, orders = fn(rt, args.intent_id, run_id=f"cli:{args.cmd}:{os.environ.get('USER', 'unknown')}")
     except (ValueError, KeyError) as e:
@@ -176,29 +261,36 @@ def cmd_decide(args) -> int:
 
 
 def cmd_list(args) -> int:
-    try:
-        for name, spec in load_strategies().items():
-            print(f"{name:<24} {spec.mode.value:<8} {spec.timeframe:<3} {spec.venue.kind:<6} {', '.join(spec.instruments)}")
-    except StrategyConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    from trading_pipelines.config import load_strategies_report
+
+    strategies, errors = load_strategies_report()
+    for name, spec in strategies.items():
+        print(f"{name:<24} {spec.mode.value:<8} {spec.timeframe:<3} {spec.venue.kind:<6} {', '.join(spec.instruments)}")
+    for err in errors.values():
+        print(f"error: {err}", file=sys.stderr)
+    return 2 if errors else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="trading-pipelines", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("review", help="materialize a strategy's review for its latest N windows or a window range")
-    r.add_argument("strategy")
-    r.add_argument("--last", type=int, default=30, help="latest N windows (default 30)")
-    r.add_argument("--start", help="first window key, e.g. 2026-03-01-00:00 (1h/4h) or 2017-06-01 (1d)")
-    r.add_argument("--end", help="last window key (inclusive)")
-    r.add_argument("--instruments", nargs="+", help="a subset of the strategy's instruments")
-    r.add_argument("--quiet", action="store_true")
-    r.set_defaults(fn=cmd_review)
+    for cmd, fn, text in (("replay", cmd_replay, "replay a window range on a fresh replay book and report what the strategy would have done"),
+                          ("review", cmd_review, "review a window range on the strategy's live book, in time order")):
+        r = sub.add_parser(cmd, help=text)
+        r.add_argument("strategy")
+        r.add_argument("--last", type=int, default=30, help="latest N windows (default 30)")
+        r.add_argument("--start", help="first window start, ISO-8601 UTC: 2026-03-01, 2026-03-01T04:00Z")
+        r.add_argument("--end", help="last window start (inclusive), ISO-8601 UTC")
+        r.add_argument("--instruments", nargs="+", help="a subset of the strategy's instruments")
+        r.add_argument("--quiet", action="store_true")
+        if cmd == "replay":
+            r.add_argument("--json", action="store_true", help="print the replay report as one JSON object")
+            r.add_argument("--no-charts", action="store_true", help="skip chart rendering (rules signals do not read them)")
+        r.set_defaults(fn=fn)
     s = sub.add_parser("status", help="the ledger: signals, intents with guards, orders with fills, positions, snapshots")
     s.add_argument("--json", action="store_true")
     s.add_argument("--strategy")
+    s.add_argument("--book", help="one book (live, or a replay book id)")
     s.set_defaults(fn=cmd_status)
     for name, text in (("confirm", "send a validated intent that waits for manual confirmation"),
                        ("cancel", "cancel an intent that has not traded (and its resting orders)")):

@@ -1,8 +1,9 @@
-"""``StrategyComponent``: one strategy YAML → its assets, jobs and schedule.
+"""``StrategyComponent``: one strategy YAML → its assets, job and schedule.
 
-Each ``trading_pipelines/defs/strategies/<name>/defs.yaml`` declares
-``type: trading_pipelines.components.StrategyComponent`` with the strategy under ``attributes``
-(schema: :class:`trading_pipelines.config.StrategySpec`; unknown fields are errors).
+Each ``<name>/defs.yaml`` (shipped under ``trading_pipelines/defs/strategies``, or in a folder of
+``TRADING_STRATEGIES_PATH``) declares ``type: trading_pipelines.components.StrategyComponent``
+with the strategy under ``attributes`` (schema: :class:`trading_pipelines.config.StrategySpec`;
+unknown fields are errors).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dagster as dg
 from pydantic import BaseModel
 
+from trading_pipelines.assets.partitions import window_partitions
 from trading_pipelines.assets.review import build_review_assets
 from trading_pipelines.config import StrategySpec
 from trading_pipelines.schedules import build_review_schedule
@@ -19,13 +21,9 @@ def review_job_name(strategy: str) -> str:
     return f"review_{strategy}"
 
 
-def universe_job_name(strategy: str) -> str:
-    return f"universe_{strategy}"
-
-
 class StrategyComponent(dg.Component):
-    """A trading strategy: symbol universe, the per-instrument × window review assets, a review job,
-    a universe job and one schedule (stopped until toggled on in the UI)."""
+    """A trading strategy: symbol universe, the analysis and account multi-assets, the replay
+    report, a review job and one schedule (stopped until toggled on in the UI)."""
 
     def __init__(self, spec: StrategySpec):
         self.spec = spec
@@ -45,12 +43,11 @@ class StrategyComponent(dg.Component):
 
 
 def build_strategy_defs(spec: StrategySpec) -> dg.Definitions:
-
     assets, review_keys = build_review_assets(spec)
+    # in process: analysis and account are two steps of one run; a subprocess per step costs ~1 s each
     review_job = dg.define_asset_job(
         review_job_name(spec.name), selection=dg.AssetSelection.assets(*review_keys),
+        partitions_def=window_partitions(spec), executor_def=dg.in_process_executor,
         tags={"strategy": spec.name, "mode": spec.mode.value},
-        description=f"Review {spec.name}: one run per instrument × window partition.")
-    universe_job = dg.define_asset_job(universe_job_name(spec.name), selection=dg.AssetSelection.assets(dg.AssetKey([spec.name, "symbol_universe"])),
-                                       tags={"strategy": spec.name})
-    return dg.Definitions(assets=assets, jobs=[review_job, universe_job], schedules=[build_review_schedule(spec, review_job)])
+        description=f"Review {spec.name}: every instrument over the run's windows, analysis then the account in time order.")
+    return dg.Definitions(assets=assets, jobs=[review_job], schedules=[build_review_schedule(spec, review_job)])

@@ -5,6 +5,14 @@ A strategy lives at ``trading_pipelines/defs/strategies/<name>/defs.yaml`` as a 
 by :class:`StrategySpec`. Every model forbids unknown fields, so a typo is an error, not a silent
 default. :func:`load_strategy_file` raises :class:`StrategyConfigError` naming the file and the
 dotted field path.
+
+User additions, from the environment (both ``os.pathsep``-separated):
+
+* ``TRADING_STRATEGIES_PATH``: more strategy folders, each holding ``<name>/defs.yaml`` in the same
+  component format (:func:`strategy_roots`; :func:`load_strategies_report` skips broken files).
+* ``TRADING_INSTRUMENTS_PATH``: more instrument catalogues merged over the shipped one (or over
+  ``TRADING_INSTRUMENTS_FILE``), later files winning per symbol (:func:`instruments_files`). An
+  entry's ``data_file`` is relative to the data dir or an absolute path, ``{timeframe}`` filled in.
 """
 
 from __future__ import annotations
@@ -263,35 +271,199 @@ class StrategySpec(_Strict):
         return instrument_catalogue()[symbol]
 
 
+class InstrumentCatalogueError(StrategyConfigError):
+    """An instrument catalogue file is invalid or unreadable. The message names the file, the
+    symbol and the field (``<file>: instruments.<SYMBOL>.<field>: <problem>``)."""
+
+
 def instruments_file() -> Path:
-    """``TRADING_INSTRUMENTS_FILE`` if set, else the repo's ``data/instruments.yaml``."""
+    """``TRADING_INSTRUMENTS_FILE`` if set, else the repo's ``data/instruments.yaml``: the base
+    catalogue (``TRADING_INSTRUMENTS_FILE`` replaces the shipped one)."""
     return Path(os.environ.get("TRADING_INSTRUMENTS_FILE") or INSTRUMENTS_FILE)
 
 
+def instruments_files() -> list[Path]:
+    """The catalogue files in merge order: :func:`instruments_file`, then each file of
+    ``TRADING_INSTRUMENTS_PATH`` (``os.pathsep``-separated). Later files win per symbol: a symbol
+    defined again replaces the whole earlier entry (each entry is complete on its own)."""
+    extra = os.environ.get("TRADING_INSTRUMENTS_PATH", "")
+    return [instruments_file(), *(Path(p).expanduser() for p in extra.split(os.pathsep) if p.strip())]
+
+
+def _catalogue_key() -> tuple[tuple[str, int, int], ...]:
+    """(path, mtime_ns, size) of every catalogue file: the cache key of the merged catalogue."""
+    key = []
+    for f in instruments_files():
+        try:
+            st = f.stat()
+        except OSError as e:
+            raise InstrumentCatalogueError(f"{f}: cannot read instrument catalogue: {e.strerror or e}") from None
+        key.append((str(f), st.st_mtime_ns, st.st_size))
+    return tuple(key)
+
+
+def _catalogue_error(path: Path, loc: str, msg: str) -> InstrumentCatalogueError:
+    return InstrumentCatalogueError(f"{path}: {loc}: {msg}")
+
+
+def _read_catalogue_file(path: Path) -> dict[str, tuple[dict, InstrumentSpec]]:
+    """Symbol → (raw entry, validated spec) of one catalogue file; raises InstrumentCatalogueError."""
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise InstrumentCatalogueError(f"{path}: cannot read instrument catalogue: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise InstrumentCatalogueError(f"{path}: instrument catalogue is not valid YAML: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("instruments"), dict):
+        raise InstrumentCatalogueError(f"{path}: expected an instrument catalogue `instruments: {{SYMBOL: {{...}}}}`")
+    for k in doc:
+        if k != "instruments":
+            raise _catalogue_error(path, str(k), "unknown field (a catalogue has only `instruments:`)")
+    out: dict[str, tuple[dict, InstrumentSpec]] = {}
+    for sym, entry in doc["instruments"].items():
+        if not isinstance(sym, str) or not sym.strip():
+            raise _catalogue_error(path, "instruments", f"symbol {sym!r} must be a non-empty string")
+        loc = f"instruments.{sym}"
+        if not isinstance(entry, dict):
+            raise _catalogue_error(path, loc, "expected a mapping of fields")
+        data_file = entry.get("data_file")
+        if data_file is None:
+            raise _catalogue_error(path, f"{loc}.data_file", "field required (CSV file relative to the data dir, or an absolute path; may contain {timeframe})")
+        if not isinstance(data_file, str) or not data_file.strip():
+            raise _catalogue_error(path, f"{loc}.data_file", f"expected a file name or path (got {data_file!r})")
+        try:
+            data_file.format(timeframe="1h")
+        except (KeyError, IndexError, ValueError):
+            raise _catalogue_error(path, f"{loc}.data_file", f"{data_file!r}: the only placeholder allowed is {{timeframe}}") from None
+        if "symbol" in entry:
+            raise _catalogue_error(path, f"{loc}.symbol", "unknown field (the symbol is the entry's key)")
+        try:
+            spec = InstrumentSpec(symbol=sym, **{k: v for k, v in entry.items() if k != "data_file"})
+        except ValidationError as e:
+            raise InstrumentCatalogueError(_format_errors(path, e, loc)) from None
+        out[sym] = (dict(entry), spec)
+    return out
+
+
+@lru_cache(maxsize=8)
+def _merged_catalogue(key: tuple[tuple[str, int, int], ...]) -> tuple[dict[str, dict], dict[str, InstrumentSpec]]:
+    raw: dict[str, dict] = {}
+    specs: dict[str, InstrumentSpec] = {}
+    for path, _mtime, _size in key:
+        for sym, (entry, spec) in _read_catalogue_file(Path(path)).items():
+            raw[sym], specs[sym] = entry, spec
+    return raw, specs
+
+
 def _raw_catalogue() -> dict:
-    return _load_catalogue(str(instruments_file()))
+    """Symbol → raw entry of the merged catalogue (shared: do not mutate)."""
+    return _merged_catalogue(_catalogue_key())[0]
 
 
-@lru_cache(maxsize=4)
 def _load_catalogue(path: str) -> dict:
-    return yaml.safe_load(Path(path).read_text())["instruments"]
+    """Raw ``instruments`` mapping of one catalogue file (validated)."""
+    return {sym: entry for sym, (entry, _spec) in _read_catalogue_file(Path(path)).items()}
 
 
 def instrument_catalogue() -> dict[str, InstrumentSpec]:
-    """Instrument symbol → :class:`InstrumentSpec`, from ``data/instruments.yaml``."""
-    raw = _raw_catalogue()
-    return {
-        sym: InstrumentSpec(symbol=sym, **{k: v for k, v in d.items() if k != "data_file"}) for sym, d in raw.items()
-    }
+    """Instrument symbol → :class:`InstrumentSpec`, merged from :func:`instruments_files` (the
+    shipped ``data/instruments.yaml`` or ``TRADING_INSTRUMENTS_FILE``, then ``TRADING_INSTRUMENTS_PATH``).
+    Cached by the files' paths and mtimes. Raises :class:`InstrumentCatalogueError` for a bad file."""
+    return dict(_merged_catalogue(_catalogue_key())[1])
 
 
 def instrument_data_file(symbol: str, timeframe: str) -> str:
-    """The replay CSV file name of ``symbol`` at ``timeframe`` (relative to the data dir)."""
+    """The replay CSV of ``symbol`` at ``timeframe``: a file name relative to the data dir (e.g.
+    ``BINANCE_BTC-USDT_4h.csv``), or an absolute path when the catalogue gives one (``~`` expanded;
+    ``{timeframe}`` filled in either way). Raises KeyError for an unknown symbol."""
     raw = _raw_catalogue()
     if symbol not in raw:
         raise KeyError(f"unknown instrument {symbol!r}")
-    return raw[symbol]["data_file"].format(timeframe=timeframe)
+    name = raw[symbol]["data_file"].format(timeframe=timeframe)
+    return os.path.expanduser(name) if name.startswith("~") else name
 
+
+# ---------------------------------------------------------------- window bounds
+
+
+class WindowBoundError(ValueError):
+    """A ``--start``/``--end`` value is not a window start of the strategy. The message names the
+    flag, the value, the timeframe, the nearest window starts and the valid range."""
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_LEGACY_KEY_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})-(\d{2}):(\d{2})$")
+_GRID = {"1h": "windows start on every UTC hour", "4h": "windows start every 4 hours from 00:00 UTC",
+         "1d": "windows start at midnight UTC"}
+
+
+def _floor(ts: datetime, bar: timedelta) -> datetime:
+    return _EPOCH + ((ts - _EPOCH) // bar) * bar
+
+
+def _ceil(ts: datetime, bar: timedelta) -> datetime:
+    lo = _floor(ts, bar)
+    return lo if lo == ts else lo + bar
+
+
+def _fmt_bound(ts: datetime, timeframe: str) -> str:
+    return ts.strftime("%Y-%m-%d") if timeframe == "1d" else ts.strftime("%Y-%m-%dT%H:%MZ")
+
+
+def window_range(spec: StrategySpec, now: datetime | None = None) -> tuple[datetime, datetime]:
+    """(first, last) window start (UTC) of ``spec``, as the window partitions have them: the first
+    boundary at or after ``data.windows_start`` and the last whose window ends by ``data.windows_end``
+    (exclusive end; ``now`` when open-ended). ``last < first`` means there is no window."""
+    bar = spec.bar_duration
+    end = spec.data.windows_end or (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    return _ceil(spec.data.windows_start, bar), _floor(end, bar) - bar
+
+
+def _parse_instant(value: str) -> datetime | None:
+    v = value.strip()
+    m = _LEGACY_KEY_RE.match(v)
+    if m:
+        v = f"{m[1]}T{m[2]}:{m[3]}"
+    if v[-1:] == "z":
+        v = v[:-1] + "Z"
+    try:
+        dt = datetime.fromisoformat(v)
+    except ValueError:
+        return None
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+
+
+def parse_window_bound(spec: StrategySpec, value: str | datetime, *, what: str = "--start") -> datetime:
+    """``value`` as the UTC start of one of ``spec``'s windows.
+
+    Accepts ISO-8601 dates and datetimes (``2024-11-01``, ``2024-11-01T04:00Z``,
+    ``2024-11-01T04:00:00+00:00``; naive values are UTC) and the partition key format
+    ``2024-11-01-04:00``. The instant must lie on the timeframe's grid (1h/4h: a multiple of the bar
+    from the UTC epoch; 1d: midnight UTC) and within :func:`window_range`. Otherwise raises
+    :class:`WindowBoundError` naming ``what`` (the flag), the value, the timeframe, the nearest
+    window starts and the valid range.
+    """
+    tf, bar = spec.timeframe, spec.bar_duration
+    first, last = window_range(spec)
+    valid = (f"valid range: {_fmt_bound(first, tf)} … {_fmt_bound(last, tf)}" if last >= first
+             else f"{spec.name} has no windows yet (data.windows_start {_fmt_bound(spec.data.windows_start, tf)})")
+    if isinstance(value, datetime):
+        dt = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    else:
+        dt = _parse_instant(str(value))
+    if dt is None:
+        raise WindowBoundError(
+            f"{what} {value!r}: not a date or datetime of a {tf} window (use ISO-8601 UTC, e.g. "
+            f"{_fmt_bound(first, tf)}{'' if tf == '1d' else ' or ' + first.strftime('%Y-%m-%d-%H:%M')}); {valid}")
+    lo = _floor(dt, bar)
+    if lo != dt:
+        raise WindowBoundError(
+            f"{what} {value!r} is not a window boundary of {spec.name}'s {tf} timeframe ({_GRID[tf]}); "
+            f"nearest boundaries: {_fmt_bound(lo, tf)} and {_fmt_bound(lo + bar, tf)}; {valid}")
+    if last < first or not first <= dt <= last:
+        nearest = "" if last < first else f"; nearest window start: {_fmt_bound(first if dt < first else last, tf)}"
+        raise WindowBoundError(f"{what} {value!r} is outside the {tf} windows of {spec.name}; {valid}{nearest}")
+    return dt
 
 def _format_errors(path: Path, err: ValidationError, prefix: str) -> str:
     lines = []
@@ -310,6 +482,7 @@ def parse_strategy(attributes: dict, path: Path | str = "<strategy>") -> Strateg
     """Validate a strategy's ``attributes`` mapping. Raises :class:`StrategyConfigError`."""
     if not isinstance(attributes, dict):
         raise StrategyConfigError(f"{path}: attributes: expected a mapping")
+    instrument_catalogue()  # a bad catalogue raises InstrumentCatalogueError here, naming its own file
     try:
         return StrategySpec.model_validate(attributes)
     except ValidationError as e:
@@ -328,16 +501,77 @@ def load_strategy_file(path: Path | str) -> StrategySpec:
     return parse_strategy(doc["attributes"], path)
 
 
-def strategy_files(root: Path = STRATEGIES_DIR) -> list[Path]:
-    return sorted(root.glob("*/defs.yaml"))
+def strategy_roots() -> list[Path]:
+    """The strategy folders: the shipped :data:`STRATEGIES_DIR` first, then each folder of
+    ``TRADING_STRATEGIES_PATH`` (``os.pathsep``-separated) in order, each holding
+    ``<name>/defs.yaml``. A folder listed twice (or the shipped one listed again) counts once."""
+    roots = [STRATEGIES_DIR]
+    seen = {STRATEGIES_DIR.resolve()}
+    for entry in os.environ.get("TRADING_STRATEGIES_PATH", "").split(os.pathsep):
+        if not entry.strip():
+            continue
+        root = Path(entry).expanduser()
+        if root.resolve() not in seen:
+            seen.add(root.resolve())
+            roots.append(root)
+    return roots
 
 
-def load_strategies(root: Path = STRATEGIES_DIR) -> dict[str, StrategySpec]:
-    """All strategies under ``root`` by name. Duplicate names are an error."""
+def strategy_files(root: Path | None = STRATEGIES_DIR) -> list[Path]:
+    """The ``<name>/defs.yaml`` files under ``root`` (sorted); ``None``: under every :func:`strategy_roots` folder."""
+    if root is None:
+        return [f for r in strategy_roots() for f in strategy_files(r)]
+    return sorted(Path(root).glob("*/defs.yaml"))
+
+
+def _load(roots: list[Path], *, check_roots: bool, strict: bool) -> tuple[dict[str, StrategySpec], dict[str, str]]:
+    """Strategies under ``roots`` and, per broken file (or missing folder), its error. ``strict``
+    raises the first error instead. A duplicate name keeps the first file's strategy."""
     out: dict[str, StrategySpec] = {}
-    for f in strategy_files(root):
-        spec = load_strategy_file(f)
-        if spec.name in out:
-            raise StrategyConfigError(f"{f}: attributes.name: duplicate strategy name {spec.name!r}")
-        out[spec.name] = spec
-    return out
+    origin: dict[str, Path] = {}
+    errors: dict[str, str] = {}
+
+    def fail(key: Path, message: str) -> None:
+        if strict:
+            raise StrategyConfigError(message)
+        errors[str(key)] = message
+
+    for root in roots:
+        root = Path(root)
+        if check_roots and not root.is_dir():
+            fail(root, f"{root}: strategy folder not found (listed in TRADING_STRATEGIES_PATH)")
+            continue
+        for f in strategy_files(root):
+            try:
+                spec = load_strategy_file(f)
+            except StrategyConfigError as e:
+                if strict:
+                    raise
+                errors[str(f)] = str(e)
+                continue
+            if spec.name in out:
+                fail(f, f"{f}: attributes.name: duplicate strategy name {spec.name!r} (also defined in {origin[spec.name]})")
+                continue
+            out[spec.name], origin[spec.name] = spec, f
+    return out, errors
+
+
+def load_strategies(root: Path | None = None) -> dict[str, StrategySpec]:
+    """All strategies by name: under ``root`` only when given (e.g. ``STRATEGIES_DIR``), else under
+    every :func:`strategy_roots` folder. Any broken file, a missing ``TRADING_STRATEGIES_PATH``
+    folder or a duplicate name (the error names both files) raises :class:`StrategyConfigError`."""
+    if root is not None:
+        return _load([Path(root)], check_roots=False, strict=True)[0]
+    return _load(strategy_roots(), check_roots=True, strict=True)[0]
+
+
+def load_strategies_report(roots: Path | list[Path] | None = None) -> tuple[dict[str, StrategySpec], dict[str, str]]:
+    """(good strategies by name, error message by broken file path). Like :func:`load_strategies`
+    but a broken file is reported and skipped, so the other strategies stay usable; a second file
+    with an already-loaded name is reported (naming both files) and the first one kept. ``roots``
+    defaults to :func:`strategy_roots` (then a missing env folder is reported under its path)."""
+    if roots is None:
+        return _load(strategy_roots(), check_roots=True, strict=False)
+    if isinstance(roots, (str, Path)):
+        roots = [roots]
+    return _load([Path(r) for r in roots], check_roots=False, strict=False)

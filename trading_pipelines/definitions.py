@@ -16,5 +16,8 @@ from trading_pipelines.sensors.position_monitor import build_position_monitor
 def defs() -> dg.Definitions:
     strategies = dg.load_from_defs_folder(path_within_project=Path(__file__).resolve().parent)
     monitor_job, monitor_sensor = build_position_monitor(list(load_strategies().values()))
-    shared = dg.Definitions(resources=default_resources(), jobs=[monitor_job], sensors=[monitor_sensor])
+    # in process: a strategy run's two steps (analysis, account) share one process (DESIGN.md: a
+    # subprocess per step costs ~1 s); UI backfills use the code location's executor
+    shared = dg.Definitions(resources=default_resources(), jobs=[monitor_job], sensors=[monitor_sensor],
+                            executor=dg.in_process_executor)
     return dg.Definitions.merge(strategies, shared)

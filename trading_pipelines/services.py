@@ -1,16 +1,30 @@
-"""The steps of one review, as plain functions over a :class:`Runtime` (no Dagster here).
+"""The steps of a strategy, as plain functions over a :class:`Runtime` (no Dagster here).
 
-Assets call these and attach metadata; the CLI, the sensor and the tests call the same code.
-Each step that touches the venue or the ledger runs in one database transaction: it commits
-whole or not at all. Steps are idempotent: re-running a window re-reads what an earlier run
-decided (an intent is validated once, its orders are submitted once) instead of deciding again.
+Two kinds of work, kept apart (see DESIGN.md, "Replay and live"):
+
+* **Analysis**, per instrument × window, order-free: :func:`analyze` turns any set of windows of
+  one instrument into bars, an indicator frame, a chart and a signal each. Indicators are
+  computed once per *chunk* of :data:`CHUNK_BARS` bars (aligned on the UTC epoch) over a
+  warm-up of ``lookback_bars`` more, and every window of the chunk slices that series point in
+  time; so a single tick and a year-long backfill see the same frame for a window, bit for bit,
+  and no window sees a bar that closed after its end.
+* **The account**, per strategy × window, in time order: :func:`account_window` plans every
+  instrument's signal on the book's equity as of the window end, validates, executes and takes
+  the book's snapshot, in one ledger transaction under the book's lock (``SELECT … FOR UPDATE``
+  on its ``books`` row). The venue is reached only through the venue protocol and keeps its
+  own store; the ledger is reconciled from what the venue reports.
+
+Steps are idempotent: re-running a window re-reads what an earlier run decided (an intent is
+validated once, its orders are submitted once, a snapshot is never overwritten).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 from sqlalchemy import Engine, select
@@ -18,6 +32,7 @@ from sqlalchemy import Engine, select
 from trading_pipelines.config import StrategySpec
 from trading_pipelines.domain.calendars import market_hours
 from trading_pipelines.domain.guards import (
+    AccountView,
     RiskLimits,
     guard_balance,
     guard_duplicate_position,
@@ -26,37 +41,72 @@ from trading_pipelines.domain.guards import (
     guard_position_limit,
     run_guards,
 )
-from trading_pipelines.domain.ids import intent_id
+from trading_pipelines.domain.ids import client_order_id, intent_id
 from trading_pipelines.domain.indicators import compute_indicators, indicator_summary, swing_levels
 from trading_pipelines.domain.models import (
     GuardResult,
     IntentKind,
     IntentStatus,
+    OrderRequest,
+    OrderRole,
     OrderStatus,
+    OrderType,
     PortfolioSnapshot,
     Signal,
     TradeIntent,
 )
+from trading_pipelines.domain.paper import entry_reserve
 from trading_pipelines.domain.planning import MarketContext, PlanParams, plan_intent
 from trading_pipelines.ledger import repo
 from trading_pipelines.ledger.db import session_scope
-from trading_pipelines.ledger.models import GuardResultRow, IntentRow, OrderRow
+from trading_pipelines.ledger.models import LIVE_BOOK, GuardResultRow, IntentRow, OrderRow
 from trading_pipelines.resources.charts import ChartRef, ChartStore, chart_key, render_chart
-from trading_pipelines.resources.market_data import MarketDataSource
+from trading_pipelines.resources.market_data import MarketDataError, MarketDataSource
 from trading_pipelines.resources.signals import ProviderResult, SignalProvider, SignalRequest
-from trading_pipelines.resources.venues import PaperVenue, instruments_with_activity, live_trading_allowed
+from trading_pipelines.venues.protocol import SimulatedVenue, Venue, VenueEvent
+from trading_pipelines.venues.paper import PaperExchange
+
+PROGRESS: list = []
+"""Process-local listeners ``fn(done, total)`` told after every account window (the CLI's progress bar)."""
+
+CHUNK_BARS = 512
+"""Indicator chunk length in bars (see the module doc)."""
+
+LIVE_SWITCH_ENV = "TRADING_PIPELINES_LIVE"
+
+
+def live_trading_allowed(strategy: str, dry_run: bool, live_ack: str | None, environ=None) -> tuple[bool, str]:
+    """Live orders need all three: ``dry_run: false``, ``live_ack`` equal to the strategy name, and
+    ``TRADING_PIPELINES_LIVE=1`` in the deployment. Returns (allowed, reason)."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    if dry_run:
+        return False, "dry-run (execution.dry_run is true)"
+    if live_ack != strategy:
+        return False, f"execution.live_ack must equal {strategy!r} to trade live"
+    if environ.get(LIVE_SWITCH_ENV) != "1":
+        return False, f"{LIVE_SWITCH_ENV}=1 is not set in this deployment"
+    return True, "live trading acknowledged"
 
 
 @dataclass
 class Runtime:
-    """Everything a strategy's steps need, built once per run."""
+    """Everything a strategy's steps need for one book, built once per run."""
 
     spec: StrategySpec
     engine: Engine
     market: MarketDataSource
     charts: ChartStore
     provider: SignalProvider | None
-    venue: PaperVenue
+    venue: Venue
+    book: str = LIVE_BOOK
+    book_instruments: tuple[str, ...] | None = None
+
+    @property
+    def instruments(self) -> tuple[str, ...]:
+        """What the book trades: a replay's instruments, or all the strategy's."""
+        return self.book_instruments or self.spec.instruments
 
     @property
     def limits(self) -> RiskLimits:
@@ -73,18 +123,205 @@ class Runtime:
                           take_profit_r=t.take_profit_r, leverage=f.leverage if f else 1.0,
                           margin_mode=f.margin_mode if f else None)
 
+    def lineage(self, instrument: str, partition_key: str, run_id: str) -> repo.Lineage:
+        return repo.Lineage(self.spec.name, instrument, partition_key, run_id, self.book)
 
-def make_paper_venue(spec: StrategySpec, market: MarketDataSource) -> PaperVenue:
+
+def venue_account(strategy: str, book: str) -> str:
+    """The venue account of a book: the strategy's name for the live book, ``strategy@book`` else."""
+    return strategy if book == LIVE_BOOK else f"{strategy}@{book}"
+
+
+def make_paper_venue(spec: StrategySpec, market: MarketDataSource, engine: Engine, book: str = LIVE_BOOK) -> PaperExchange:
+    """The strategy's paper exchange account for ``book``; ``engine`` is the venue's own store."""
     v = spec.venue
-    return PaperVenue(account=spec.name, mode=spec.mode, starting_cash=v.starting_cash, fee_rate=v.fee_rate,
-                      slippage_bps=v.slippage_bps,
-                      bars_fn=lambda inst, start, end: market.bars_between(inst, spec.timeframe, start, end),
-                      bar_duration=spec.bar_duration,
-                      tick_sizes={i: spec.instrument(i).tick_size for i in spec.instruments},
-                      maintenance_margin_rates={i: spec.instrument(i).maintenance_margin_rate for i in spec.instruments})
+    return PaperExchange(account=venue_account(spec.name, book), mode=spec.mode, starting_cash=v.starting_cash,
+                         fee_rate=v.fee_rate, slippage_bps=v.slippage_bps,
+                         bars_fn=lambda inst, start, end: market.bars_between(inst, spec.timeframe, start, end),
+                         bar_duration=spec.bar_duration, engine=engine,
+                         tick_sizes={i: spec.instrument(i).tick_size for i in spec.instruments},
+                         maintenance_margin_rates={i: spec.instrument(i).maintenance_margin_rate for i in spec.instruments})
 
 
-# ---------------------------------------------------------------- market steps
+def replay_book_id(spec: StrategySpec, instruments: list[str], first_end: datetime, last_end: datetime) -> str:
+    """A replay book is named by what it replays: ``replay-`` + 12 hex of sha256 over the strategy
+    (every field), the instruments and the first and last window ends. The same replay of the same
+    strategy is the same book (re-running it re-reads its decisions); any change is a new book."""
+    raw = json.dumps({"spec": spec.model_dump(mode="json"), "instruments": sorted(instruments),
+                      "first": first_end.isoformat(), "last": last_end.isoformat()}, sort_keys=True)
+    return "replay-" + hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+# ================================================================ analysis
+
+
+@dataclass
+class Analysis:
+    """One instrument × window: the point-in-time bars and frame, chart, signal and the market
+    context the planner needs. ``error`` is set (and ``signal`` is a recorded no-trade) when the
+    window could not be analysed (bad or stale data, a failed chart, a provider error)."""
+
+    instrument: str
+    window_end: datetime
+    bars: pd.DataFrame | None = None
+    frame: pd.DataFrame | None = None
+    chart: ChartRef | None = None
+    signal: Signal | None = None
+    result: ProviderResult | None = None
+    market: MarketContext | None = None
+    zero_volume_bars: int = 0
+    error: str | None = None
+    flags: list[str] = field(default_factory=list)
+
+
+def _chunk_start(t: pd.Timestamp, bar: timedelta) -> pd.Timestamp:
+    step = pd.Timedelta(bar) * CHUNK_BARS
+    epoch = pd.Timestamp(0, tz="UTC")
+    return epoch + ((t - epoch) // step) * step
+
+
+def indicator_chunks(rt: Runtime, instrument: str, window_ends: list[datetime]) -> dict[pd.Timestamp, pd.DataFrame]:
+    """Indicator frames per chunk that the windows fall in (see the module doc). Raises
+    :class:`MarketDataError` for bad data and ``ValueError`` when too few bars exist."""
+    bar = rt.spec.bar_duration
+    lookback = rt.spec.template.lookback_bars
+    out: dict[pd.Timestamp, pd.DataFrame] = {}
+    for end in sorted(window_ends):
+        # the chunk holds windows whose newest bar opens inside it
+        start = _chunk_start(pd.Timestamp(end - bar), bar)
+        if start in out:
+            continue
+        chunk_end = (start + pd.Timedelta(bar) * CHUNK_BARS).to_pydatetime()
+        last_needed = max(e for e in window_ends if _chunk_start(pd.Timestamp(e - bar), bar) == start)
+        history = rt.market.bars(instrument, rt.spec.timeframe, end=min(chunk_end, last_needed),
+                                 limit=int((min(chunk_end, last_needed) - start.to_pydatetime()) / bar) + 2 * lookback)
+        warm = history[history.index >= start - pd.Timedelta(bar) * (2 * lookback)]
+        out[start] = compute_indicators(warm, rt.spec.template.indicators)
+    return out
+
+
+def freshness(rt: Runtime, bars: pd.DataFrame, window_end: datetime) -> str | None:
+    """Why a window must not trade on ``bars``, or None: its newest bar must be the bar that
+    closes at the window end."""
+    bar = rt.spec.bar_duration
+    if bars.empty:
+        return f"stale data: no bar closed at or before {window_end.isoformat()}"
+    newest_close = bars.index[-1].to_pydatetime() + bar
+    if newest_close != window_end:
+        missing = int((window_end - newest_close) / bar)
+        return (f"stale data: newest bar closed at {newest_close.isoformat()}, {missing} bar"
+                f"{'s' if missing != 1 else ''} missing before the window end {window_end.isoformat()}")
+    return None
+
+
+def chart_overlays(rt: Runtime) -> list[str]:
+    ind = rt.spec.template.indicators
+    return [f"ema_{w}" for w in ind.ema] + [f"sma_{w}" for w in ind.sma] + ["bb_upper", "bb_lower"]
+
+
+def chart_title(rt: Runtime, instrument: str, window_end: datetime) -> str:
+    return f"{instrument} {rt.spec.timeframe} → {window_end:%Y-%m-%d %H:%M}Z"
+
+
+def slice_window(rt: Runtime, chunk: pd.DataFrame, window_end: datetime) -> pd.DataFrame:
+    """The point-in-time frame of a window: the last ``lookback_bars`` rows that closed by its end."""
+    stop = chunk.index.searchsorted(pd.Timestamp(window_end - rt.spec.bar_duration), side="right")
+    return chunk.iloc[max(0, stop - rt.spec.template.lookback_bars):stop]
+
+
+def analyze(rt: Runtime, instrument: str, window_ends: list[datetime], run_id: str, partition_key=None,
+            charts: bool = True, render=None) -> list[Analysis]:
+    """Analyse ``window_ends`` of one instrument (any order, any subset): bars, frame, chart,
+    signal, each signal recorded in the ledger. Errors stay in this instrument: bad data, a failed
+    chart or a provider error becomes an :class:`Analysis` with ``error`` and a no-trade signal.
+
+    ``render``: ``callable(list[(frame, title, overlays, bars)]) -> list[png]`` (parallel
+    rendering); default renders in process. ``partition_key(window_end) -> str`` names ledger rows."""
+    ends = sorted(set(window_ends))
+    pkey = partition_key or (lambda e: f"{instrument}|{e.isoformat()}")
+    out = [Analysis(instrument, e) for e in ends]
+    try:
+        chunks = indicator_chunks(rt, instrument, ends)
+    except (MarketDataError, ValueError) as e:
+        for a in out:
+            a.error = f"bad data: {e}"
+        chunks = {}
+    bar = rt.spec.bar_duration
+    lookback = rt.spec.template.lookback_bars
+    for a in out:
+        if a.error:
+            continue
+        chunk = chunks[_chunk_start(pd.Timestamp(a.window_end - bar), bar)]
+        frame = slice_window(rt, chunk, a.window_end)
+        a.frame, a.bars = frame, frame[["open", "high", "low", "close", "volume"]]
+        stale = freshness(rt, frame, a.window_end)
+        if stale:
+            a.error = stale
+            continue
+        if len(frame) < min(lookback, 30):
+            a.error = f"bad data: only {len(frame)} bars before {a.window_end.isoformat()}"
+            continue
+        a.zero_volume_bars = int((frame["volume"] <= 0).sum())
+        if frame["volume"].iloc[-1] <= 0:
+            a.flags.append("zero-volume newest bar")
+            a.error = (f"stale data: the newest bar ({frame.index[-1].isoformat()}) has zero volume, a placeholder, "
+                       f"never the basis of an entry")
+        last = frame.iloc[-1]
+        low, high = swing_levels(frame, min(rt.spec.template.stop.swing_lookback, len(frame)))
+        atr = float(last["atr"]) if not pd.isna(last["atr"]) else math.nan
+        a.market = MarketContext(last_close=float(last["close"]), atr=atr, swing_low=low, swing_high=high)
+    todo = [a for a in out if a.frame is not None and not (a.error and a.error.startswith("bad data"))]
+    if charts and todo:
+        jobs = [(a.frame, chart_title(rt, instrument, a.window_end), chart_overlays(rt), rt.spec.template.chart_bars)
+                for a in todo]
+        try:
+            pngs = render(jobs) if render else [render_chart(*j) for j in jobs]
+        except Exception as e:  # noqa: BLE001 - a failed chart is this instrument's no-trade
+            pngs = [None] * len(jobs)
+            for a in todo:
+                a.error = a.error or f"chart failed: {type(e).__name__}: {e}"
+        for a, png in zip(todo, pngs):
+            if png is not None:
+                try:
+                    a.chart = rt.charts.put(chart_key(rt.spec.name, instrument, a.window_end), png)
+                    a._png = png  # type: ignore[attr-defined]
+                except Exception as e:  # noqa: BLE001
+                    a.error = a.error or f"chart store failed: {type(e).__name__}: {e}"
+    with session_scope(rt.engine) as s:
+        for a in out:
+            a.result = _signal(rt, a)
+            a.signal = a.result.signal
+            r = a.result
+            repo.record_signal(s, repo.Lineage(rt.spec.name, instrument, pkey(a.window_end), run_id), a.signal,
+                               prompt=r.prompt, request_json=r.request_json, response_text=r.response_text,
+                               usage=r.usage or {}, latency_ms=r.latency_ms,
+                               chart_key=a.chart.key if a.chart else None, chart_sha256=a.chart.sha256 if a.chart else None,
+                               market=vars(a.market) if a.market is not None else None)
+    return out
+
+
+def _signal(rt: Runtime, a: Analysis) -> ProviderResult:
+    spec = rt.spec
+    if a.error or rt.provider is None:
+        reason = a.error or "this runtime was built without a signal provider"
+        sig = Signal(strategy=spec.name, instrument=a.instrument, window_end=a.window_end, mode=spec.mode, action="hold",
+                     confidence=0.0, thesis=f"no trade: {reason}", provider="pipeline", model="none",
+                     prompt_hash="0" * 64, no_trade_reason=reason)
+        return ProviderResult(signal=sig, prompt="", response_text=None, latency_ms=0.0, template_name=spec.prompt_template)
+    frame = a.frame
+    recent = [{"open_time": ts.isoformat(), "open": o, "high": h, "low": lo, "close": c, "volume": v}
+              for ts, o, h, lo, c, v in zip(frame.index[-20:], *(frame[k].iloc[-20:] for k in ("open", "high", "low", "close", "volume")))]
+    req = SignalRequest(strategy=spec.name, instrument=a.instrument, window_end=a.window_end, mode=spec.mode,
+                        timeframe=spec.timeframe, summary=indicator_summary(frame),
+                        chart_png=getattr(a, "_png", None), chart_key=a.chart.key if a.chart else None, recent_bars=recent)
+    try:
+        return rt.provider.generate(req)
+    except Exception as e:  # noqa: BLE001 - a provider crash is this instrument's no-trade
+        a.error = f"provider error: {type(e).__name__}: {e}"
+        return _signal(rt, a)
+
+
+# ---- single-window helpers (the per-step API used by tests and tools)
 
 
 def load_bars(rt: Runtime, instrument: str, window_end: datetime) -> pd.DataFrame:
@@ -95,128 +332,117 @@ def load_bars(rt: Runtime, instrument: str, window_end: datetime) -> pd.DataFram
     return bars
 
 
-def indicator_frame(rt: Runtime, bars: pd.DataFrame) -> pd.DataFrame:
-    return compute_indicators(bars, rt.spec.template.indicators)
-
-
-def chart_overlays(rt: Runtime) -> list[str]:
-    ind = rt.spec.template.indicators
-    return [f"ema_{w}" for w in ind.ema] + [f"sma_{w}" for w in ind.sma] + ["bb_upper", "bb_lower"]
+def indicator_frame(rt: Runtime, instrument: str, window_end: datetime) -> pd.DataFrame:
+    """The window's indicator frame, exactly as :func:`analyze` computes it (chunked, sliced)."""
+    chunks = indicator_chunks(rt, instrument, [window_end])
+    return slice_window(rt, next(iter(chunks.values())), window_end)
 
 
 def make_chart(rt: Runtime, instrument: str, window_end: datetime, frame: pd.DataFrame) -> tuple[ChartRef, bytes]:
-    png = render_chart(frame, title=f"{instrument} {rt.spec.timeframe} → {window_end:%Y-%m-%d %H:%M}Z",
-                       overlays=chart_overlays(rt), bars=rt.spec.template.chart_bars)
-    ref = rt.charts.put(chart_key(rt.spec.name, instrument, window_end), png)
-    return ref, png
+    png = render_chart(frame, title=chart_title(rt, instrument, window_end), overlays=chart_overlays(rt),
+                       bars=rt.spec.template.chart_bars)
+    return rt.charts.put(chart_key(rt.spec.name, instrument, window_end), png), png
 
 
-# ---------------------------------------------------------------- decision steps
-
-
-def generate_signal(rt: Runtime, lin: repo.Lineage, window_end: datetime, frame: pd.DataFrame,
-                    chart: ChartRef | None, png: bytes | None) -> ProviderResult:
-    recent = [
-        {"open_time": ts.isoformat(), "open": r.open, "high": r.high, "low": r.low, "close": r.close, "volume": r.volume}
-        for ts, r in frame.tail(20).iterrows()
-    ]
-    req = SignalRequest(strategy=rt.spec.name, instrument=lin.instrument, window_end=window_end, mode=rt.spec.mode,
-                        timeframe=rt.spec.timeframe, summary=indicator_summary(frame), chart_png=png,
-                        chart_key=chart.key if chart else None, recent_bars=recent)
-    if rt.provider is None:
-        raise RuntimeError("this runtime was built without a signal provider")
-    result = rt.provider.generate(req)
-    with session_scope(rt.engine) as s:
-        repo.record_signal(s, lin, result.signal, prompt=result.prompt, request_json=result.request_json,
-                           response_text=result.response_text, usage=result.usage or {}, latency_ms=result.latency_ms,
-                           chart_key=chart.key if chart else None, chart_sha256=chart.sha256 if chart else None)
-    return result
+# ================================================================ the account
 
 
 def _day_start(s, rt: Runtime, at: datetime) -> float | None:
-    return repo.day_start_equity(s, rt.spec.name, at)
+    return repo.day_start_equity(s, rt.spec.name, at, rt.book)
 
 
-def _audit_events(s, rt: Runtime, lin: repo.Lineage, events) -> None:
+def _audit_events(s, rt: Runtime, lin: repo.Lineage, events: list[VenueEvent]) -> None:
     for ev in events:
-        repo.audit(s, repo.Lineage(rt.spec.name, ev.instrument, lin.partition_key, lin.run_id), "venue_event",
+        repo.audit(s, repo.Lineage(rt.spec.name, ev.instrument, lin.partition_key, lin.run_id, rt.book), "venue_event",
                    kind=ev.kind, role=ev.role, client_order_id=ev.client_order_id, price=ev.price,
                    quantity=ev.quantity, time=ev.time.isoformat(), realized_pnl=ev.realized_pnl)
 
 
 def _reconcile(s, rt: Runtime, lin: repo.Lineage) -> None:
     """Mirror the venue into the ledger, then move SUBMITTED intents whose orders the venue settled."""
-    repo.reconcile(s, rt.spec.name, rt.spec.mode.value, rt.venue)
+    repo.reconcile(s, rt.spec.name, rt.book, rt.spec.mode.value, rt.venue)
     _sync_intent_statuses(s, rt, lin)
 
 
+def venue_clock(rt: Runtime) -> datetime | None:
+    return rt.venue.clock() if isinstance(rt.venue, SimulatedVenue) else None
+
+
 def _late(s, rt: Runtime, window_end: datetime, lin: repo.Lineage) -> datetime | None:
-    """Bring every instrument of the account (the strategy's, plus any retired one still holding a
-    position or resting order) to ``window_end``, auditing what the venue did on the way; return
-    the account's clock if it is already past the window (a late or out-of-order run), else None."""
-    instruments = set(rt.spec.instruments) | set(instruments_with_activity(rt.venue, s))
-    _audit_events(s, rt, lin, rt.venue.advance_account(s, instruments, window_end))
-    clock = rt.venue.max_clock(s)
+    """Bring the book's simulated venue to ``window_end`` (every instrument of the strategy, plus
+    any retired one still holding a position or resting order), auditing what it did; return the
+    venue's clock if it is already past the window (a late or out-of-order run), else None."""
+    if not isinstance(rt.venue, SimulatedVenue):
+        return None
+    _audit_events(s, rt, lin, rt.venue.advance(rt.instruments, window_end))
+    clock = rt.venue.clock()
     return clock if clock is not None and clock > window_end else None
 
 
-def plan(rt: Runtime, lin: repo.Lineage, signal: Signal, frame: pd.DataFrame) -> TradeIntent:
-    """PLAN: technical stop, risk sizing on the account's equity as of the window end.
+def account_view(s, rt: Runtime, window_end: datetime) -> AccountView:
+    """Guards' view of the book, from the venue: free cash net of reserved, equity, positions,
+    resting entries, the venue clock; the day's starting equity from the ledger's snapshots."""
+    bal = rt.venue.fetch_balance()
+    positions = tuple(rt.venue.fetch_positions())
+    resting = tuple(sorted({o.request.instrument for o in rt.venue.fetch_open_orders() if o.request.role is OrderRole.ENTRY}))
+    day = _day_start(s, rt, window_end)
+    return AccountView(free_cash=bal.free, equity=bal.equity, day_start_equity=day if day is not None else bal.equity,
+                       positions=positions, resting_entries=resting, as_of=venue_clock(rt))
 
-    Once an intent has left PENDING the ledger row is the decision: a re-run returns it unchanged
-    (a new signal for the same window is audited, never traded). A run for a window the account
-    has already moved past plans no trade: its equity and positions would not be point in time."""
+
+def snapshot_now(rt: Runtime, as_of: datetime) -> PortfolioSnapshot:
+    bal = rt.venue.fetch_balance()
+    return PortfolioSnapshot(strategy=rt.spec.name, as_of=as_of, cash=bal.cash, equity=bal.equity,
+                             realized_pnl=bal.realized_pnl, unrealized_pnl=bal.unrealized_pnl,
+                             positions=tuple(rt.venue.fetch_positions()))
+
+
+def _plan(s, rt: Runtime, lin: repo.Lineage, signal: Signal, market: MarketContext | None,
+          late: datetime | None) -> TradeIntent:
     if lin.instrument not in rt.spec.instruments:
         raise ValueError(f"{rt.spec.name} does not trade {lin.instrument!r} (instruments: {list(rt.spec.instruments)})")
-    with session_scope(rt.engine) as s:
-        row = s.get(IntentRow, intent_id(rt.spec.name, lin.instrument, signal.window_end))
-        if row is not None and row.status != IntentStatus.PENDING.value:
-            repo.audit(s, lin, "replan_ignored", intent_id=row.intent_id, stored_status=row.status,
-                       new_action=signal.action, new_confidence=signal.confidence)
-            return repo.intent_from_row(row)
-        late = _late(s, rt, signal.window_end, lin)
-        if late is not None:
-            intent = plan_intent(signal.model_copy(update={
-                "no_trade_reason": f"late review: the account is at {late.isoformat()}, past the window end "
-                                   f"{signal.window_end.isoformat()}; a past window plans no trade"}),
-                rt.spec.instrument(lin.instrument), 0.0, MarketContext(math.nan, math.nan, math.nan, math.nan), rt.plan_params)
-        else:
-            equity = rt.venue.snapshot(s, signal.window_end).equity
-            last = frame.iloc[-1]
-            low, high = swing_levels(frame, rt.spec.template.stop.swing_lookback)
-            atr = float(last["atr"]) if not pd.isna(last["atr"]) else math.nan
-            ctx = MarketContext(last_close=float(last["close"]), atr=atr, swing_low=low, swing_high=high)
-            intent = plan_intent(signal, rt.spec.instrument(lin.instrument), equity, ctx, rt.plan_params)
-        repo.record_intent(s, lin, intent)
-        return repo.intent_from_row(s.get(IntentRow, intent.intent_id))
+    row = s.get(IntentRow, intent_id(rt.spec.name, lin.instrument, signal.window_end, rt.book))
+    if row is not None and row.status != IntentStatus.PENDING.value:
+        repo.audit(s, lin, "replan_ignored", intent_id=row.intent_id, stored_status=row.status,
+                   new_action=signal.action, new_confidence=signal.confidence)
+        return repo.intent_from_row(row)
+    spec = rt.spec.instrument(lin.instrument)
+    if late is not None:
+        intent = plan_intent(signal.model_copy(update={
+            "no_trade_reason": f"late review: the account is at {late.isoformat()}, past the window end "
+                               f"{signal.window_end.isoformat()}; a past window plans no trade"}),
+            spec, 0.0, MarketContext(math.nan, math.nan, math.nan, math.nan), rt.plan_params, rt.book)
+    elif market is None:
+        intent = plan_intent(signal if signal.no_trade_reason else signal.model_copy(update={"no_trade_reason": "no market context"}),
+                             spec, 0.0, MarketContext(math.nan, math.nan, math.nan, math.nan), rt.plan_params, rt.book)
+    else:
+        equity = rt.venue.fetch_balance().equity
+        intent = plan_intent(signal, spec, equity, market, rt.plan_params, rt.book)
+    repo.record_intent(s, lin, intent)
+    return repo.intent_from_row(s.get(IntentRow, intent.intent_id))
 
 
-def _stored_guards(s, intent_id: str) -> tuple[GuardResult, ...]:
-    rows = s.execute(select(GuardResultRow).where(GuardResultRow.intent_id == intent_id).order_by(GuardResultRow.id)).scalars()
+def _stored_guards(s, intent_id_: str) -> tuple[GuardResult, ...]:
+    rows = s.execute(select(GuardResultRow).where(GuardResultRow.intent_id == intent_id_).order_by(GuardResultRow.id)).scalars()
     return tuple(GuardResult(guard=r.guard, passed=r.passed, message=r.message) for r in rows)
 
 
-def validate(rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[TradeIntent, tuple[GuardResult, ...]]:
-    """VALIDATE the *stored* intent: every guard against the account as of the window end. An
-    intent is validated once; a re-run returns the stored verdict and guard results."""
-    with session_scope(rt.engine) as s:
-        row = s.get(IntentRow, intent.intent_id)
-        if row is None:
-            raise KeyError(f"intent {intent.intent_id} was never planned")
-        stored = repo.intent_from_row(row)
-        if row.status != IntentStatus.PENDING.value:
-            return stored, _stored_guards(s, stored.intent_id)
-        _late(s, rt, stored.window_end, lin)
-        acct = rt.venue.account_view(s, lin.instrument, _day_start(s, rt, stored.window_end))
-        spec = rt.spec.instrument(lin.instrument)
-        hours = market_hours(spec, stored.window_end, rt.spec.bar_duration)
-        results = run_guards(stored, spec, acct, rt.limits, hours)
-        repo.record_guards(s, lin, stored.intent_id, results)
-        failed = [g for g in results if not g.passed]
-        new = IntentStatus.REJECTED if failed else IntentStatus.VALIDATED
-        reason = "; ".join(f"{g.guard}: {g.message}" for g in failed) or "all guards passed"
-        repo.set_intent_status(s, lin, stored.intent_id, new, reason)
-        return stored.model_copy(update={"status": new, "reason": reason}), results
+def _validate(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[TradeIntent, tuple[GuardResult, ...]]:
+    row = s.get(IntentRow, intent.intent_id)
+    if row is None:
+        raise KeyError(f"intent {intent.intent_id} was never planned")
+    stored = repo.intent_from_row(row)
+    if row.status != IntentStatus.PENDING.value:
+        return stored, _stored_guards(s, stored.intent_id)
+    acct = account_view(s, rt, stored.window_end)
+    spec = rt.spec.instrument(lin.instrument)
+    results = run_guards(stored, spec, acct, rt.limits, market_hours(spec, stored.window_end, rt.spec.bar_duration))
+    repo.record_guards(s, lin, stored.intent_id, results)
+    failed = [g for g in results if not g.passed]
+    new = IntentStatus.REJECTED if failed else IntentStatus.VALIDATED
+    reason = "; ".join(f"{g.guard}: {g.message}" for g in failed) or "all guards passed"
+    repo.set_intent_status(s, lin, stored.intent_id, new, reason)
+    return stored.model_copy(update={"status": new, "reason": reason}), results
 
 
 def sane_to_send(intent: TradeIntent, guards: tuple[GuardResult, ...] | list[GuardResult]) -> tuple[bool, str]:
@@ -240,7 +466,7 @@ def sane_to_send(intent: TradeIntent, guards: tuple[GuardResult, ...] | list[Gua
 
 def _sync_intent_statuses(s, rt: Runtime, lin: repo.Lineage) -> None:
     """SUBMITTED intents become FILLED when the venue filled their entry/exit order (CANCELLED if cancelled)."""
-    for row in s.execute(select(IntentRow).where(IntentRow.strategy == rt.spec.name,
+    for row in s.execute(select(IntentRow).where(IntentRow.strategy == rt.spec.name, IntentRow.book == rt.book,
                                                  IntentRow.status == IntentStatus.SUBMITTED.value)).scalars():
         primary = s.execute(select(OrderRow).where(OrderRow.intent_id == row.intent_id,
                                                    OrderRow.role.in_(("entry", "exit")))).scalars().first()
@@ -252,50 +478,42 @@ def _sync_intent_statuses(s, rt: Runtime, lin: repo.Lineage) -> None:
             repo.set_intent_status(s, lin, row.intent_id, IntentStatus.CANCELLED, f"venue {primary.status.lower()} the {primary.role}")
 
 
-def execute(rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[TradeIntent, list[dict]]:
-    """EXECUTE the stored VALIDATED intent, once (the ledger row, not the caller's copy, is what
-    is sent). Under the account lock: the send invariant, then the guards that time and other
-    runs can invalidate (window freshness, position still there for exits, duplicate position,
-    position limit, balance) are re-checked; a failure cancels the intent and sends nothing.
-    Manual confirmation leaves the intent waiting; dry-run on a live venue records what it would
-    send. Returns the intent and its ledger order rows."""
-    with session_scope(rt.engine) as s:
-        rt.venue.lock(s)
-        row = s.get(IntentRow, intent.intent_id)
-        if row is None:
-            raise KeyError(f"intent {intent.intent_id} was never planned")
-        stored = repo.intent_from_row(row)
-        if stored.status is IntentStatus.VALIDATED:
-            ok, why = sane_to_send(stored, _stored_guards(s, stored.intent_id))
-            if not ok:
-                repo.set_intent_status(s, lin, stored.intent_id, IntentStatus.FAILED, f"not sent: {why}")
-            else:
-                _late(s, rt, stored.window_end, lin)
-                if _recheck_under_lock(s, rt, lin, stored):
-                    if rt.spec.execution.confirm == "manual":
-                        repo.set_intent_status(s, lin, stored.intent_id, IntentStatus.AWAITING_CONFIRMATION,
-                                               "execution.confirm is manual: `trading-pipelines confirm " + stored.intent_id + "`")
-                    else:
-                        _send(s, rt, lin, stored, placed_at=stored.window_end)
-        return _finish(s, rt, lin, stored)
+def _execute(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> None:
+    row = s.get(IntentRow, intent.intent_id)
+    if row is None:
+        raise KeyError(f"intent {intent.intent_id} was never planned")
+    stored = repo.intent_from_row(row)
+    if stored.status is not IntentStatus.VALIDATED:
+        return
+    ok, why = sane_to_send(stored, _stored_guards(s, stored.intent_id))
+    if not ok:
+        repo.set_intent_status(s, lin, stored.intent_id, IntentStatus.FAILED, f"not sent: {why}")
+    elif _recheck(s, rt, lin, stored):
+        if rt.spec.execution.confirm == "manual":
+            repo.set_intent_status(s, lin, stored.intent_id, IntentStatus.AWAITING_CONFIRMATION,
+                                   "execution.confirm is manual: `trading-pipelines confirm " + stored.intent_id + "`")
+        else:
+            _send(s, rt, lin, stored, placed_at=stored.window_end)
+
+
+def _orders_of(s, intent_id_: str) -> list[dict]:
+    orders = s.execute(select(OrderRow).where(OrderRow.intent_id == intent_id_).order_by(OrderRow.client_order_id)).scalars().all()
+    return [{"client_order_id": o.client_order_id, "role": o.role, "side": o.side, "type": o.type, "quantity": o.quantity,
+             "price": o.price, "trigger_price": o.trigger_price, "status": o.status} for o in orders]
 
 
 def _finish(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[TradeIntent, list[dict]]:
     _reconcile(s, rt, lin)
-    orders = s.execute(select(OrderRow).where(OrderRow.intent_id == intent.intent_id)
-                       .order_by(OrderRow.client_order_id)).scalars().all()
     row = s.get(IntentRow, intent.intent_id)
     final = IntentStatus(row.status) if row else intent.status
-    return intent.model_copy(update={"status": final}), [
-        {"client_order_id": o.client_order_id, "role": o.role, "side": o.side, "type": o.type, "quantity": o.quantity,
-         "price": o.price, "trigger_price": o.trigger_price, "status": o.status} for o in orders]
+    return intent.model_copy(update={"status": final}), _orders_of(s, intent.intent_id)
 
 
-def _recheck_under_lock(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent, check_fresh: bool = True) -> bool:
+def _recheck(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent, check_fresh: bool = True) -> bool:
     """Re-run the guards that time and other instruments' runs can invalidate; on a failure the
-    intent is CANCELLED with the reason and nothing is sent. Call with the account lock held.
+    intent is CANCELLED with the reason and nothing is sent. Call with the book lock held.
     ``check_fresh`` False: the caller has its own staleness rule (manual confirmation's expiry)."""
-    acct = rt.venue.account_view(s, lin.instrument, _day_start(s, rt, intent.window_end))
+    acct = account_view(s, rt, intent.window_end)
     recheck = [guard_fresh_window(intent, acct)] if check_fresh else []
     if intent.kind is IntentKind.ENTRY:
         recheck += [guard_duplicate_position(intent, acct, rt.limits), guard_position_limit(intent, acct, rt.limits),
@@ -311,108 +529,240 @@ def _recheck_under_lock(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent, 
     return False
 
 
+def order_requests(intent: TradeIntent) -> list[OrderRequest]:
+    """The bracket of an entry intent: a market entry plus a reduce-only stop-loss (stop-market)
+    and take-profit (limit), one-cancels-other, live once the entry fills. Raises ``ValueError``
+    for anything but an entry (an exit's size is the venue's position, see :func:`_send`)."""
+    if intent.kind is not IntentKind.ENTRY:
+        raise ValueError(f"intent {intent.intent_id} is not an entry")
+    entry_cid = client_order_id(intent.intent_id, OrderRole.ENTRY)
+    exit_side = intent.side.opposite
+    return [
+        OrderRequest(client_order_id=entry_cid, instrument=intent.instrument, side=intent.side, type=OrderType.MARKET,
+                     quantity=intent.quantity, role=OrderRole.ENTRY),
+        OrderRequest(client_order_id=client_order_id(intent.intent_id, OrderRole.STOP_LOSS), instrument=intent.instrument,
+                     side=exit_side, type=OrderType.STOP, quantity=intent.quantity, trigger_price=intent.stop,
+                     role=OrderRole.STOP_LOSS, reduce_only=True, parent_client_order_id=entry_cid, oco_group=entry_cid),
+        OrderRequest(client_order_id=client_order_id(intent.intent_id, OrderRole.TAKE_PROFIT), instrument=intent.instrument,
+                     side=exit_side, type=OrderType.LIMIT, quantity=intent.quantity, price=intent.take_profit,
+                     role=OrderRole.TAKE_PROFIT, reduce_only=True, parent_client_order_id=entry_cid, oco_group=entry_cid),
+    ]
+
+
 def _send(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent, placed_at: datetime) -> IntentStatus:
-    """Send the intent's orders, or record DRY_RUN when a live venue is not acknowledged live."""
+    """Send the intent's orders through the venue protocol (idempotent per client order id), then
+    record them; or record DRY_RUN when a live venue is not acknowledged live. The venue commits
+    before the ledger: after a crash in between, the re-run finds the orders by client order id."""
     ex = rt.spec.execution
     if not rt.venue.simulated:
         allowed, why = live_trading_allowed(rt.spec.name, ex.dry_run, ex.live_ack)
         if not allowed:
             repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.DRY_RUN, why)
             return IntentStatus.DRY_RUN
-    orders = rt.venue.submit(s, intent, placed_at=placed_at)
-    repo.record_orders(s, lin, intent.intent_id, rt.spec.mode.value, rt.venue.name, orders)
+    venue, paper = rt.venue, rt.spec.venue
+    with venue.unit_of_work():
+        if intent.kind is IntentKind.ENTRY:
+            reserve = entry_reserve(intent.quantity, intent.entry, intent.leverage, intent.mode.value == "futures",
+                                    getattr(paper, "fee_rate", 0.0), getattr(paper, "slippage_bps", 0.0))
+            orders = [venue.create_order(r, placed_at=placed_at, position_side=intent.position_side.value,
+                                         leverage=intent.leverage, reserve=reserve if r.role is OrderRole.ENTRY else 0.0)
+                      for r in order_requests(intent)]
+        else:
+            pos = next((p for p in venue.fetch_positions() if p.instrument == intent.instrument), None)
+            if pos is None:
+                raise ValueError(f"no {intent.instrument} position to exit")
+            req = OrderRequest(client_order_id=client_order_id(intent.intent_id, OrderRole.EXIT), instrument=intent.instrument,
+                               side=pos.side.exit_side, type=OrderType.MARKET, quantity=pos.quantity, role=OrderRole.EXIT,
+                               reduce_only=True)
+            orders = [venue.create_order(req, placed_at=placed_at, position_side=pos.side.value, leverage=pos.leverage)]
+    repo.record_orders(s, lin, intent.intent_id, rt.spec.mode.value, venue.name, orders)
     repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.SUBMITTED,
-                           f"{len(orders)} orders sent to {rt.venue.name}: " + ", ".join(o.client_order_id for o in orders))
+                           f"{len(orders)} orders sent to {venue.name}: " + ", ".join(o.client_order_id for o in orders))
     return IntentStatus.SUBMITTED
 
 
-def _stored_intent(s, intent_id: str) -> tuple[IntentRow, TradeIntent]:
-    row = s.get(IntentRow, intent_id)
+def _snapshot(s, rt: Runtime, lin: repo.Lineage, window_end: datetime, late: datetime | None) -> tuple[PortfolioSnapshot, bool]:
+    stored = repo.stored_snapshot(s, lin)
+    if stored is not None:
+        return stored, True
+    if late is None:
+        snap = snapshot_now(rt, window_end)
+        repo.record_snapshot(s, lin, rt.spec.mode.value, snap)
+        return snap, True
+    repo.audit(s, lin, "snapshot_not_point_in_time", window_end=window_end.isoformat(), account_clock=late.isoformat())
+    return snapshot_now(rt, late), False
+
+
+@dataclass
+class WindowOutcome:
+    """What one window did to a book: per instrument the intent (with guards and orders), and the snapshot."""
+
+    window_end: datetime
+    intents: dict[str, TradeIntent]
+    guards: dict[str, tuple[GuardResult, ...]]
+    orders: dict[str, list[dict]]
+    snapshot: PortfolioSnapshot
+    point_in_time: bool
+    events: list[VenueEvent]
+
+
+def account_window(rt: Runtime, window_end: datetime, signals: dict[str, Signal], markets: dict[str, MarketContext | None],
+                   partition_key: str, run_id: str) -> WindowOutcome:
+    """PLAN → VALIDATE → EXECUTE → SNAPSHOT for one window of the book, every instrument of
+    ``signals`` in one ledger transaction under the book's lock (the venue in one unit of work,
+    committed first). Instruments are planned in name order; each later one sees the funds and
+    positions the earlier ones took. A window the venue has already passed plans no trade."""
+    lin0 = rt.lineage("*", partition_key, run_id)
+    with session_scope(rt.engine) as s:
+        repo.lock_book(s, rt.spec.name, rt.book)
+        with rt.venue.unit_of_work():
+            late = _late(s, rt, window_end, lin0)
+            intents, guards, orders = {}, {}, {}
+            for inst in sorted(signals):
+                lin = rt.lineage(inst, partition_key, run_id)
+                intent = _plan(s, rt, lin, signals[inst], markets.get(inst), late)
+                intent, g = _validate(s, rt, lin, intent)
+                _execute(s, rt, lin, intent)
+                intents[inst], guards[inst] = intent, g
+            _reconcile(s, rt, lin0)
+            for inst, intent in intents.items():
+                row = s.get(IntentRow, intent.intent_id)
+                intents[inst] = intent.model_copy(update={"status": IntentStatus(row.status), "reason": row.reason})
+                orders[inst] = _orders_of(s, intent.intent_id)
+            snap, pit = _snapshot(s, rt, lin0, window_end, late)
+            if pit and late is None:
+                repo.book_progress(s, rt.spec.name, rt.book, window_end)
+    return WindowOutcome(window_end, intents, guards, orders, snap, pit, [])
+
+
+# ---- per-step API (one transaction each; the CLI's confirm/cancel, the monitor, tests)
+
+
+def _step(rt: Runtime, lin: repo.Lineage):
+    """A ledger transaction holding the book's lock, with the venue in one unit of work."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def cm():
+        with session_scope(rt.engine) as s:
+            repo.lock_book(s, rt.spec.name, rt.book)
+            with rt.venue.unit_of_work():
+                yield s
+    return cm()
+
+
+def plan(rt: Runtime, lin: repo.Lineage, signal: Signal, frame: pd.DataFrame) -> TradeIntent:
+    """PLAN one instrument's signal (see :func:`account_window`)."""
+    last = frame.iloc[-1]
+    low, high = swing_levels(frame, min(rt.spec.template.stop.swing_lookback, len(frame)))
+    market = MarketContext(last_close=float(last["close"]), atr=float(last["atr"]) if not pd.isna(last["atr"]) else math.nan,
+                           swing_low=low, swing_high=high)
+    with _step(rt, lin) as s:
+        return _plan(s, rt, lin, signal, market, _late(s, rt, signal.window_end, lin))
+
+
+def validate(rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[TradeIntent, tuple[GuardResult, ...]]:
+    with _step(rt, lin) as s:
+        row = s.get(IntentRow, intent.intent_id)
+        if row is not None and row.status == IntentStatus.PENDING.value:
+            _late(s, rt, intent.window_end, lin)
+        return _validate(s, rt, lin, intent)
+
+
+def execute(rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[TradeIntent, list[dict]]:
+    """EXECUTE the stored VALIDATED intent, once (the ledger row, not the caller's copy, is sent)."""
+    with _step(rt, lin) as s:
+        row = s.get(IntentRow, intent.intent_id)
+        if row is None:
+            raise KeyError(f"intent {intent.intent_id} was never planned")
+        stored = repo.intent_from_row(row)
+        if stored.status is IntentStatus.VALIDATED:
+            _late(s, rt, stored.window_end, lin)
+            _execute(s, rt, lin, stored)
+        return _finish(s, rt, lin, stored)
+
+
+def snapshot(rt: Runtime, lin: repo.Lineage, window_end: datetime) -> tuple[PortfolioSnapshot, bool]:
+    """The book at the window end as the venue reports it, reconciled into the ledger. Returns
+    (snapshot, point_in_time); a stored snapshot of the window is never overwritten."""
+    with _step(rt, lin) as s:
+        late = _late(s, rt, window_end, lin)
+        _reconcile(s, rt, lin)
+        return _snapshot(s, rt, lin, window_end, late)
+
+
+def _stored_intent(s, intent_id_: str) -> tuple[IntentRow, TradeIntent]:
+    row = s.get(IntentRow, intent_id_)
     if row is None:
-        raise KeyError(f"unknown intent {intent_id!r}")
+        raise KeyError(f"unknown intent {intent_id_!r}")
     return row, repo.intent_from_row(row)
 
 
-def confirm(rt: Runtime, intent_id: str, run_id: str = "cli") -> tuple[TradeIntent, list[dict]]:
-    """Manually confirm an AWAITING_CONFIRMATION intent: re-check under the account lock, then send.
+def confirm(rt: Runtime, intent_id_: str, run_id: str = "cli") -> tuple[TradeIntent, list[dict]]:
+    """Manually confirm an AWAITING_CONFIRMATION intent: re-check under the book lock, then send.
     A signal is good for one bar: once the venue has passed the bar after the window, the intent
     is CANCELLED as expired instead (fail closed). Raises ``ValueError`` for any other status."""
-    with session_scope(rt.engine) as s:
-        rt.venue.lock(s)
-        row, intent = _stored_intent(s, intent_id)
-        lin = repo.Lineage(row.strategy, row.instrument, row.partition_key, run_id)
+    with _step(rt, rt.lineage("*", "confirm", run_id)) as s:
+        row, intent = _stored_intent(s, intent_id_)
+        lin = repo.Lineage(row.strategy, row.instrument, row.partition_key, run_id, row.book)
         if row.status != IntentStatus.AWAITING_CONFIRMATION.value:
-            raise ValueError(f"intent {intent_id} is {row.status}, not AWAITING_CONFIRMATION")
+            raise ValueError(f"intent {intent_id_} is {row.status}, not AWAITING_CONFIRMATION")
         _late(s, rt, intent.window_end, lin)
-        clock = rt.venue.max_clock(s)
+        clock = venue_clock(rt)
         expiry = intent.window_end + rt.spec.bar_duration
         if clock is not None and clock >= expiry:
-            repo.set_intent_status(s, lin, intent_id, IntentStatus.CANCELLED,
+            repo.set_intent_status(s, lin, intent_id_, IntentStatus.CANCELLED,
                                    f"expired: confirmed after the venue reached {clock.isoformat()} (valid until {expiry.isoformat()})")
-        elif _recheck_under_lock(s, rt, lin, intent, check_fresh=False):
-            repo.audit(s, lin, "confirm", intent_id=intent_id)
+        elif _recheck(s, rt, lin, intent, check_fresh=False):
+            repo.audit(s, lin, "confirm", intent_id=intent_id_)
             _send(s, rt, lin, intent, placed_at=max(intent.window_end, clock) if clock else intent.window_end)
         return _finish(s, rt, lin, intent)
 
 
-def cancel(rt: Runtime, intent_id: str, run_id: str = "cli") -> tuple[TradeIntent, list[dict]]:
+def cancel(rt: Runtime, intent_id_: str, run_id: str = "cli") -> tuple[TradeIntent, list[dict]]:
     """Cancel an intent that has not traded: a VALIDATED or AWAITING_CONFIRMATION intent is marked
     CANCELLED; a SUBMITTED one has its resting orders cancelled at the venue first. An intent whose
     entry already filled cannot be cancelled (exit the position instead): ``ValueError``."""
-    with session_scope(rt.engine) as s:  # the venue is the source of truth: bring the ledger up to date first
-        row, _ = _stored_intent(s, intent_id)
-        _reconcile(s, rt, repo.Lineage(row.strategy, row.instrument, row.partition_key, run_id))
-    with session_scope(rt.engine) as s:
-        rt.venue.lock(s)
-        row, intent = _stored_intent(s, intent_id)
-        lin = repo.Lineage(row.strategy, row.instrument, row.partition_key, run_id)
-        status = IntentStatus(row.status)
+    with _step(rt, rt.lineage("*", "cancel", run_id)) as s:
+        row, intent = _stored_intent(s, intent_id_)
+        lin = repo.Lineage(row.strategy, row.instrument, row.partition_key, run_id, row.book)
+        _reconcile(s, rt, lin)  # the venue is the source of truth: bring the ledger up to date first
+        status = IntentStatus(s.get(IntentRow, intent_id_).status)
         if status is IntentStatus.SUBMITTED:
-            primary = [o for o in s.execute(select(OrderRow).where(OrderRow.intent_id == intent_id)).scalars()
+            primary = [o for o in s.execute(select(OrderRow).where(OrderRow.intent_id == intent_id_)).scalars()
                        if o.role in ("entry", "exit")]
-            at_venue = [rt.venue.get_order(s, o.client_order_id) for o in primary]
+            at_venue = [rt.venue.fetch_order(o.client_order_id) for o in primary]
             if any(v is not None and v.status is OrderStatus.FILLED for v in at_venue):
-                raise ValueError(f"intent {intent_id} already traded; exit the position instead")
+                raise ValueError(f"intent {intent_id_} already traded; exit the position instead")
             for o in primary:
-                rt.venue.cancel(s, o.client_order_id)
+                rt.venue.cancel_order(o.client_order_id)
         elif status not in (IntentStatus.VALIDATED, IntentStatus.AWAITING_CONFIRMATION):
-            raise ValueError(f"intent {intent_id} is {row.status}: nothing to cancel")
-        repo.set_intent_status(s, lin, intent_id, IntentStatus.CANCELLED, f"cancelled by {run_id}")
-        repo.audit(s, lin, "cancel", intent_id=intent_id, previous_status=status.value)
+            raise ValueError(f"intent {intent_id_} is {status.value}: nothing to cancel")
+        repo.set_intent_status(s, lin, intent_id_, IntentStatus.CANCELLED, f"cancelled by {run_id}")
+        repo.audit(s, lin, "cancel", intent_id=intent_id_, previous_status=status.value)
         return _finish(s, rt, lin, intent)
 
 
-def snapshot(rt: Runtime, lin: repo.Lineage, window_end: datetime) -> tuple[PortfolioSnapshot, bool]:
-    """The strategy's account as the venue reports it at the window end, reconciled into the
-    ledger. Returns (snapshot, point_in_time). When the account has already moved past the window
-    (a late run) the venue's state is not that of the window: the stored snapshot of the window is
-    returned if there is one, else the current state is returned unrecorded."""
-    with session_scope(rt.engine) as s:
-        late = _late(s, rt, window_end, lin)
-        _reconcile(s, rt, lin)
-        if late is None:
-            snap = rt.venue.snapshot(s, window_end)
-            repo.record_snapshot(s, lin, rt.spec.mode.value, snap)
-            return snap, True
-        stored = repo.stored_snapshot(s, lin)
-        if stored is not None:
-            return stored, True
-        repo.audit(s, lin, "snapshot_not_point_in_time", window_end=window_end.isoformat(), account_clock=late.isoformat())
-        return rt.venue.snapshot(s, late), False
-
-
-def monitor(rt: Runtime, lin: repo.Lineage, instruments: list[str], as_of: dict[str, datetime]) -> list:
-    """Advance the venue for each instrument to ``as_of[instrument]`` (new bars: fills, stop and
-    take-profit hits), then reconcile the ledger. Returns the venue events, each audited."""
-    events = []
-    with session_scope(rt.engine) as s:
-        for inst in instruments:
-            if inst in as_of:
-                events.extend(rt.venue.advance(s, inst, as_of[inst]))
+def monitor(rt: Runtime, lin: repo.Lineage, as_of: datetime) -> list[VenueEvent]:
+    """Advance the book's simulated venue to ``as_of`` (new bars: fills, stop and take-profit
+    hits, liquidations), then reconcile the ledger. Returns the venue events, each audited."""
+    with _step(rt, lin) as s:
+        events = rt.venue.advance(rt.instruments, as_of) if isinstance(rt.venue, SimulatedVenue) else []
         _audit_events(s, rt, lin, events)
         _reconcile(s, rt, lin)
     return events
 
 
-__all__ = ["Runtime", "make_paper_venue", "load_bars", "indicator_frame", "make_chart", "generate_signal", "plan",
-           "validate", "execute", "confirm", "cancel", "snapshot", "monitor"]
+def has_activity(rt: Runtime) -> bool:
+    """Whether the book holds a position or a resting order."""
+    with rt.venue.unit_of_work():
+        return bool(rt.venue.fetch_positions() or rt.venue.fetch_open_orders())
+
+
+def utc(t: datetime) -> datetime:
+    return t.astimezone(timezone.utc)
+
+
+__all__ = ["Analysis", "Runtime", "WindowOutcome", "account_window", "analyze", "cancel", "confirm", "execute",
+           "has_activity", "indicator_frame", "live_trading_allowed", "load_bars", "make_chart", "make_paper_venue",
+           "monitor", "plan", "replay_book_id", "snapshot", "validate", "venue_account"]

@@ -1,8 +1,9 @@
-"""Partitions of a strategy's assets: instrument (dynamic) × time window.
+"""Partitions of a strategy's assets: its time windows (UTC).
 
-Multi-partition keys read ``instrument|window`` (Dagster sorts dimensions by name). A window key
-is the window's *start* (UTC); the window ends one bar later, and the review of a window sees
-only bars that closed at or before that end.
+A window key is the window's *start* (``%Y-%m-%d-%H:%M`` for 1h/4h, ``%Y-%m-%d`` for 1d); the
+window ends one bar later, and the review of a window sees only bars that closed at or before
+that end. Instruments are not a partition dimension (see :mod:`trading_pipelines.assets.review`
+for why): every step loops over the strategy's instruments inside the run.
 """
 
 from __future__ import annotations
@@ -15,12 +16,8 @@ from trading_pipelines.config import StrategySpec
 
 _FMT = {"1h": "%Y-%m-%d-%H:%M", "4h": "%Y-%m-%d-%H:%M", "1d": "%Y-%m-%d"}
 _CRON = {"1h": "0 * * * *", "4h": "0 */4 * * *", "1d": "0 0 * * *"}
-INSTRUMENT_DIM = "instrument"
-WINDOW_DIM = "window"
-
-
-def instruments_partitions(spec: StrategySpec) -> dg.DynamicPartitionsDefinition:
-    return dg.DynamicPartitionsDefinition(name=spec.instruments_partitions_name)
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 def window_partitions(spec: StrategySpec) -> dg.TimeWindowPartitionsDefinition:
@@ -34,10 +31,6 @@ def window_partitions(spec: StrategySpec) -> dg.TimeWindowPartitionsDefinition:
     )
 
 
-def review_partitions(spec: StrategySpec) -> dg.MultiPartitionsDefinition:
-    return dg.MultiPartitionsDefinition({INSTRUMENT_DIM: instruments_partitions(spec), WINDOW_DIM: window_partitions(spec)})
-
-
 def window_end(spec: StrategySpec, window_key: str) -> datetime:
     """UTC end of the window whose partition key is ``window_key``."""
     start = datetime.strptime(window_key, _FMT[spec.timeframe]).replace(tzinfo=timezone.utc)
@@ -48,9 +41,10 @@ def window_key(spec: StrategySpec, end: datetime) -> str:
     return (end - spec.bar_duration).astimezone(timezone.utc).strftime(_FMT[spec.timeframe])
 
 
-def split_key(context) -> tuple[str, str]:
-    """(instrument, window key) of the single partition this step runs for."""
-    key = context.partition_key
-    if not isinstance(key, dg.MultiPartitionKey):
-        key = dg.MultiPartitionKey({k: v for k, v in zip(sorted([INSTRUMENT_DIM, WINDOW_DIM]), str(key).split("|"))})
-    return key.keys_by_dimension[INSTRUMENT_DIM], key.keys_by_dimension[WINDOW_DIM]
+def window_key_of_start(spec: StrategySpec, start: datetime) -> str:
+    return start.astimezone(timezone.utc).strftime(_FMT[spec.timeframe])
+
+
+def range_tags(first_key: str, last_key: str) -> dict[str, str]:
+    """Run tags that make one run cover the windows ``first_key`` … ``last_key`` (inclusive)."""
+    return {RANGE_START_TAG: first_key, RANGE_END_TAG: last_key}

@@ -26,9 +26,11 @@ def _utc_iso(t: datetime) -> str:
     return t.astimezone(timezone.utc).isoformat()
 
 
-def intent_id(strategy: str, instrument: str, window_end: datetime) -> str:
-    """``"it-" + 24 hex`` from sha256 of ``strategy|instrument|window_end(ISO, UTC)``."""
-    raw = f"{strategy}|{instrument}|{_utc_iso(window_end)}".encode()
+def intent_id(strategy: str, instrument: str, window_end: datetime, book: str = "live") -> str:
+    """``"it-" + 24 hex`` from sha256 of ``strategy|instrument|window_end(ISO, UTC)`` on the live
+    book, and of ``…|book`` on any other book (a replay's intents never collide with live ones)."""
+    raw = f"{strategy}|{instrument}|{_utc_iso(window_end)}" + ("" if book == "live" else f"|{book}")
+    raw = raw.encode()
     return "it-" + hashlib.sha256(raw).hexdigest()[:24]
 
 

@@ -231,8 +231,10 @@ class OrderRequest(Frozen):
 
 
 class Fill(Frozen):
-    """An execution: ``quantity`` base units at ``price`` (quote), ``fee`` in quote currency."""
+    """An execution: ``quantity`` base units at ``price`` (quote), ``fee`` in quote currency.
+    ``fill_id`` is the venue's trade id (unique per venue account)."""
 
+    fill_id: str = ""
     client_order_id: str
     instrument: str
     side: Side

@@ -56,12 +56,13 @@ _ENTRY = {"buy": PositionSide.LONG, "long": PositionSide.LONG, "short": Position
 _EXIT = {"sell", "close"}
 
 
-def plan_intent(signal: Signal, instrument: InstrumentSpec, equity: float, market: MarketContext, p: PlanParams) -> TradeIntent:
+def plan_intent(signal: Signal, instrument: InstrumentSpec, equity: float, market: MarketContext, p: PlanParams,
+                book: str = "live") -> TradeIntent:
     """Plan for ``signal``. Entry intents carry quantity, stop, target and (futures) leverage,
     margin and liquidation price; exit intents carry quantity 0, meaning "the whole position the
     venue reports at execution time" (the venue is the source of truth)."""
     base = dict(
-        intent_id=intent_id(signal.strategy, signal.instrument, signal.window_end),
+        intent_id=intent_id(signal.strategy, signal.instrument, signal.window_end, book),
         strategy=signal.strategy,
         instrument=signal.instrument,
         window_end=signal.window_end,

@@ -35,10 +35,31 @@ def default_ledger_url(environ: os._Environ | dict = os.environ) -> str:
     return f"sqlite:///{home / 'ledger.sqlite'}"
 
 
+VENUE_URL_ENV = "TRADING_VENUE_URL"
+
+
+def default_venue_url(environ: os._Environ | dict = os.environ) -> str:
+    """The paper venue's own store: ``TRADING_VENUE_URL`` if set; else the ledger's URL when that
+    is a server database (separate sessions, separate tables); else a SQLite file of its own,
+    ``$DAGSTER_HOME/paper_venue.sqlite`` (one SQLite file cannot serve two writers' transactions
+    at once: the venue commits inside the ledger's step)."""
+    if environ.get(VENUE_URL_ENV):
+        return environ[VENUE_URL_ENV]
+    ledger = default_ledger_url(environ)
+    if not ledger.startswith("sqlite"):
+        return ledger
+    home = Path(environ.get("DAGSTER_HOME") or Path.cwd() / "var" / "dagster_home")
+    return f"sqlite:///{home / 'paper_venue.sqlite'}"
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     dbapi_conn.isolation_level = None  # let the "begin" listener issue BEGIN itself
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
+    # WAL + NORMAL: a commit is safe against a crashed process (no fsync per commit, the WAL is
+    # synced at checkpoints); a power cut may lose the last commits, never corrupt the file.
+    # Production ledgers run on Postgres.
+    cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()

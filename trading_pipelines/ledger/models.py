@@ -57,11 +57,20 @@ class Base(DeclarativeBase):
     pass
 
 
+LIVE_BOOK = "live"
+
+
 class _Lineage:
     strategy: Mapped[str] = mapped_column(String(64), index=True)
     instrument: Mapped[str] = mapped_column(String(32), index=True)
     partition_key: Mapped[str] = mapped_column(String(96))
     run_id: Mapped[str] = mapped_column(String(64))
+
+
+class _BookLineage(_Lineage):
+    """Rows of a book (live or replay): where they came from, and which account they belong to."""
+
+    book: Mapped[str] = mapped_column(String(40), default=LIVE_BOOK, server_default=LIVE_BOOK, index=True)
 
 
 class SignalRow(_Lineage, Base):
@@ -92,10 +101,12 @@ class SignalRow(_Lineage, Base):
     chart_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
     chart_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     no_trade_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # what the planner reads of the market at the window end: last_close, atr, swing_low, swing_high (quote)
+    market: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class IntentRow(_Lineage, Base):
+class IntentRow(_BookLineage, Base):
     __tablename__ = "intents"
 
     intent_id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -149,7 +160,7 @@ class GuardResultRow(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class OrderRow(_Lineage, Base):
+class OrderRow(_BookLineage, Base):
     """An order as sent (or, in dry-run, as it would have been sent) and its last known venue state."""
 
     __tablename__ = "orders"
@@ -179,6 +190,7 @@ class FillRow(Base):
     fill_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     client_order_id: Mapped[str] = mapped_column(ForeignKey("orders.client_order_id"), index=True)
     strategy: Mapped[str] = mapped_column(String(64), index=True)
+    book: Mapped[str] = mapped_column(String(40), default=LIVE_BOOK, server_default=LIVE_BOOK, index=True)
     instrument: Mapped[str] = mapped_column(String(32))
     side: Mapped[str] = mapped_column(String(4))
     quantity: Mapped[float] = mapped_column(Float)
@@ -191,10 +203,11 @@ class PositionRow(Base):
     """Positions as the venue last reported them (open) and as they closed (history)."""
 
     __tablename__ = "positions"
-    __table_args__ = (UniqueConstraint("strategy", "instrument", "opened_at", name="uq_position"),)
+    __table_args__ = (UniqueConstraint("strategy", "book", "instrument", "opened_at", name="uq_position_book"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     strategy: Mapped[str] = mapped_column(String(64), index=True)
+    book: Mapped[str] = mapped_column(String(40), default=LIVE_BOOK, server_default=LIVE_BOOK, index=True)
     instrument: Mapped[str] = mapped_column(String(32))
     mode: Mapped[str] = mapped_column(String(8))
     side: Mapped[str] = mapped_column(String(5))
@@ -212,9 +225,9 @@ class PositionRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
-class SnapshotRow(_Lineage, Base):
+class SnapshotRow(_BookLineage, Base):
     __tablename__ = "portfolio_snapshots"
-    __table_args__ = (UniqueConstraint("strategy", "partition_key", name="uq_snapshot_partition"),)
+    __table_args__ = (UniqueConstraint("strategy", "book", "partition_key", name="uq_snapshot_book_partition"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     mode: Mapped[str] = mapped_column(String(8))
@@ -235,6 +248,7 @@ class AuditRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     strategy: Mapped[str] = mapped_column(String(64), index=True)
+    book: Mapped[str] = mapped_column(String(40), default=LIVE_BOOK, server_default=LIVE_BOOK)
     instrument: Mapped[str | None] = mapped_column(String(32), nullable=True)
     partition_key: Mapped[str | None] = mapped_column(String(96), nullable=True)
     run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -242,21 +256,56 @@ class AuditRow(Base):
     detail: Mapped[dict] = mapped_column(JSON)
 
 
+# ---------------------------------------------------------------- books
+
+
+class BookRow(Base):
+    """A strategy's book: ``live`` (the venue's account, written only by schedules, sensors and
+    manual operations) or a replay book (a fresh simulated account over a window range). The row
+    is also the book's lock: account-changing steps take ``SELECT … FOR UPDATE`` on it."""
+
+    __tablename__ = "books"
+
+    book_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    strategy: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    venue_account: Mapped[str] = mapped_column(String(112))
+    first_window: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_window: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    instruments: Mapped[list] = mapped_column(JSON, default=list)
+    config_hash: Mapped[str] = mapped_column(String(64), default="")
+    starting_cash: Mapped[float] = mapped_column(Float)
+    windows_done: Mapped[int] = mapped_column(Integer, default=0)
+    last_done: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    run_id: Mapped[str] = mapped_column(String(64), default="")
+
+
 # ---------------------------------------------------------------- paper venue books
+#
+# The paper venue's own store (see trading_pipelines/venues/paper.py). It is migrated with the
+# same Alembic chain but lives in its own database by default (``TRADING_VENUE_URL``): the
+# ledger never writes these tables and the venue never writes the ledger's.
 
 
 class PaperAccountRow(Base):
+    """A simulated account: money as columns; resting orders, positions and per-instrument
+    clocks as JSON (``state``), saved whole on every change."""
+
     __tablename__ = "paper_accounts"
 
-    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account: Mapped[str] = mapped_column(String(112), primary_key=True)
     mode: Mapped[str] = mapped_column(String(8))
     starting_cash: Mapped[float] = mapped_column(Float)
     cash: Mapped[float] = mapped_column(Float)
     realized_pnl: Mapped[float] = mapped_column(Float, default=0.0)
     fees_paid: Mapped[float] = mapped_column(Float, default=0.0)
+    state: Mapped[dict | None] = mapped_column(JSON, nullable=True, default=dict)
 
 
 class PaperOrderRow(Base):
+    """An order that left the book (filled, cancelled, rejected): append-only history."""
+
     __tablename__ = "paper_orders"
 
     client_order_id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -286,34 +335,10 @@ class PaperFillRow(Base):
 
     fill_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     client_order_id: Mapped[str] = mapped_column(ForeignKey("paper_orders.client_order_id"), index=True)
-    account: Mapped[str] = mapped_column(String(64), index=True)
+    account: Mapped[str] = mapped_column(String(112), index=True)
     instrument: Mapped[str] = mapped_column(String(32))
     side: Mapped[str] = mapped_column(String(4))
     quantity: Mapped[float] = mapped_column(Float)
     price: Mapped[float] = mapped_column(Float)
     fee: Mapped[float] = mapped_column(Float)
     time: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
-class PaperPositionRow(Base):
-    __tablename__ = "paper_positions"
-
-    account: Mapped[str] = mapped_column(ForeignKey("paper_accounts.account"), primary_key=True)
-    instrument: Mapped[str] = mapped_column(String(32), primary_key=True)
-    side: Mapped[str] = mapped_column(String(5))
-    quantity: Mapped[float] = mapped_column(Float)
-    entry_price: Mapped[float] = mapped_column(Float)
-    leverage: Mapped[float] = mapped_column(Float, default=1.0)
-    margin: Mapped[float] = mapped_column(Float, default=0.0)
-    mark_price: Mapped[float] = mapped_column(Float)
-    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
-class PaperClockRow(Base):
-    """The last bar close the paper venue has processed, per account and instrument."""
-
-    __tablename__ = "paper_clock"
-
-    account: Mapped[str] = mapped_column(ForeignKey("paper_accounts.account"), primary_key=True)
-    instrument: Mapped[str] = mapped_column(String(32), primary_key=True)
-    as_of: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -4,7 +4,7 @@ re-run of the same partition updates rows in place and never duplicates them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -13,7 +13,9 @@ from sqlalchemy.orm import Session
 from trading_pipelines.domain.intents import transition
 from trading_pipelines.domain.models import GuardResult, IntentStatus, Order, PortfolioSnapshot, Position, Signal, TradeIntent
 from trading_pipelines.ledger.models import (
+    LIVE_BOOK,
     AuditRow,
+    BookRow,
     FillRow,
     GuardResultRow,
     IntentRow,
@@ -22,27 +24,41 @@ from trading_pipelines.ledger.models import (
     PositionRow,
     SignalRow,
     SnapshotRow,
+    utcnow,
 )
 
 
 @dataclass(frozen=True)
 class Lineage:
-    """Where a row came from: the strategy, instrument, partition key and Dagster run id."""
+    """Where a row came from: the strategy, instrument, partition key and Dagster run id, and the
+    book (``live`` or a replay book) it belongs to."""
 
     strategy: str
     instrument: str
     partition_key: str
     run_id: str
+    book: str = LIVE_BOOK
 
 
 def audit(s: Session, lin: Lineage, event: str, **detail: Any) -> None:
-    s.add(AuditRow(strategy=lin.strategy, instrument=lin.instrument, partition_key=lin.partition_key,
-                   run_id=lin.run_id, event=event, detail=detail))
+    s.add(AuditRow(strategy=lin.strategy, book=lin.book, instrument=lin.instrument, partition_key=lin.partition_key,
+                   run_id=lin.run_id, event=event, detail=_clean(detail)))
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe: NaN and infinities become None (Postgres JSON refuses them)."""
+    if isinstance(v, float) and v != v or v in (float("inf"), float("-inf")):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
 
 
 def record_signal(s: Session, lin: Lineage, sig: Signal, *, prompt: str, request_json: dict | None,
                   response_text: str | None, usage: dict, latency_ms: float | None,
-                  chart_key: str | None, chart_sha256: str | None) -> SignalRow:
+                  chart_key: str | None, chart_sha256: str | None, market: dict | None = None) -> SignalRow:
     row = s.execute(select(SignalRow).where(SignalRow.strategy == sig.strategy, SignalRow.instrument == sig.instrument,
                                             SignalRow.window_end == sig.window_end)).scalar_one_or_none()
     if row is None:
@@ -55,6 +71,7 @@ def record_signal(s: Session, lin: Lineage, sig: Signal, *, prompt: str, request
         response_text=response_text, prompt_tokens=usage.get("prompt_tokens"),
         completion_tokens=usage.get("completion_tokens"), total_tokens=usage.get("total_tokens"),
         latency_ms=latency_ms, chart_key=chart_key, chart_sha256=chart_sha256, no_trade_reason=sig.no_trade_reason,
+        market=_clean(market),
     )
     for k, v in values.items():
         setattr(row, k, v)
@@ -78,7 +95,7 @@ def record_intent(s: Session, lin: Lineage, intent: TradeIntent) -> IntentRow:
     fields = intent.model_dump(exclude={"intent_id", "strategy", "instrument", "status"})
     fields = {k: (v.value if hasattr(v, "value") else v) for k, v in fields.items()}
     if row is None:
-        row = IntentRow(intent_id=intent.intent_id, strategy=intent.strategy, instrument=intent.instrument,
+        row = IntentRow(intent_id=intent.intent_id, strategy=intent.strategy, instrument=intent.instrument, book=lin.book,
                         status=intent.status.value, **fields, partition_key=lin.partition_key, run_id=lin.run_id)
         s.add(row)
         s.flush()
@@ -142,7 +159,7 @@ def record_orders(s: Session, lin: Lineage, intent_id: str, mode: str, venue: st
         row = s.get(OrderRow, o.client_order_id)
         if row is None:
             r = o.request
-            row = OrderRow(client_order_id=o.client_order_id, intent_id=intent_id, strategy=lin.strategy,
+            row = OrderRow(client_order_id=o.client_order_id, intent_id=intent_id, strategy=lin.strategy, book=lin.book,
                            instrument=lin.instrument, partition_key=lin.partition_key, run_id=lin.run_id, mode=mode,
                            venue=venue, role=r.role.value, side=r.side.value, type=r.type.value, quantity=r.quantity,
                            price=r.price, trigger_price=r.trigger_price, reduce_only=r.reduce_only,
@@ -155,35 +172,51 @@ def record_orders(s: Session, lin: Lineage, intent_id: str, mode: str, venue: st
     s.flush()
 
 
-def reconcile(s: Session, strategy: str, mode: str, venue) -> dict[str, int]:
-    """Mirror the venue's orders, fills and positions into the ledger (the venue wins).
+def reconcile(s: Session, strategy: str, book: str, mode: str, venue) -> dict[str, int]:
+    """Mirror what the venue *reports* into the ledger (the venue wins), through the venue
+    protocol only: order states by client order id, new fills (``fetch_my_trades`` since the
+    newest fill the ledger has), and positions derived from fills — an entry fill opens one, the
+    next reduce-only fill on the instrument closes it, so a position opened and closed between two
+    reconciliations is still recorded; open positions take the venue's mark price.
 
     Returns counts of what changed: ``orders``, ``fills``, ``positions_opened``, ``positions_closed``.
     """
     changed = {"orders": 0, "fills": 0, "positions_opened": 0, "positions_closed": 0}
-    for row in s.execute(select(OrderRow).where(OrderRow.strategy == strategy, OrderRow.status == "NEW")).scalars():
-        o = venue.get_order(s, row.client_order_id)
+    for row in s.execute(select(OrderRow).where(OrderRow.strategy == strategy, OrderRow.book == book,
+                                                OrderRow.status == "NEW")).scalars():
+        o = venue.fetch_order(row.client_order_id)
         if o is not None and o.status.value != row.status:
             row.status, row.filled_quantity, row.average_price = o.status.value, o.filled_quantity, o.average_price
             changed["orders"] += 1
-    known = set(s.execute(select(FillRow.fill_id).where(FillRow.strategy == strategy)).scalars())
-    for f in venue.all_fill_rows(s):
+    newest = s.execute(select(FillRow.time).where(FillRow.strategy == strategy, FillRow.book == book)
+                       .order_by(FillRow.time.desc()).limit(1)).scalar_one_or_none()
+    since = newest - timedelta(microseconds=1) if newest is not None else None
+    fills = venue.fetch_my_trades(since)
+    known = set(s.execute(select(FillRow.fill_id).where(FillRow.fill_id.in_([f.fill_id for f in fills])))
+                .scalars()) if fills else set()
+    new_fills = []
+    for f in fills:
         if f.fill_id in known:
             continue
         if s.get(OrderRow, f.client_order_id) is None:
-            _mirror_venue_order(s, venue, f.client_order_id)
-        if s.get(OrderRow, f.client_order_id) is not None:
-            s.add(FillRow(fill_id=f.fill_id, client_order_id=f.client_order_id, strategy=strategy, instrument=f.instrument,
-                          side=f.side, quantity=f.quantity, price=f.price, fee=f.fee, time=f.time))
+            _mirror_venue_order(s, venue, f.client_order_id, book)
+        order = s.get(OrderRow, f.client_order_id)
+        if order is not None:
+            if order.status == "NEW":  # the fill says so even if the order read above raced it
+                order.status, order.filled_quantity, order.average_price = "FILLED", f.quantity, f.price
+            s.add(FillRow(fill_id=f.fill_id, client_order_id=f.client_order_id, strategy=strategy, book=book,
+                          instrument=f.instrument, side=f.side.value, quantity=f.quantity, price=f.price, fee=f.fee, time=f.time))
+            new_fills.append((f, order))
             changed["fills"] += 1
-    _positions_from_fills(s, strategy, mode, {p.instrument: p for p in venue.positions(s)}, changed)
+    s.flush()
+    _positions_from_fills(s, strategy, book, mode, new_fills, {p.instrument: p for p in venue.fetch_positions()}, changed)
     s.flush()
     return changed
 
 
-def _mirror_venue_order(s: Session, venue, cid: str) -> None:
+def _mirror_venue_order(s: Session, venue, cid: str, book: str) -> None:
     """Record an order the venue placed on its own (a liquidation) under its parent entry's intent."""
-    o = venue.get_order(s, cid)
+    o = venue.fetch_order(cid)
     if o is None or o.request.parent_client_order_id is None:
         return
     parent = s.get(OrderRow, o.request.parent_client_order_id)
@@ -191,68 +224,95 @@ def _mirror_venue_order(s: Session, venue, cid: str) -> None:
         return
     r = o.request
     s.add(OrderRow(client_order_id=cid, intent_id=parent.intent_id, strategy=parent.strategy, instrument=parent.instrument,
-                   partition_key=parent.partition_key, run_id="venue", mode=parent.mode, venue=parent.venue,
+                   book=book, partition_key=parent.partition_key, run_id="venue", mode=parent.mode, venue=parent.venue,
                    role=r.role.value, side=r.side.value, type=r.type.value, quantity=r.quantity, reduce_only=r.reduce_only,
                    status=o.status.value, venue_order_id=o.venue_order_id, filled_quantity=o.filled_quantity,
                    average_price=o.average_price, placed_at=o.placed_at))
-    audit(s, Lineage(parent.strategy, parent.instrument, parent.partition_key, "venue"), "venue_order",
+    audit(s, Lineage(parent.strategy, parent.instrument, parent.partition_key, "venue", book), "venue_order",
           client_order_id=cid, role=r.role.value, price=o.average_price, quantity=r.quantity)
     s.flush()
 
 
-def _positions_from_fills(s: Session, strategy: str, mode: str, venue_positions: dict, changed: dict[str, int]) -> None:
-    """Position history from fills: each entry fill opens a position; the first reduce-only fill
-    on the instrument at or after it (not already closing another position) closes it. A position
-    that opened and closed between two reconciliations is therefore still recorded. Open positions
-    take their mark price from the venue."""
-    entries = s.execute(select(FillRow, OrderRow).join(OrderRow, OrderRow.client_order_id == FillRow.client_order_id).where(
-        FillRow.strategy == strategy, OrderRow.role == "entry").order_by(FillRow.time)).all()
-    # one query for the known positions: closed history costs nothing on the reconcile every step runs
-    known = {(r.instrument, r.opened_at): r for r in s.execute(select(PositionRow).where(PositionRow.strategy == strategy)).scalars()}
-    used_exits = {r.exit_fill_id for r in known.values() if r.exit_fill_id is not None}
-    for fill, order in entries:
-        row = known.get((fill.instrument, fill.time))
-        if row is not None and row.status != "open":
-            continue
-        if row is None:
+def _positions_from_fills(s: Session, strategy: str, book: str, mode: str, new_fills: list, venue_positions: dict,
+                          changed: dict[str, int]) -> None:
+    open_rows = {r.instrument: r for r in s.execute(select(PositionRow).where(
+        PositionRow.strategy == strategy, PositionRow.book == book, PositionRow.status == "open")).scalars()}
+    for f, order in sorted(new_fills, key=lambda x: (x[0].time, x[0].fill_id)):
+        if order.role == "entry":
             intent = s.get(IntentRow, order.intent_id)
-            row = PositionRow(strategy=strategy, instrument=fill.instrument, mode=mode,
-                              side=(intent.position_side if intent and intent.position_side else ("long" if fill.side == "buy" else "short")),
-                              quantity=fill.quantity, entry_price=fill.price, mark_price=fill.price,
-                              leverage=intent.leverage if intent else 1.0, opened_at=fill.time, status="open")
+            row = PositionRow(strategy=strategy, book=book, instrument=f.instrument, mode=mode,
+                              side=(intent.position_side if intent and intent.position_side else ("long" if f.side.value == "buy" else "short")),
+                              quantity=f.quantity, entry_price=f.price, mark_price=f.price,
+                              leverage=intent.leverage if intent else 1.0, opened_at=f.time, status="open")
             s.add(row)
-            s.flush()
+            open_rows[f.instrument] = row
             changed["positions_opened"] += 1
-        exits = s.execute(select(FillRow, OrderRow).join(OrderRow, OrderRow.client_order_id == FillRow.client_order_id).where(
-            FillRow.strategy == strategy, FillRow.instrument == fill.instrument, OrderRow.reduce_only.is_(True),
-            FillRow.time >= fill.time).order_by(FillRow.time, FillRow.fill_id)).all()
-        exit_fill = next(((f, o) for f, o in exits if f.fill_id not in used_exits), None)
-        if exit_fill is not None:
-            f, o = exit_fill
+        elif order.reduce_only and f.instrument in open_rows:
+            row = open_rows.pop(f.instrument)
             sign = 1.0 if row.side == "long" else -1.0
-            row.status, row.closed_at, row.exit_price, row.exit_reason = "closed", f.time, f.price, o.role
+            row.status, row.closed_at, row.exit_price, row.exit_reason = "closed", f.time, f.price, order.role
             row.exit_fill_id, row.mark_price = f.fill_id, f.price
             row.realized_pnl = sign * (f.price - row.entry_price) * row.quantity
-            used_exits.add(f.fill_id)
             changed["positions_closed"] += 1
-        else:
-            p = venue_positions.get(fill.instrument)
-            if p is not None and p.opened_at == row.opened_at:
-                row.mark_price, row.quantity = p.mark_price, p.quantity
-            else:  # the venue no longer holds it and no closing fill explains why: say so, never guess a price
-                row.status, row.exit_reason = "closed", "venue_closed"
-                changed["positions_closed"] += 1
+    for inst, row in open_rows.items():
+        p = venue_positions.get(inst)
+        if p is not None and p.opened_at == row.opened_at:
+            row.mark_price, row.quantity = p.mark_price, p.quantity
+        else:  # the venue no longer holds it and no closing fill explains why: say so, never guess a price
+            row.status, row.exit_reason = "closed", "venue_closed"
+            changed["positions_closed"] += 1
+
+
+# ---------------------------------------------------------------- books
+
+
+def ensure_book(s: Session, strategy: str, book: str, *, kind: str, venue_account: str, starting_cash: float,
+                first_window: datetime | None = None, last_window: datetime | None = None,
+                instruments: list[str] | None = None, config_hash: str = "", run_id: str = "") -> BookRow:
+    """The book's row, created on first use (insert-if-absent, safe under concurrent first runs)."""
+    row = s.get(BookRow, (book, strategy))
+    if row is None:
+        dialect = s.get_bind().dialect.name
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        s.execute(insert(BookRow).values(
+            book_id=book, strategy=strategy, kind=kind, venue_account=venue_account, starting_cash=starting_cash,
+            first_window=first_window, last_window=last_window, instruments=list(instruments or []),
+            config_hash=config_hash, windows_done=0, run_id=run_id, created_at=utcnow()
+        ).on_conflict_do_nothing(index_elements=["book_id", "strategy"]))
+        row = s.get(BookRow, (book, strategy))
+    return row
+
+
+def lock_book(s: Session, strategy: str, book: str) -> None:
+    """Serialize account-changing work on a book: ``SELECT … FOR UPDATE`` on its row (Postgres;
+    SQLite transactions already hold the database's write lock). The live book's row is created
+    on first use."""
+    stmt = select(BookRow).where(BookRow.book_id == book, BookRow.strategy == strategy).with_for_update()
+    if s.execute(stmt).scalar_one_or_none() is None:
+        if book != LIVE_BOOK:
+            raise KeyError(f"unknown book {book!r} of {strategy}")
+        ensure_book(s, strategy, book, kind="live", venue_account=strategy, starting_cash=0.0)
+        s.execute(stmt).scalar_one()
+
+
+def book_progress(s: Session, strategy: str, book: str, window_end: datetime) -> None:
+    row = s.get(BookRow, (book, strategy))
+    if row is not None and (row.last_done is None or window_end > row.last_done):
+        row.windows_done += 1
+        row.last_done = window_end
 
 
 def _snapshot_row(s: Session, lin: Lineage) -> SnapshotRow | None:
-    return s.execute(select(SnapshotRow).where(SnapshotRow.strategy == lin.strategy,
+    return s.execute(select(SnapshotRow).where(SnapshotRow.strategy == lin.strategy, SnapshotRow.book == lin.book,
                                                SnapshotRow.partition_key == lin.partition_key)).scalar_one_or_none()
 
 
 def record_snapshot(s: Session, lin: Lineage, mode: str, snap: PortfolioSnapshot) -> SnapshotRow:
     row = _snapshot_row(s, lin)
     if row is None:
-        row = SnapshotRow(strategy=lin.strategy, partition_key=lin.partition_key, instrument=lin.instrument)
+        row = SnapshotRow(strategy=lin.strategy, book=lin.book, partition_key=lin.partition_key, instrument=lin.instrument)
         s.add(row)
     row.run_id, row.mode, row.as_of = lin.run_id, mode, snap.as_of
     row.cash, row.equity, row.realized_pnl, row.unrealized_pnl = snap.cash, snap.equity, snap.realized_pnl, snap.unrealized_pnl
@@ -271,13 +331,13 @@ def stored_snapshot(s: Session, lin: Lineage) -> PortfolioSnapshot | None:
                              positions=tuple(Position.model_validate(p) for p in row.positions))
 
 
-def day_start_equity(s: Session, strategy: str, at: datetime) -> float | None:
+def day_start_equity(s: Session, strategy: str, at: datetime, book: str = LIVE_BOOK) -> float | None:
     """Equity of the last snapshot at or before 00:00 UTC of ``at``'s day and strictly before ``at``
     (None if none): the day's starting equity for the daily-loss guard."""
     day = at.replace(hour=0, minute=0, second=0, microsecond=0)
     # strictly before ``at``: a snapshot of the same window (another instrument's, just taken) is
     # not the day's baseline
-    row = s.execute(select(SnapshotRow).where(SnapshotRow.strategy == strategy, SnapshotRow.as_of <= day,
+    row = s.execute(select(SnapshotRow).where(SnapshotRow.strategy == strategy, SnapshotRow.book == book, SnapshotRow.as_of <= day,
                                               SnapshotRow.as_of < at)
                     .order_by(SnapshotRow.as_of.desc()).limit(1)).scalar_one_or_none()
     return row.equity if row else None
@@ -291,13 +351,16 @@ def _row_dict(row, exclude: tuple[str, ...] = ()) -> dict:
     return {c.name: _dt(getattr(row, c.key)) for c in row.__table__.columns if c.name not in exclude}
 
 
-def status_report(s: Session, strategy: str | None = None) -> dict[str, list[dict]]:
-    """The ledger as one JSON-able object: ``signals``, ``intents`` (each with ``guards`` and
-    ``status_history``), ``orders`` (each with ``fills``), ``positions``, ``snapshots``."""
+def status_report(s: Session, strategy: str | None = None, book: str | None = None) -> dict[str, list[dict]]:
+    """The ledger as one JSON-able object: ``books``, ``signals``, ``intents`` (each with
+    ``guards`` and ``status_history``), ``orders`` (each with ``fills``), ``positions``,
+    ``snapshots``; optionally of one strategy and one book (signals belong to no book)."""
     def q(model, *order):
         stmt = select(model)
         if strategy:
             stmt = stmt.where(model.strategy == strategy)
+        if book and hasattr(model, "book"):
+            stmt = stmt.where(model.book == book)
         return list(s.execute(stmt.order_by(*order)).scalars())
 
     guards: dict[str, list] = {}
@@ -310,6 +373,7 @@ def status_report(s: Session, strategy: str | None = None) -> dict[str, list[dic
     for f in s.execute(select(FillRow).order_by(FillRow.time)).scalars():
         fills.setdefault(f.client_order_id, []).append(_row_dict(f))
     return {
+        "books": [_row_dict(r) for r in q(BookRow, BookRow.created_at)],
         "signals": [_row_dict(r, ("prompt", "request_json")) for r in q(SignalRow, SignalRow.window_end, SignalRow.instrument)],
         "intents": [dict(_row_dict(r), guards=guards.get(r.intent_id, []), status_history=hist.get(r.intent_id, []))
                     for r in q(IntentRow, IntentRow.window_end, IntentRow.instrument)],
@@ -320,4 +384,4 @@ def status_report(s: Session, strategy: str | None = None) -> dict[str, list[dic
 
 
 __all__ = ["Lineage", "audit", "record_signal", "record_intent", "intent_from_row", "set_intent_status", "record_guards", "record_orders",
-           "reconcile", "record_snapshot", "stored_snapshot", "day_start_equity", "status_report"]
+           "reconcile", "ensure_book", "lock_book", "book_progress", "record_snapshot", "stored_snapshot", "day_start_equity", "status_report"]

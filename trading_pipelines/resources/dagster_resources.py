@@ -11,7 +11,8 @@ from sqlalchemy import Engine
 
 from trading_pipelines.config import DEFAULT_DATA_DIR, StrategySpec
 from trading_pipelines.io_managers import frames_io_manager_from_env
-from trading_pipelines.ledger.db import default_ledger_url, get_engine
+from trading_pipelines.ledger.db import default_ledger_url, default_venue_url, get_engine
+from trading_pipelines.ledger.models import LIVE_BOOK
 from trading_pipelines.resources.charts import ChartStore, LocalChartStore, MinioChartStore
 from trading_pipelines.resources.market_data import CcxtSource, CsvReplaySource, MarketDataSource
 from trading_pipelines.resources.signals import build_provider
@@ -25,12 +26,17 @@ def _value(v):
 
 
 class LedgerResource(dg.ConfigurableResource):
-    """The ledger database. ``url`` empty → ``TRADING_LEDGER_URL`` or SQLite under DAGSTER_HOME."""
+    """The ledger database. ``url`` empty → ``TRADING_LEDGER_URL`` or SQLite under DAGSTER_HOME.
+    ``venue_url``: the paper venue's own store (empty → :func:`~trading_pipelines.ledger.db.default_venue_url`)."""
 
     url: str | None = None
+    venue_url: str | None = None
 
     def engine(self) -> Engine:
         return get_engine(_value(self.url) or default_ledger_url())
+
+    def venue_engine(self) -> Engine:
+        return get_engine(_value(self.venue_url) or default_venue_url())
 
 
 class ChartStoreResource(dg.ConfigurableResource):
@@ -71,19 +77,31 @@ class MarketDataResource(dg.ConfigurableResource):
 
 
 class TradingResource(dg.ConfigurableResource):
-    """Builds a strategy's :class:`~trading_pipelines.services.Runtime` from the other resources."""
+    """Builds a strategy's :class:`~trading_pipelines.services.Runtime` from the other resources.
+    ``chart_workers``: processes rendering charts in parallel (0 = one per core)."""
 
     ledger: LedgerResource
     charts: ChartStoreResource
     market_data: MarketDataResource
+    chart_workers: int = 0
 
-    def runtime(self, spec: StrategySpec, signals: bool = True) -> Runtime:
-        """``signals=False`` skips building the signal provider (the position monitor never asks
-        for a signal, so it must not need, say, an OpenAI key)."""
+    def chart_renderer(self):
+        """``jobs -> pngs`` for :func:`trading_pipelines.services.analyze`, rendering in a process
+        pool (:func:`~trading_pipelines.resources.charts.render_charts`)."""
+        from trading_pipelines.resources.charts import ChartJob, render_charts
+
+        def render(jobs):
+            return render_charts([ChartJob.from_frame(f, t, o, b) for f, t, o, b in jobs], workers=self.chart_workers or None)
+        return render
+
+    def runtime(self, spec: StrategySpec, signals: bool = True, book: str = LIVE_BOOK) -> Runtime:
+        """The steps' runtime for ``book`` (the live book by default). ``signals=False`` skips
+        building the signal provider (the position monitor never asks for a signal, so it must not
+        need, say, an OpenAI key)."""
         market = self.market_data.source(spec)
         return Runtime(spec=spec, engine=self.ledger.engine(), market=market, charts=self.charts.store(),
                        provider=build_provider(spec.template.signal_provider, spec.prompt_template) if signals else None,
-                       venue=make_paper_venue(spec, market))
+                       venue=make_paper_venue(spec, market, self.ledger.venue_engine(), book), book=book)
 
 
 def chart_store_from_env() -> ChartStoreResource:
@@ -100,7 +118,8 @@ def chart_store_from_env() -> ChartStoreResource:
 
 def default_resources() -> dict:
     # the ledger URL may carry a password: pass it as an EnvVar so it is resolved at run time, never stored in config
-    ledger = LedgerResource(url=dg.EnvVar("TRADING_LEDGER_URL")) if os.environ.get("TRADING_LEDGER_URL") else LedgerResource()
+    ledger = LedgerResource(url=dg.EnvVar("TRADING_LEDGER_URL") if os.environ.get("TRADING_LEDGER_URL") else None,
+                            venue_url=dg.EnvVar("TRADING_VENUE_URL") if os.environ.get("TRADING_VENUE_URL") else None)
     trading = TradingResource(ledger=ledger, charts=chart_store_from_env(),
                               market_data=MarketDataResource(data_dir=os.environ.get("TRADING_DATA_DIR")))
     return {"trading": trading, "frames_io_manager": frames_io_manager_from_env()}

@@ -10,7 +10,8 @@ Every source returns the same frame shape (see :func:`validate_ohlcv`):
 Point in time: a source never returns a bar whose close time is after the ``end`` it was asked
 for, so a decision for a window can only see bars that had closed when the window ended.
 
-* :class:`CsvReplaySource` replays the sample files in ``data/ohlcv`` (``config.DEFAULT_DATA_DIR``).
+* :class:`CsvReplaySource` replays the sample files in ``data/ohlcv`` (``config.DEFAULT_DATA_DIR``),
+  or the absolute ``data_file`` paths of user catalogues.
 * :class:`CcxtSource` reads a live exchange through ccxt, retrying transient network errors.
 """
 
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from trading_pipelines.config import DEFAULT_DATA_DIR, TIMEFRAMES, instrument_data_file
+from trading_pipelines.config import DEFAULT_DATA_DIR, TIMEFRAMES, instrument_data_file, instruments_files
 
 OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 CSV_HEADER: tuple[str, ...] = ("timestamp", *OHLCV_COLUMNS)
@@ -149,27 +150,45 @@ class MarketDataSource(ABC):
 
 # ---------------------------------------------------------------- CSV replay
 
-_CSV_CACHE: dict[tuple[str, int, int], pd.DataFrame] = {}
+_CSV_CACHE: dict[tuple[str, int, int, str], pd.DataFrame] = {}
 _CSV_LOCK = threading.Lock()
 
 
-def load_ohlcv_csv(path: Path) -> pd.DataFrame:
+def load_ohlcv_csv(path: Path, timeframe: str | None = None) -> pd.DataFrame:
     """Read and validate one replay CSV (header ``timestamp,open,high,low,close,volume``,
-    ISO-8601 UTC bar-open timestamps). Cached per process by (path, mtime, size); returns a copy.
+    ISO-8601 UTC bar-open timestamps). With ``timeframe``, every timestamp must also lie on that
+    timeframe's grid (see :func:`check_on_grid`). Cached per process by (path, mtime, size,
+    timeframe); returns a copy.
 
     Raises :class:`MarketDataError` naming the file (and line/timestamp) for a missing file,
-    a wrong header or any :func:`validate_ohlcv` violation.
+    a wrong header, an off-grid timestamp or any :func:`validate_ohlcv` violation.
     """
-    return _cached_csv(Path(path)).copy()
+    return _cached_csv(Path(path), timeframe).copy()
 
 
-def _cached_csv(path: Path) -> pd.DataFrame:
+def check_on_grid(index: pd.DatetimeIndex, timeframe: str) -> int | None:
+    """Position of the first bar open time of ``index`` (UTC) that is not on ``timeframe``'s grid,
+    else ``None``. The grid: multiples of the bar duration from the UTC epoch (1h: whole hours;
+    4h: 00:00, 04:00, … UTC; 1d: midnight UTC)."""
+    step_ns = int(timeframe_delta(timeframe).total_seconds()) * 1_000_000_000
+    off = (index.as_unit("ns").asi8 % step_ns).nonzero()[0]  # asi8 counts from the UTC epoch
+    return int(off[0]) if len(off) else None
+
+
+def _grid_hint(ts: pd.Timestamp, timeframe: str) -> str:
+    tf = timeframe_delta(timeframe)
+    lo = ts.floor(tf)
+    grid = "midnight UTC" if timeframe == "1d" else f"every {timeframe} from 00:00 UTC"
+    return f"{timeframe} bars open at {grid}; nearest: {lo.isoformat()} or {(lo + tf).isoformat()}"
+
+
+def _cached_csv(path: Path, timeframe: str | None = None) -> pd.DataFrame:
     """The validated frame of ``path``, shared by all callers: slice or copy it, never mutate it."""
     try:
         st = path.stat()
     except FileNotFoundError:
         raise MarketDataError(f"{path}: data file not found") from None
-    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size, timeframe or "")
     with _CSV_LOCK:
         cached = _CSV_CACHE.get(key)
     if cached is not None:
@@ -185,7 +204,14 @@ def _cached_csv(path: Path) -> pd.DataFrame:
     if len(bad):
         pos = int(bad[0])
         raise MarketDataError(f"{path}: line {pos + 2}: bad timestamp {raw['timestamp'].iloc[pos]!r} (need ISO-8601 UTC)")
-    frame = validate_ohlcv(raw.drop(columns="timestamp").set_index(pd.DatetimeIndex(stamps)), str(path), line_offset=2)
+    index = pd.DatetimeIndex(stamps)
+    if timeframe is not None:
+        pos = check_on_grid(index, timeframe)
+        if pos is not None:
+            raise MarketDataError(
+                f"{path}: line {pos + 2}: timestamp {raw['timestamp'].iloc[pos]!r} (open_time {index[pos].isoformat()}) "
+                f"is not on the {timeframe} grid ({_grid_hint(index[pos], timeframe)})")
+    frame = validate_ohlcv(raw.drop(columns="timestamp").set_index(index), str(path), line_offset=2)
     with _CSV_LOCK:
         _CSV_CACHE[key] = frame
     return frame
@@ -193,7 +219,9 @@ def _cached_csv(path: Path) -> pd.DataFrame:
 
 class CsvReplaySource(MarketDataSource):
     """Replays the sample CSVs in ``data_dir``; the file of an instrument comes from the catalogue
-    (``config.instrument_data_file``, e.g. ``BINANCE_BTC-USDT_4h.csv``)."""
+    (``config.instrument_data_file``): a name relative to ``data_dir`` (e.g.
+    ``BINANCE_BTC-USDT_4h.csv``) or an absolute path, read as is (so several data sets of a symbol
+    can coexist). Every bar's open time must be on the timeframe's grid."""
 
     def __init__(self, data_dir: Path = DEFAULT_DATA_DIR) -> None:
         self.data_dir = Path(data_dir)
@@ -203,16 +231,18 @@ class CsvReplaySource(MarketDataSource):
         unknown symbol or timeframe."""
         timeframe_delta(timeframe)
         try:
-            return self.data_dir / instrument_data_file(symbol, timeframe)
+            name = Path(instrument_data_file(symbol, timeframe))
         except KeyError:
-            raise MarketDataError(f"unknown instrument {symbol!r}: not in the instrument catalogue (data/instruments.yaml)") from None
+            raise MarketDataError(f"unknown instrument {symbol!r}: not in the instrument catalogue "
+                                  f"({', '.join(str(f) for f in instruments_files())})") from None
+        return name if name.is_absolute() else self.data_dir / name
 
     def frame(self, symbol: str, timeframe: str) -> pd.DataFrame:
         """The whole validated file of ``symbol`` at ``timeframe`` (a copy)."""
-        return load_ohlcv_csv(self.path_for(symbol, timeframe))
+        return load_ohlcv_csv(self.path_for(symbol, timeframe), timeframe)
 
     def _cached(self, symbol: str, timeframe: str) -> pd.DataFrame:
-        return _cached_csv(self.path_for(symbol, timeframe))
+        return _cached_csv(self.path_for(symbol, timeframe), timeframe)
 
     def bars(self, symbol: str, timeframe: str, end: datetime, limit: int) -> pd.DataFrame:
         _check_limit(limit)

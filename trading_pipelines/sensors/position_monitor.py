@@ -1,9 +1,9 @@
 """The position monitor: every 5 minutes, advance each strategy's venue over new bars (fills of
 resting orders, stop-loss and take-profit hits), record what happened and reconcile the ledger.
 
-"Now" per instrument: a live data source's newest closed bar; for replay data, the newest window
-the strategy has reviewed on any instrument (replay time only moves with reviews, so the monitor
-never looks past what the strategy has seen).
+"Now": a live data source's newest closed bar; for replay data, the live book's venue clock
+(replay time only moves with reviews, so the monitor never looks past what the strategy has seen).
+Replay books are never monitored: they are finished simulations.
 """
 
 
@@ -12,41 +12,29 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from trading_pipelines.config import StrategySpec
-from trading_pipelines.ledger.db import session_scope
 from trading_pipelines.ledger.repo import Lineage
 from trading_pipelines.resources.dagster_resources import TradingResource
-from trading_pipelines.resources.venues import instruments_with_activity
-from trading_pipelines.services import monitor
+from trading_pipelines.services import has_activity, monitor, venue_clock
 
 
 def monitor_strategy(spec: StrategySpec, trading: TradingResource, run_id: str = "position_monitor") -> list:
+    """Advance the strategy's live book to "now" and reconcile the ledger; the venue events."""
     rt = trading.runtime(spec, signals=False)
-    with session_scope(rt.engine) as s:
-        active = list(instruments_with_activity(rt.venue, s))
-        account_clock = rt.venue.max_clock(s)
-    if not active:
+    if not has_activity(rt):
         return []
-    as_of: dict[str, datetime] = {}
-    for inst in active:
-        if spec.data.source == "replay":
-            if account_clock is not None:
-                as_of[inst] = account_clock
-        else:
-            end = rt.market.last_closed_bar_end(inst, spec.timeframe)
-            if end is not None:
-                as_of[inst] = min(end, datetime.now(timezone.utc))
-    return monitor(rt, Lineage(spec.name, "*", "monitor", run_id), active, as_of)
+    if spec.data.source == "replay":
+        as_of = venue_clock(rt)
+    else:
+        ends = [e for e in (rt.market.last_closed_bar_end(i, spec.timeframe) for i in spec.instruments) if e is not None]
+        as_of = min(max(ends), datetime.now(timezone.utc)) if ends else None
+    if as_of is None:
+        return []
+    return monitor(rt, Lineage(spec.name, "*", "monitor", run_id), as_of)
 
 
 def active_strategies(specs: list[StrategySpec], trading: TradingResource) -> list[str]:
-    """Strategies whose venue holds an open position or a resting order (cheap: venue tables only)."""
-    out = []
-    for spec in specs:
-        rt = trading.runtime(spec, signals=False)
-        with session_scope(rt.engine) as s:
-            if list(instruments_with_activity(rt.venue, s)):
-                out.append(spec.name)
-    return out
+    """Strategies whose live book holds an open position or a resting order (the venue's state only)."""
+    return [spec.name for spec in specs if has_activity(trading.runtime(spec, signals=False))]
 
 
 class MonitorConfig(dg.Config):

@@ -1,0 +1,1 @@
+"""Replay (backtest) scorecards: pure computations over a finished replay."""

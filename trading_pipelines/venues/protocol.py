@@ -1,0 +1,133 @@
+"""The venue protocol: what the account steps may ask of a venue, in ccxt's unified vocabulary.
+
+A venue is the source of truth for cash, positions and orders. It owns its own state and its
+own storage: no method takes the ledger's database session, so a real exchange (Binance through
+ccxt, IBKR through ib_async, a webhook) can implement the same verbs. The ledger is reconciled
+from what the venue *reports* (:meth:`Venue.fetch_order`, :meth:`Venue.fetch_my_trades`,
+:meth:`Venue.fetch_positions`), never by reading the venue's tables.
+
+Verbs (ccxt names; units: quantities in base units, prices and money in quote currency, times UTC):
+
+* :meth:`Venue.create_order` — place an order under a client order id (ccxt:
+  ``create_order(..., {'clientOrderId': cid})``). Idempotent: a client order id the venue has
+  already seen returns the existing order, never a second one.
+* :meth:`Venue.fetch_order` — the order with that client order id, or ``None`` (ccxt:
+  ``fetch_order(None, symbol, {'clientOrderId': cid})``).
+* :meth:`Venue.cancel_order`, :meth:`Venue.fetch_open_orders`, :meth:`Venue.fetch_positions`,
+  :meth:`Venue.fetch_balance`, :meth:`Venue.fetch_my_trades`.
+
+Simulated venues (:class:`SimulatedVenue`) also *advance* over new bars, which is when their
+resting orders fill, and have a clock that only moves forward.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterable, Iterator
+
+from trading_pipelines.domain.models import Fill, Order, OrderRequest, Position
+
+
+class VenueError(RuntimeError):
+    """The venue refused a request (unknown order, nothing to exit, …). The message says why."""
+
+
+@dataclass(frozen=True)
+class Balance:
+    """The account's money in quote currency.
+
+    ``cash``: spot, quote currency held; futures, wallet collateral not locked as position margin.
+    ``reserved``: cash held back for resting entry orders. ``free`` = cash − reserved.
+    ``equity``: cash + position value (spot: mark × quantity; futures: margin + unrealized P&L).
+    """
+
+    cash: float
+    reserved: float
+    equity: float
+    realized_pnl: float
+    unrealized_pnl: float
+    fees_paid: float
+
+    @property
+    def free(self) -> float:
+        return self.cash - self.reserved
+
+
+@dataclass(frozen=True)
+class VenueEvent:
+    """Something the venue did while advancing: a fill (entry, stop-loss, take-profit, exit,
+    liquidation) or a rejection of a resting entry."""
+
+    kind: str
+    instrument: str
+    client_order_id: str
+    role: str
+    price: float
+    quantity: float
+    time: datetime
+    realized_pnl: float | None = None
+
+
+class Venue(ABC):
+    """An exchange account (one per strategy and book). See the module doc for the verbs."""
+
+    name: str = "venue"
+    simulated: bool = False
+
+    @abstractmethod
+    def create_order(self, request: OrderRequest, *, placed_at: datetime, position_side: str, leverage: float = 1.0,
+                     reserve: float = 0.0) -> Order:
+        """Place ``request`` (idempotent on its client order id). ``position_side`` long|short
+        (one-way mode); ``reserve``: quote currency to hold back while an entry rests."""
+
+    @abstractmethod
+    def fetch_order(self, client_order_id: str) -> Order | None:
+        """The order with this client order id, or None if the venue never saw it."""
+
+    @abstractmethod
+    def cancel_order(self, client_order_id: str) -> Order:
+        """Cancel a resting order (and, for an entry, its bracket legs). Filled orders stay
+        filled. Raises :class:`VenueError` for an unknown order."""
+
+    @abstractmethod
+    def fetch_open_orders(self, instrument: str | None = None) -> list[Order]:
+        """Resting orders, oldest first."""
+
+    @abstractmethod
+    def fetch_positions(self) -> list[Position]:
+        """Open positions, marked at the venue's last price."""
+
+    @abstractmethod
+    def fetch_balance(self) -> Balance:
+        """Cash, reservations, equity and P&L (quote currency)."""
+
+    @abstractmethod
+    def fetch_my_trades(self, since: datetime | None = None) -> list[Fill]:
+        """Fills with ``time`` strictly after ``since`` (all when None), oldest first."""
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator["Venue"]:
+        """Group several calls (a simulated venue keeps its state in memory until the block ends
+        and saves it once). Real venues: a no-op."""
+        yield self
+
+
+class SimulatedVenue(Venue):
+    """A venue that fills orders against bars it is told about."""
+
+    simulated = True
+
+    @abstractmethod
+    def clock(self) -> datetime | None:
+        """The latest bar close processed on any instrument (None before the first)."""
+
+    @abstractmethod
+    def advance(self, instruments: Iterable[str], as_of: datetime) -> list[VenueEvent]:
+        """Process every bar of each instrument that closed after its clock and at or before
+        ``as_of``. The clock never moves backwards."""
+
+
+__all__ = ["Balance", "SimulatedVenue", "Venue", "VenueError", "VenueEvent"]
