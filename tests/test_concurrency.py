@@ -2,6 +2,10 @@
 (each sees an empty account, so all pass), then execute at once against ``max_open_positions: 3``.
 The executor's re-check under the account lock must let exactly 3 through, in every trial.
 
+The account lock is the book's ``books`` ledger row (``repo.lock_book``); the paper venue keeps its
+own store: a SQLite file of its own beside the SQLite ledger, the same database as the ledger on
+Postgres (separate sessions, separate tables).
+
 Real Postgres (throwaway cluster) and real SQLite. The 12 instruments are catalogue aliases that
 all replay the real BTC/USDT 4h candles: the race does not depend on prices, and the shipped
 catalogue has only three spot crypto pairs.
@@ -16,7 +20,7 @@ import yaml
 from sqlalchemy import func, select
 
 from trading_pipelines.config import STRATEGIES_DIR, parse_strategy
-from trading_pipelines.domain.models import IntentStatus, Mode, Signal
+from trading_pipelines.domain.models import IntentStatus, Mode, OrderRole, Signal
 from trading_pipelines.ledger import models as m
 from trading_pipelines.ledger.db import get_engine, session_scope
 from trading_pipelines.ledger.repo import Lineage
@@ -48,14 +52,15 @@ def _spec(name, instruments):
     return parse_strategy(attrs)
 
 
-def _trial(engine, spec, tmp_path):
+def _trial(engine, venue_engine, spec, tmp_path):
     from trading_pipelines.assets.partitions import window_end
 
     market = CsvReplaySource()
     rt = services.Runtime(spec=spec, engine=engine, market=market, charts=LocalChartStore(tmp_path / "charts"),
-                          provider=RulesSignalProvider(spec.prompt_template), venue=services.make_paper_venue(spec, market))
+                          provider=RulesSignalProvider(spec.prompt_template),
+                          venue=services.make_paper_venue(spec, market, venue_engine))
     end = window_end(spec, WINDOW)
-    frame = services.indicator_frame(rt, services.load_bars(rt, spec.instruments[0], end))
+    frame = services.indicator_frame(rt, spec.instruments[0], end)
     validated, errors = [], []
     barrier = threading.Barrier(N)
 
@@ -80,30 +85,34 @@ def _trial(engine, spec, tmp_path):
         t.join(timeout=120)
     assert not errors, errors
     assert validated.count(IntentStatus.VALIDATED) == N  # the race is real: all passed validation
+    # what the venue holds: exactly three resting entries (the protocol's view of its own store)
+    resting = [o for o in rt.venue.fetch_open_orders() if o.request.role is OrderRole.ENTRY]
+    entries = len(resting)
     with session_scope(engine) as s:
-        entries = s.execute(select(func.count()).select_from(m.PaperOrderRow).where(
-            m.PaperOrderRow.account == spec.name, m.PaperOrderRow.role == "entry")).scalar_one()
+        ledger_entries = s.execute(select(func.count()).select_from(m.OrderRow).where(
+            m.OrderRow.strategy == spec.name, m.OrderRow.role == "entry")).scalar_one()
         submitted = s.execute(select(func.count()).select_from(m.IntentRow).where(
             m.IntentRow.strategy == spec.name, m.IntentRow.status == IntentStatus.SUBMITTED.value)).scalar_one()
         cancelled = s.execute(select(m.IntentRow).where(m.IntentRow.strategy == spec.name,
                                                         m.IntentRow.status == IntentStatus.CANCELLED.value)).scalars().all()
-    assert entries == 3 and submitted == 3
+    assert entries == 3 and ledger_entries == 3 and submitted == 3
+    assert len(rt.venue.fetch_open_orders()) == 3 * 3  # each entry with its two bracket legs, nothing else
     assert len(cancelled) == N - 3 and all("pre-submit position_limit: 3 open of max 3" in c.reason for c in cancelled)
     # the venue then fills exactly three positions on the next bar
-    with session_scope(engine) as s:
-        for inst in spec.instruments:
-            rt.venue.advance(s, inst, end + spec.bar_duration)
-        assert len(rt.venue.positions(s)) == 3
+    rt.venue.advance(spec.instruments, end + spec.bar_duration)
+    positions = rt.venue.fetch_positions()
+    assert len(positions) == 3 and {p.instrument for p in positions} == {o.request.instrument for o in resting}
 
 
 @pytest.mark.parametrize("trial", range(3))
 def test_position_limit_holds_under_concurrency_sqlite(tmp_path, catalogue, trial):
     engine = get_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
-    _trial(engine, _spec(f"conc_sqlite_{trial}", catalogue), tmp_path)
+    venue_engine = get_engine(f"sqlite:///{tmp_path / 'venue.sqlite'}")  # never the ledger's SQLite file
+    _trial(engine, venue_engine, _spec(f"conc_sqlite_{trial}", catalogue), tmp_path)
 
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("trial", range(5))
 def test_position_limit_holds_under_concurrency_postgres(tmp_path, catalogue, postgres_server, trial):
     engine = get_engine(postgres_server.url)
-    _trial(engine, _spec(f"conc_pg_{trial}", catalogue), tmp_path)
+    _trial(engine, engine, _spec(f"conc_pg_{trial}", catalogue), tmp_path)  # the venue's tables in the same database

@@ -1,7 +1,11 @@
 """Manual confirmation and cancel, end to end through the CLI on real candles (SQLite, paper venue).
 
 A copy of spot_4h_majors with ``execution.confirm: manual`` reviews ETH/USDT for the window that
-closes 2026-02-27 04:00, where the rules provider buys: the intent waits for confirmation."""
+closes 2026-02-27 04:00, where the rules provider buys: the intent waits for confirmation.
+
+Partitions are windows; a run covers the instruments of its ``trading/instruments`` tag (here
+ETH/USDT alone) on the live book. The paper venue keeps its own SQLite store under DAGSTER_HOME,
+beside (never inside) the ledger's file."""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import yaml
 from sqlalchemy import select
 
 from trading_pipelines import services
-from trading_pipelines.assets.partitions import INSTRUMENT_DIM, WINDOW_DIM
+from trading_pipelines.assets.review import INSTRUMENTS_TAG
 from trading_pipelines.components import build_strategy_defs
 from trading_pipelines.config import STRATEGIES_DIR, parse_strategy
 from trading_pipelines.ledger import models as m
@@ -28,17 +32,17 @@ def manual(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     monkeypatch.setenv("TRADING_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.sqlite'}")
     monkeypatch.setenv("TRADING_CHART_DIR", str(tmp_path / "charts"))
+    monkeypatch.delenv("TRADING_VENUE_URL", raising=False)  # the venue's default store: its own file under DAGSTER_HOME
     attrs = yaml.safe_load((STRATEGIES_DIR / "spot_4h_majors" / "defs.yaml").read_text())["attributes"]
     attrs["execution"]["confirm"] = "manual"
     spec = parse_strategy(attrs)
     defs = dg.Definitions.merge(build_strategy_defs(spec), dg.Definitions(resources=default_resources()))
     instance = dg.DagsterInstance.local_temp(str(tmp_path))
-    defs.resolve_job_def("universe_spot_4h_majors").execute_in_process(instance=instance, run_config=QUIET)
     job = defs.resolve_job_def("review_spot_4h_majors")
 
     def review(window, inst="ETH/USDT"):
-        key = dg.MultiPartitionKey({INSTRUMENT_DIM: inst, WINDOW_DIM: window})
-        assert job.execute_in_process(instance=instance, partition_key=key, run_config=QUIET).success
+        assert job.execute_in_process(instance=instance, partition_key=window, tags={INSTRUMENTS_TAG: inst},
+                                      run_config=QUIET).success
 
     engine = get_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
     rt = default_resources()["trading"].runtime(spec)
@@ -47,7 +51,8 @@ def manual(tmp_path, monkeypatch):
 
 def _intent(engine):
     with session_scope(engine) as s:
-        return s.execute(select(m.IntentRow).where(m.IntentRow.partition_key == "ETH/USDT|2026-02-27-00:00")).scalars().one()
+        return s.execute(select(m.IntentRow).where(m.IntentRow.instrument == "ETH/USDT",
+                                                   m.IntentRow.partition_key == "2026-02-27-00:00")).scalars().one()
 
 
 def test_manual_intent_waits_then_confirm_sends_the_bracket(manual):
@@ -57,6 +62,7 @@ def test_manual_intent_waits_then_confirm_sends_the_bracket(manual):
     assert intent.status == "AWAITING_CONFIRMATION"
     with session_scope(engine) as s:
         assert s.execute(select(m.OrderRow)).scalars().all() == []
+    assert rt.venue.fetch_open_orders() == []             # nothing reached the venue either
     confirmed, orders = services.confirm(rt, intent.intent_id, run_id="test")
     assert confirmed.status.value == "SUBMITTED" and {o["role"] for o in orders} == {"entry", "stop_loss", "take_profit"}
     with pytest.raises(ValueError, match="not AWAITING_CONFIRMATION"):
@@ -104,6 +110,8 @@ def test_cancel_a_submitted_entry_cancels_its_bracket_at_the_venue(manual):
     cancelled, orders = services.cancel(rt, intent.intent_id)
     assert cancelled.status.value == "CANCELLED"
     assert {o["role"]: o["status"] for o in orders} == {"entry": "CANCELLED", "stop_loss": "CANCELLED", "take_profit": "CANCELLED"}
+    assert rt.venue.fetch_open_orders() == []                       # cancelled at the venue, not only in the ledger
     review("2026-02-27-04:00")
     with session_scope(engine) as s:
         assert s.execute(select(m.FillRow)).scalars().all() == []  # nothing filled after the cancel
+    assert rt.venue.fetch_my_trades() == [] and rt.venue.fetch_positions() == []

@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from trading_pipelines import services
 from trading_pipelines.config import load_strategies
-from trading_pipelines.domain.models import IntentStatus, Signal
+from trading_pipelines.domain.ids import client_order_id
+from trading_pipelines.domain.models import IntentStatus, OrderRole, OrderStatus, Signal
 from trading_pipelines.ledger import models as m
 from trading_pipelines.ledger.db import get_engine, session_scope
 from trading_pipelines.ledger.repo import Lineage
@@ -28,9 +29,10 @@ T0 = datetime(2025, 9, 1, tzinfo=timezone.utc)
 def rt(tmp_path):
     spec = load_strategies()["spot_4h_majors"]
     market = CsvReplaySource()
+    venue = services.make_paper_venue(spec, market, get_engine(f"sqlite:///{tmp_path / 'venue.sqlite'}"))  # its own store
     return services.Runtime(spec=spec, engine=get_engine(f"sqlite:///{tmp_path / 'l.sqlite'}"), market=market,
                             charts=LocalChartStore(tmp_path / "charts"), provider=RulesSignalProvider(spec.prompt_template),
-                            venue=services.make_paper_venue(spec, market))
+                            venue=venue)
 
 
 def _lin(rt, inst, end, run="r1"):
@@ -40,7 +42,7 @@ def _lin(rt, inst, end, run="r1"):
 def _plan(rt, inst, end, action, run="r1"):
     sig = Signal(strategy=rt.spec.name, instrument=inst, window_end=end, mode=rt.spec.mode, action=action, confidence=0.9,
                  thesis="forced for the test", provider="test", model="none", prompt_hash="0" * 64)
-    frame = services.indicator_frame(rt, services.load_bars(rt, inst, end))
+    frame = services.indicator_frame(rt, inst, end)
     return services.plan(rt, _lin(rt, inst, end, run), sig, frame)
 
 
@@ -83,11 +85,10 @@ def test_a_stale_exit_is_cancelled_not_wedged(rt):
     exit_ = _plan(rt, "BTC/USDT", t1, "sell")
     checked, _ = services.validate(rt, _lin(rt, "BTC/USDT", t1), exit_)
     assert checked.status is IntentStatus.VALIDATED
-    with session_scope(rt.engine) as s:                            # the orders step waits; the target fills meanwhile
-        t = t1
-        while rt.venue.positions(s):
-            t += H4
-            rt.venue.advance(s, "BTC/USDT", t)
+    t = t1                                                         # the orders step waits; the target fills meanwhile
+    while rt.venue.fetch_positions():
+        t += H4
+        rt.venue.advance(["BTC/USDT"], t)
     for _ in range(2):                                             # retried: cancelled once, then a no-op
         result, orders = services.execute(rt, _lin(rt, "BTC/USDT", t1), checked)
         assert result.status is IntentStatus.CANCELLED and not [o for o in orders if o["role"] == "exit"]
@@ -107,19 +108,36 @@ def test_a_late_run_neither_sizes_on_nor_snapshots_the_future(rt):
     assert late.status is IntentStatus.NO_TRADE and "late review" in late.reason
 
 
-def _futures_venue(account, bars_ohlc, starting_cash):
+def _futures_venue(account, bars_ohlc, starting_cash, engine):
     """A futures paper venue (no fees, no slippage, 0.4 % maintenance margin) on instrument "X"
-    whose 4h bars from T0 are ``bars_ohlc`` = [(open, high, low, close), …]."""
+    whose 4h bars from T0 are ``bars_ohlc`` = [(open, high, low, close), …]; ``engine`` is the
+    venue's own store."""
     import pandas as pd
 
     from trading_pipelines.domain.models import Mode
-    from trading_pipelines.resources.venues import PaperVenue
+    from trading_pipelines.venues.paper import PaperExchange
 
     idx = pd.DatetimeIndex([T0 + i * H4 for i in range(len(bars_ohlc))], name="open_time")
     bars = pd.DataFrame(bars_ohlc, columns=["open", "high", "low", "close"], index=idx, dtype=float).assign(volume=1.0)
-    return PaperVenue(account=account, mode=Mode.FUTURES, starting_cash=starting_cash, fee_rate=0.0, slippage_bps=0.0,
-                      bars_fn=lambda i, a, b: bars[(bars.index >= a) & (bars.index + H4 <= b)], bar_duration=H4,
-                      maintenance_margin_rates={"X": 0.004})
+    return PaperExchange(account=account, mode=Mode.FUTURES, starting_cash=starting_cash, fee_rate=0.0, slippage_bps=0.0,
+                         bars_fn=lambda i, a, b: bars[(bars.index >= a) & (bars.index + H4 <= b)], bar_duration=H4,
+                         engine=engine, maintenance_margin_rates={"X": 0.004})
+
+
+def _submit(v, intent, placed_at):
+    """An entry intent's bracket through the venue protocol, as services._send places it."""
+    from trading_pipelines.domain.models import OrderRole
+    from trading_pipelines.domain.paper import entry_reserve
+
+    reserve = entry_reserve(intent.quantity, intent.entry, intent.leverage, True, v.fee_rate, v.slippage_bps)
+    with v.unit_of_work():
+        return [v.create_order(r, placed_at=placed_at, position_side=intent.position_side.value, leverage=intent.leverage,
+                               reserve=reserve if r.role is OrderRole.ENTRY else 0.0)
+                for r in services.order_requests(intent)]
+
+
+def _fills(v, cid):
+    return [f for f in v.fetch_my_trades() if f.client_order_id == cid]
 
 
 def test_isolated_futures_loss_is_capped_at_the_margin(tmp_path):
@@ -129,21 +147,22 @@ def test_isolated_futures_loss_is_capped_at_the_margin(tmp_path):
     lost 1 200), recorded as a reduce-only LIQUIDATION order with its fill."""
     from trading_pipelines.domain.models import IntentKind, Mode, PositionSide, Side, TradeIntent
 
-    v = _futures_venue("liq", [(100.0, 101.0, 99.0, 100.0), (60.0, 61.0, 55.0, 58.0)], starting_cash=10_000)
+    v = _futures_venue("liq", [(100.0, 101.0, 99.0, 100.0), (60.0, 61.0, 55.0, 58.0)], starting_cash=10_000,
+                       engine=get_engine(f"sqlite:///{tmp_path / 'venue.sqlite'}"))
     intent = TradeIntent(intent_id="it-" + "e" * 24, strategy="liq", instrument="X", window_end=T0, mode=Mode.FUTURES,
                          kind=IntentKind.ENTRY, side=Side.BUY, position_side=PositionSide.LONG, quantity=30, entry=100.0,
                          stop=70.0, take_profit=160.0, leverage=3.0, notional=3000, margin=1000, equity=10_000)
-    with session_scope(get_engine(f"sqlite:///{tmp_path / 'f.sqlite'}")) as s:
-        v.submit(s, intent, placed_at=T0)
-        v.advance(s, "X", T0 + H4)
-        events = v.advance(s, "X", T0 + 2 * H4)
-        assert [(e.role, round(e.price, 2), e.realized_pnl) for e in events] == [("liquidation", 66.67, -1000.0)]
-        [liq] = v.fills(s, "tp-" + "e" * 24 + "-lq")
-        assert liq.quantity == 30 and liq.fee == pytest.approx(0.0)
-        snap = v.snapshot(s, T0 + 2 * H4)
-        assert snap.cash == pytest.approx(9000.0) and snap.realized_pnl == pytest.approx(-1000.0)
-        legs = {o.request.role.value: o.status.value for o in (v.get_order(s, "tp-" + "e" * 24 + r) for r in ("-sl", "-tp", "-lq"))}
-        assert legs == {"stop_loss": "CANCELLED", "take_profit": "CANCELLED", "liquidation": "FILLED"}
+    _submit(v, intent, placed_at=T0)
+    v.advance(["X"], T0 + H4)
+    events = v.advance(["X"], T0 + 2 * H4)
+    assert [(e.role, round(e.price, 2), e.realized_pnl) for e in events] == [("liquidation", 66.67, -1000.0)]
+    [liq] = _fills(v, "tp-" + "e" * 24 + "-lq")
+    assert liq.quantity == 30 and liq.fee == pytest.approx(0.0)
+    bal = v.fetch_balance()
+    assert bal.cash == pytest.approx(9000.0) and bal.realized_pnl == pytest.approx(-1000.0)
+    assert bal.equity == pytest.approx(9000.0) and v.fetch_positions() == []
+    legs = {o.request.role.value: o.status.value for o in (v.fetch_order("tp-" + "e" * 24 + r) for r in ("-sl", "-tp", "-lq"))}
+    assert legs == {"stop_loss": "CANCELLED", "take_profit": "CANCELLED", "liquidation": "FILLED"}
 
 
 def test_liquidation_inside_the_bar_costs_exactly_the_margin(tmp_path):
@@ -152,19 +171,20 @@ def test_liquidation_inside_the_bar_costs_exactly_the_margin(tmp_path):
     the next bar's exit order finds no position and the account lost exactly 200."""
     from trading_pipelines.domain.models import IntentKind, Mode, PositionSide, Side, TradeIntent
 
-    v = _futures_venue("liq2", [(100.0, 101.0, 99.0, 100.0), (110.0, 121.0, 105.0, 118.0)], starting_cash=1_000)
+    v = _futures_venue("liq2", [(100.0, 101.0, 99.0, 100.0), (110.0, 121.0, 105.0, 118.0)], starting_cash=1_000,
+                       engine=get_engine(f"sqlite:///{tmp_path / 'venue.sqlite'}"))
     intent = TradeIntent(intent_id="it-" + "f" * 24, strategy="liq2", instrument="X", window_end=T0, mode=Mode.FUTURES,
                          kind=IntentKind.ENTRY, side=Side.SELL, position_side=PositionSide.SHORT, quantity=10, entry=100.0,
                          stop=125.0, take_profit=80.0, leverage=5.0, notional=1000, margin=200, equity=1000)
-    with session_scope(get_engine(f"sqlite:///{tmp_path / 'f.sqlite'}")) as s:
-        v.submit(s, intent, placed_at=T0)
-        v.advance(s, "X", T0 + H4)
-        [ev] = v.advance(s, "X", T0 + 2 * H4)
-        assert (ev.role, ev.price, ev.realized_pnl) == ("liquidation", pytest.approx(119.6), pytest.approx(-196.0))
-        [fill] = v.fills(s, "tp-" + "f" * 24 + "-lq")
-        assert fill.fee == pytest.approx(4.0)
-        snap = v.snapshot(s, T0 + 2 * H4)
-        assert snap.cash == pytest.approx(800.0) and snap.positions == ()
+    _submit(v, intent, placed_at=T0)
+    v.advance(["X"], T0 + H4)
+    [ev] = v.advance(["X"], T0 + 2 * H4)
+    assert (ev.role, ev.price, ev.realized_pnl) == ("liquidation", pytest.approx(119.6), pytest.approx(-196.0))
+    [fill] = _fills(v, "tp-" + "f" * 24 + "-lq")
+    assert fill.fee == pytest.approx(4.0)
+    bal = v.fetch_balance()
+    assert bal.cash == pytest.approx(800.0) and v.fetch_positions() == []
+    assert bal.realized_pnl == pytest.approx(-196.0) and bal.fees_paid == pytest.approx(4.0)
 
 
 def test_a_crashed_plan_is_replaced_by_the_rerun_plan(rt):
@@ -188,8 +208,21 @@ def test_cancel_reads_the_venue_not_a_stale_ledger(rt):
     _plan(rt, "BTC/USDT", T0 + H4, "hold")
     with pytest.raises(ValueError, match="FILLED: nothing to cancel|already traded"):
         services.cancel(rt, eth.intent_id)
+    [pos] = rt.venue.fetch_positions()                            # the refused cancel left the venue's fill alone
+    assert pos.instrument == "ETH/USDT"
+    assert rt.venue.fetch_order(client_order_id(eth.intent_id, OrderRole.ENTRY)).status is OrderStatus.FILLED
+
+
+def test_a_refused_cancel_still_brings_the_ledger_up_to_date(rt):
+    """The second half of the test above: cancel reads the venue first and the ledger keeps what
+    it learnt (ETH's entry FILLED) even though the cancel itself is refused."""
+    (eth, _), _ = _review(rt, "ETH/USDT", T0, "buy")
+    assert eth.status is IntentStatus.SUBMITTED
+    _plan(rt, "BTC/USDT", T0 + H4, "hold")
+    with pytest.raises(ValueError, match="FILLED: nothing to cancel|already traded"):
+        services.cancel(rt, eth.intent_id)
     with session_scope(rt.engine) as s:
-        assert len(rt.venue.positions(s)) == 1 and s.get(m.IntentRow, eth.intent_id).status == "FILLED"
+        assert s.get(m.IntentRow, eth.intent_id).status == "FILLED"
 
 
 def test_a_liquidation_is_in_the_ledger(tmp_path):
@@ -198,7 +231,8 @@ def test_a_liquidation_is_in_the_ledger(tmp_path):
     from trading_pipelines.domain.models import IntentKind, Mode, PositionSide, Side, TradeIntent
     from trading_pipelines.ledger import repo
 
-    v = _futures_venue("liq3", [(100.0, 101.0, 99.0, 100.0), (60.0, 61.0, 55.0, 58.0)], starting_cash=10_000)
+    v = _futures_venue("liq3", [(100.0, 101.0, 99.0, 100.0), (60.0, 61.0, 55.0, 58.0)], starting_cash=10_000,
+                       engine=get_engine(f"sqlite:///{tmp_path / 'venue.sqlite'}"))  # not the ledger's file
     intent = TradeIntent(intent_id="it-" + "9" * 24, strategy="liq3", instrument="X", window_end=T0, mode=Mode.FUTURES,
                          kind=IntentKind.ENTRY, side=Side.BUY, position_side=PositionSide.LONG, quantity=30, entry=100.0,
                          stop=70.0, take_profit=160.0, leverage=3.0, notional=3000, margin=1000, equity=10_000)
@@ -206,9 +240,9 @@ def test_a_liquidation_is_in_the_ledger(tmp_path):
     with session_scope(get_engine(f"sqlite:///{tmp_path / 'f.sqlite'}")) as s:
         repo.record_intent(s, lin, intent)
         repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.VALIDATED)
-        repo.record_orders(s, lin, intent.intent_id, "futures", "paper", v.submit(s, intent, placed_at=T0))
-        v.advance(s, "X", T0 + 2 * H4)
-        repo.reconcile(s, "liq3", "futures", v)
+        repo.record_orders(s, lin, intent.intent_id, "futures", "paper", _submit(v, intent, placed_at=T0))
+        v.advance(["X"], T0 + 2 * H4)
+        repo.reconcile(s, "liq3", lin.book, "futures", v)
         pos = s.execute(select(m.PositionRow)).scalar_one()
         liq = s.get(m.OrderRow, "tp-" + "9" * 24 + "-lq")
     assert (pos.status, pos.exit_reason) == ("closed", "liquidation")

@@ -1,7 +1,9 @@
 """End to end: a strategy materialized in-process over the real sample data, asserted on the ledger.
 
-Nothing is mocked: real CSV candles, `ta` indicators, mplfinance charts in a local chart folder,
-the rules provider, the paper venue and the SQLite ledger, through Dagster's own job execution.
+Nothing is mocked: real CSV candles, `ta` indicators (chunked, sliced point in time), mplfinance
+charts in a local chart folder, the rules provider, the paper venue on its own SQLite store
+($DAGSTER_HOME/paper_venue.sqlite) and the SQLite ledger, through Dagster's own job execution:
+one run of ``review_<strategy>`` covering a window range (the range tags), or one run per window.
 """
 
 from __future__ import annotations
@@ -13,16 +15,26 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
-from trading_pipelines.assets.partitions import INSTRUMENT_DIM, WINDOW_DIM
+from trading_pipelines import services
+from trading_pipelines.assets.partitions import range_tags, window_end
+from trading_pipelines.assets.review import BOOK_TAG
 from trading_pipelines.config import DEFAULT_DATA_DIR, load_strategies
 from trading_pipelines.ledger import models as m
 from trading_pipelines.ledger.db import get_engine, session_scope
 from trading_pipelines.ledger.repo import status_report
 
 SPOT = "spot_4h_majors"
-# Six 4h windows in which the rules provider enters BTC, ETH and SOL and two stops are hit.
+# Four 4h windows of 2026-02-27 (00:00 … 12:00 starts). The rules provider enters ETH and SOL at
+# the first window (filled at the 04:00 open) and both ATR stops are hit by the 12:00 bar.
+# Recomputed for the chunked indicators: the old 150-bar frame also entered BTC at the 08:00
+# window, because its EMA50 (66 965.10, an EMA over only 150 bars) sat just below EMA20
+# (66 965.61). Each 512-bar chunk now warms up over 300 more bars, and EMA50 at that close is
+# 66 980.23 — the value an EMA over the whole file converges to — above EMA20, so BTC holds.
 WINDOWS = ["2026-02-27-00:00", "2026-02-27-04:00", "2026-02-27-08:00", "2026-02-27-12:00"]
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+LEDGER_MODELS = (m.SignalRow, m.IntentRow, m.OrderRow, m.FillRow, m.GuardResultRow, m.SnapshotRow, m.IntentStatusRow,
+                 m.PositionRow, m.BookRow)
+VENUE_MODELS = (m.PaperAccountRow, m.PaperOrderRow, m.PaperFillRow)
 
 
 @pytest.fixture(scope="module")
@@ -32,20 +44,37 @@ def env(tmp_path_factory):
     mp.setenv("DAGSTER_HOME", str(tmp / "home"))
     mp.setenv("TRADING_LEDGER_URL", f"sqlite:///{tmp / 'ledger.sqlite'}")
     mp.setenv("TRADING_CHART_DIR", str(tmp / "charts"))
+    mp.delenv("TRADING_VENUE_URL", raising=False)
     (tmp / "home").mkdir()
     yield tmp
     mp.undo()
 
 
-def _run(defs, instance, strategy, windows, instruments):
-    defs.resolve_job_def(f"universe_{strategy}").execute_in_process(instance=instance, run_config=QUIET)
+def _run_range(defs, instance, strategy, windows, **tags):
+    """One run of the strategy's job over ``windows`` (a contiguous range), all instruments."""
     job = defs.resolve_job_def(f"review_{strategy}")
-    results = []
-    for w in windows:
-        for inst in instruments:
-            key = dg.MultiPartitionKey({INSTRUMENT_DIM: inst, WINDOW_DIM: w})
-            results.append(job.execute_in_process(instance=instance, partition_key=key, run_config=QUIET))
-    return results
+    return job.execute_in_process(instance=instance, run_config=QUIET,
+                                  tags={**range_tags(windows[0], windows[-1]), **tags})
+
+
+def _run_each(defs, instance, strategy, windows):
+    """One run per window (what the schedule does), oldest first."""
+    job = defs.resolve_job_def(f"review_{strategy}")
+    return [job.execute_in_process(instance=instance, partition_key=w, run_config=QUIET, tags={BOOK_TAG: "live"})
+            for w in windows]
+
+
+def _count(engine, model, **where):
+    with session_scope(engine) as s:
+        stmt = select(func.count()).select_from(model)
+        for k, v in where.items():
+            stmt = stmt.where(getattr(model, k) == v)
+        return s.execute(stmt).scalar_one()
+
+
+def _run_ids(engine, model):
+    with session_scope(engine) as s:
+        return {r.run_id for r in s.execute(select(model)).scalars()}
 
 
 @pytest.fixture(scope="module")
@@ -55,50 +84,78 @@ def spot_run(env):
     defs = build()
     instance = dg.DagsterInstance.local_temp(str(env / "home"))
     spec = load_strategies()[SPOT]
-    results = _run(defs, instance, SPOT, WINDOWS, list(spec.instruments))
+    result = _run_range(defs, instance, SPOT, WINDOWS, **{BOOK_TAG: "live"})
     engine = get_engine(f"sqlite:///{env / 'ledger.sqlite'}")
-    return dict(defs=defs, instance=instance, spec=spec, results=results, engine=engine, env=env)
+    venue_engine = get_engine(f"sqlite:///{env / 'home' / 'paper_venue.sqlite'}")
+    # what the run wrote, captured before any other test re-runs a window
+    lineage = {mdl.__tablename__: _run_ids(engine, mdl) for mdl in (m.SignalRow, m.IntentRow, m.SnapshotRow, m.OrderRow)}
+    return dict(defs=defs, instance=instance, spec=spec, result=result, engine=engine, venue_engine=venue_engine, env=env,
+                lineage=lineage)
 
 
-def _count(engine, model):
-    with session_scope(engine) as s:
-        return s.execute(select(func.count()).select_from(model)).scalar_one()
-
-
-def test_every_partition_succeeds_and_is_in_the_ledger(spot_run):
-    assert all(r.success for r in spot_run["results"])
-    engine = spot_run["engine"]
-    # 4 windows × 3 instruments: one signal, one intent, one snapshot per partition.
+def test_one_run_covers_every_window_and_is_in_the_ledger(spot_run):
+    result, engine = spot_run["result"], spot_run["engine"]
+    assert result.success
+    # 4 windows × 3 instruments: one signal and one intent per instrument × window; one snapshot of
+    # the book per window (the account is one step per window, across instruments).
     assert _count(engine, m.SignalRow) == 12
     assert _count(engine, m.IntentRow) == 12
-    assert _count(engine, m.SnapshotRow) == 12
+    assert _count(engine, m.IntentRow, book="live") == 12
+    assert _count(engine, m.SnapshotRow) == 4
     with session_scope(engine) as s:
-        runs = {r.run_id for r in s.execute(select(m.SignalRow)).scalars()}
-    assert runs == {r.run_id for r in spot_run["results"]}  # each row leads back to its Dagster run
+        snaps = s.execute(select(m.SnapshotRow).order_by(m.SnapshotRow.as_of)).scalars().all()
+        assert [r.partition_key for r in snaps] == WINDOWS
+        assert {(r.book, r.instrument) for r in snaps} == {("live", "*")}
+        assert {r.book for r in s.execute(select(m.OrderRow)).scalars()} == {"live"}
+        book = s.get(m.BookRow, ("live", SPOT))
+        assert book.kind == "live" and book.windows_done == 4
+        assert book.last_done == window_end(spot_run["spec"], WINDOWS[-1])
+    # each row leads back to the one Dagster run
+    for table, runs in spot_run["lineage"].items():
+        assert runs == {result.run_id}, table
+    # every asset of the job materialized for every window, in that run
+    instance = spot_run["instance"]
+    for step in ("ohlcv_bars", "indicator_frames", "chart_images", "signals", "trade_intents", "validated_intents",
+                 "orders", "portfolio_snapshots"):
+        recs = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey([SPOT, step])), limit=100).records
+        mine = [r for r in recs if r.run_id == result.run_id]
+        assert sorted(r.partition_key for r in mine) == WINDOWS, step
+    # the paper venue keeps its own store beside the ledger, never the ledger's tables
+    assert (spot_run["env"] / "home" / "paper_venue.sqlite").exists()
+    assert _count(engine, m.PaperAccountRow) == 0
+    assert _count(spot_run["venue_engine"], m.PaperAccountRow, account=SPOT) == 1
 
 
 def test_entries_fill_at_next_bar_open_plus_slippage(spot_run):
-    """The ETH entry planned at window 2026-02-27 00:00-04:00 fills at the 04:00 bar's open × (1 + 5 bps),
-    on the 0.01 USDT tick."""
-    bars = pd.read_csv(DEFAULT_DATA_DIR / "BINANCE_ETH-USDT_4h.csv", parse_dates=["timestamp"], index_col="timestamp")
-    open_0400 = float(bars.loc["2026-02-27T04:00:00Z", "open"])
+    """The ETH and SOL entries planned at window 2026-02-27 00:00-04:00 fill at the 04:00 bar's open
+    × (1 + 5 bps), on the 0.01 USDT tick: ETH 2045.39 × 1.0005 = 2046.41, SOL 87.63 × 1.0005 = 87.67."""
     with session_scope(spot_run["engine"]) as s:
         rep = status_report(s, SPOT)
-    eth_entries = [o for o in rep["orders"] if o["instrument"] == "ETH/USDT" and o["role"] == "entry"]
-    assert eth_entries, "the rules provider entered ETH in these windows"
-    o = eth_entries[0]
-    assert o["status"] == "FILLED" and len(o["fills"]) == 1
-    fill = o["fills"][0]
-    assert fill["price"] == round(open_0400 * 1.0005, 2)
-    assert fill["fee"] == pytest.approx(fill["price"] * fill["quantity"] * 0.001, rel=1e-9)
-    assert fill["time"].startswith("2026-02-27T04:00:00")
+    expected = {"ETH/USDT": 2046.41, "SOL/USDT": 87.67}
+    for inst, price in expected.items():
+        bars = pd.read_csv(DEFAULT_DATA_DIR / f"BINANCE_{inst.split('/')[0]}-USDT_4h.csv", parse_dates=["timestamp"],
+                           index_col="timestamp")
+        open_0400 = float(bars.loc["2026-02-27T04:00:00Z", "open"])
+        entries = [o for o in rep["orders"] if o["instrument"] == inst and o["role"] == "entry"]
+        assert entries, f"the rules provider entered {inst} in these windows"
+        o = entries[0]
+        assert o["status"] == "FILLED" and len(o["fills"]) == 1
+        fill = o["fills"][0]
+        assert fill["price"] == round(open_0400 * 1.0005, 2) == price
+        assert fill["fee"] == pytest.approx(fill["price"] * fill["quantity"] * 0.001, rel=1e-9)
+        assert fill["time"].startswith("2026-02-27T04:00:00")
+    # BTC: no entry in these windows (see WINDOWS); the rules held
+    assert not [o for o in rep["orders"] if o["instrument"] == "BTC/USDT"]
+    btc = [i for i in rep["intents"] if i["instrument"] == "BTC/USDT"]
+    assert [i["kind"] for i in btc] == ["none", "none", "none", "exit"]
+    assert "EMA50 66980.23" in btc[1]["reason"]
 
 
 def test_entry_sized_by_one_percent_risk_with_all_guards(spot_run):
     with session_scope(spot_run["engine"]) as s:
         rep = status_report(s, SPOT)
     entries = [i for i in rep["intents"] if i["kind"] == "entry"]
-    assert entries
+    assert len(entries) == 4  # ETH and SOL at 00:00 (filled) and again at 04:00 (rejected: duplicate position)
     for i in entries:
         # quantity × |entry − stop| ≤ 1 % of equity, and within one lot of it (rounded down).
         risk = i["quantity"] * abs(i["entry"] - i["stop"])
@@ -110,16 +167,38 @@ def test_entry_sized_by_one_percent_risk_with_all_guards(spot_run):
                              "risk_limit", "daily_loss", "min_notional"]
         # a 2R target
         assert abs(i["take_profit"] - i["entry"]) == pytest.approx(2 * abs(i["entry"] - i["stop"]), abs=0.011)
+    second = [i for i in entries if i["window_end"].startswith("2026-02-27T08:00")]
+    assert {i["instrument"] for i in second} == {"ETH/USDT", "SOL/USDT"}
+    for i in second:
+        # sized on the book's equity as of that window end (after the first entries' fees and marks)
+        assert i["status"] == "REJECTED" and "duplicate_position" in i["reason"]
+        assert i["equity"] == pytest.approx(9973.722743567, abs=1e-6)
 
 
 def test_stop_loss_exit_is_recorded_with_realized_pnl(spot_run):
+    """Both stops are hit by the 12:00 bar (it opens above the stop and trades below it) and fill at
+    stop × (1 − 5 bps) on the tick: ETH 1948.71 → 1947.74, SOL 83.14 → 83.10."""
     with session_scope(spot_run["engine"]) as s:
         rep = status_report(s, SPOT)
     closed = [p for p in rep["positions"] if p["status"] == "closed"]
     assert closed, "prices fell through the ATR stops on 2026-02-27"
+    assert {p["instrument"] for p in closed} == {"ETH/USDT", "SOL/USDT"}
+    assert not [p for p in rep["positions"] if p["status"] != "closed"]
+    worked = {"ETH/USDT": (2046.41, 1948.71, 1947.74, 1.0343), "SOL/USDT": (87.67, 83.14, 83.10, 22.271)}
     for p in closed:
         assert p["exit_reason"] in ("stop_loss", "take_profit", "exit")
         assert p["realized_pnl"] == pytest.approx((p["exit_price"] - p["entry_price"]) * p["quantity"])
+        entry, stop, exit_price, qty = worked[p["instrument"]]
+        bars = pd.read_csv(DEFAULT_DATA_DIR / f"BINANCE_{p['instrument'].split('/')[0]}-USDT_4h.csv",
+                           parse_dates=["timestamp"], index_col="timestamp")
+        bar = bars.loc["2026-02-27T12:00:00Z"]
+        assert bar["open"] > stop >= bar["low"]
+        assert p["exit_reason"] == "stop_loss" and p["closed_at"].startswith("2026-02-27T12:00")
+        assert (p["entry_price"], p["exit_price"], p["quantity"]) == (entry, exit_price, qty)
+        assert exit_price == round(stop * (1 - 0.0005), 2)
+    pnl = {p["instrument"]: p["realized_pnl"] for p in closed}
+    assert pnl["ETH/USDT"] == pytest.approx((1947.74 - 2046.41) * 1.0343)   # −102.054381
+    assert pnl["SOL/USDT"] == pytest.approx((83.10 - 87.67) * 22.271)      # −101.77847
     # The stop-loss order of each closed position filled; its take-profit sibling was cancelled (OCO).
     for p in closed:
         legs = {o["role"]: o for o in rep["orders"] if o["instrument"] == p["instrument"] and o["reduce_only"]}
@@ -130,44 +209,93 @@ def test_stop_loss_exit_is_recorded_with_realized_pnl(spot_run):
 def test_snapshot_equity_is_cash_plus_positions(spot_run):
     with session_scope(spot_run["engine"]) as s:
         rep = status_report(s, SPOT)
+    fees = {o["instrument"] + "/" + o["role"]: o["fills"][0]["fee"] for o in rep["orders"] if o["fills"]}
+    for snap in rep["snapshots"]:
+        value = sum(p["quantity"] * p["mark_price"] for p in snap["positions"])
+        assert snap["equity"] == pytest.approx(snap["cash"] + value)
     last = rep["snapshots"][-1]
-    value = sum(p["quantity"] * p["mark_price"] for p in last["positions"])
-    assert last["equity"] == pytest.approx(last["cash"] + value)
     realized = sum(p["realized_pnl"] for p in rep["positions"] if p["status"] == "closed")
     assert last["realized_pnl"] == pytest.approx(realized)
+    # worked: 10 000 − 102.054381 − 101.77847 (stops) − 7.934368015 (four fills at 0.1 %) = 9 788.232780985,
+    # all in cash (no position left)
+    assert sum(fees.values()) == pytest.approx(7.934368015, abs=1e-9)
+    assert last["equity"] == pytest.approx(10_000 + realized - sum(fees.values()), abs=1e-9)
+    assert last["equity"] == pytest.approx(9788.232780985, abs=1e-6)
+    assert last["cash"] == pytest.approx(last["equity"]) and last["positions"] == []
+    # 08:00: both positions open, marked at the 04:00 bar's close: 10 000 − entry fees − 22.208156
+    snap08 = next(x for x in rep["snapshots"] if x["as_of"].startswith("2026-02-27T08:00"))
+    assert snap08["unrealized_pnl"] == pytest.approx((2032.69 - 2046.41) * 1.0343 + (87.31 - 87.67) * 22.271)
+    assert snap08["equity"] == pytest.approx(10_000 - fees["ETH/USDT/entry"] - fees["SOL/USDT/entry"]
+                                             + snap08["unrealized_pnl"])
+    assert snap08["equity"] == pytest.approx(9973.722743567, abs=1e-6)
+    assert rep["snapshots"][0]["equity"] == 10_000.0  # the first window only places orders
 
 
-def test_rerun_of_a_partition_duplicates_nothing(spot_run):
-    engine = spot_run["engine"]
-    before = {mdl.__tablename__: _count(engine, mdl) for mdl in (m.SignalRow, m.IntentRow, m.OrderRow, m.FillRow,
-                                                                   m.GuardResultRow, m.PaperOrderRow, m.SnapshotRow,
-                                                                   m.IntentStatusRow, m.PositionRow)}
-    job = spot_run["defs"].resolve_job_def(f"review_{SPOT}")
-    for inst in spot_run["spec"].instruments:
-        key = dg.MultiPartitionKey({INSTRUMENT_DIM: inst, WINDOW_DIM: WINDOWS[0]})
-        assert job.execute_in_process(instance=spot_run["instance"], partition_key=key, run_config=QUIET).success
-    after = {mdl.__tablename__: _count(engine, mdl) for mdl in (m.SignalRow, m.IntentRow, m.OrderRow, m.FillRow,
-                                                                  m.GuardResultRow, m.PaperOrderRow, m.SnapshotRow,
-                                                                  m.IntentStatusRow, m.PositionRow)}
+def _counts(spot_run):
+    out = {mdl.__tablename__: _count(spot_run["engine"], mdl) for mdl in LEDGER_MODELS}
+    out.update({mdl.__tablename__: _count(spot_run["venue_engine"], mdl) for mdl in VENUE_MODELS})
+    return out
+
+
+def test_rerun_of_a_window_or_the_range_duplicates_nothing(spot_run):
+    before = _counts(spot_run)
+    with session_scope(spot_run["engine"]) as s:
+        equity_before = [r.equity for r in s.execute(select(m.SnapshotRow).order_by(m.SnapshotRow.as_of)).scalars()]
+    instance, defs = spot_run["instance"], spot_run["defs"]
+    [single] = _run_each(defs, instance, SPOT, [WINDOWS[0]])
+    assert single.success
+    assert _run_range(defs, instance, SPOT, WINDOWS, **{BOOK_TAG: "live"}).success
+    after = _counts(spot_run)
     assert after == before
+    with session_scope(spot_run["engine"]) as s:
+        assert [r.equity for r in s.execute(select(m.SnapshotRow).order_by(m.SnapshotRow.as_of)).scalars()] == equity_before
+    # the re-read windows are not late reviews: the stored decisions stand
+    checks = [e for e in single.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    by_name = {e.event_specific_data.asset_check_key.name: e.event_specific_data.passed for e in checks}
+    assert by_name == {"signal_usable": True, "reviewed_in_time": True, "no_order_from_invalid_intent": True}
 
 
 def test_asset_metadata_makes_the_ui_useful(spot_run):
-    instance = spot_run["instance"]
-    key = dg.MultiPartitionKey({INSTRUMENT_DIM: "BTC/USDT", WINDOW_DIM: WINDOWS[0]})
-    chart = instance.get_latest_materialization_event(dg.AssetKey([SPOT, "chart_images"])).asset_materialization
-    assert chart.metadata["preview"].value.startswith("![")
-    assert "data:image/png;base64," in chart.metadata["preview"].value
-    assert chart.metadata["object_key"].value.startswith(f"{SPOT}/")
-    sig_events = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey([SPOT, "signals"]), asset_partitions=[str(key)]), limit=1).records
-    meta = sig_events[0].asset_materialization.metadata
-    assert meta["action"].value in ("buy", "sell", "hold") and 0 <= meta["confidence"].value <= 1
-    bars = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey([SPOT, "ohlcv_bars"]), asset_partitions=[str(key)]), limit=1).records
-    bmeta = bars[0].asset_materialization.metadata
-    assert bmeta["rows"].value == 150
-    assert bmeta["last_bar_close"].value == "2026-02-27T04:00:00+00:00"  # window 00:00-04:00 sees bars closed by 04:00
+    instance, result = spot_run["instance"], spot_run["result"]
+
+    def meta(step, run_id, partition):
+        recs = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey([SPOT, step]), asset_partitions=[partition]), limit=20).records
+        [rec] = [r for r in recs if r.run_id == run_id]
+        return rec.asset_materialization.metadata
+
+    # the range run: a summary over its windows, with the last window's detail
+    bmeta = meta("ohlcv_bars", result.run_id, WINDOWS[0])
+    assert bmeta["windows"].value == 4 and bmeta["first_window"].value == WINDOWS[0]
+    assert bmeta["last_window"].value == WINDOWS[-1]
+    assert bmeta["instruments"].value == ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
+    table = bmeta["last_window_bars"].value
+    for inst in ("BTC/USDT", "ETH/USDT", "SOL/USDT"):
+        # 150 lookback bars; window 12:00-16:00 sees bars closed by 16:00, the newest opening at 12:00
+        assert f"| {inst} | 150 | 2026-02-27T12:00:00+00:00 | 0 | ok |" in table
+    smeta = meta("signals", result.run_id, WINDOWS[2])
+    assert smeta["counts"].value == {"hold": 5, "buy": 4, "sell": 3}
+    assert "| 2026-02-27-00:00 | ETH/USDT | buy |" in smeta["signals"].value
+    pmeta = meta("portfolio_snapshots", result.run_id, WINDOWS[-1])
+    assert pmeta["book"].value == "live" and pmeta["equity"].value == pytest.approx(9788.232780985)
+    assert pmeta["point_in_time"].value is True
+    # a single window (what a tick runs): chart previews inline, and the window's own bars
+    [single] = _run_each(spot_run["defs"], instance, SPOT, [WINDOWS[0]])
+    assert single.success
+    chart = meta("chart_images", single.run_id, WINDOWS[0])
+    assert chart["preview"].value.startswith("**")
+    assert "![" in chart["preview"].value and "data:image/png;base64," in chart["preview"].value
+    assert set(chart["last_window_keys"].value) == {"BTC/USDT", "ETH/USDT", "SOL/USDT"}
+    assert all(k.startswith(f"{SPOT}/") for k in chart["last_window_keys"].value.values())
+    assert chart["charts"].value == 3
+    one = meta("ohlcv_bars", single.run_id, WINDOWS[0])
+    # window 00:00-04:00 sees bars closed by 04:00: the newest opens at 00:00
+    assert "| ETH/USDT | 150 | 2026-02-27T00:00:00+00:00 | 0 | ok |" in one["last_window_bars"].value
+    sig = meta("signals", single.run_id, WINDOWS[0])
+    assert sig["counts"].value == {"hold": 1, "buy": 2}
+    for row in sig["signals"].value.splitlines()[2:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[2] in ("buy", "sell", "hold") and 0 <= float(cells[3]) <= 1
 
 
 def test_status_json_cli_shape(spot_run, capsys):
@@ -175,29 +303,56 @@ def test_status_json_cli_shape(spot_run, capsys):
 
     assert main(["status", "--json", "--strategy", SPOT]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"signals", "intents", "orders", "positions", "snapshots"}
+    assert set(out) == {"books", "signals", "intents", "orders", "positions", "snapshots"}
     for inst in spot_run["spec"].instruments:
         assert any(x["instrument"] == inst for x in out["signals"])
         assert any(x["instrument"] == inst and "guards" in x for x in out["intents"])
     assert any(o["fills"] for o in out["orders"])
-    assert all("strategy" in x and "instrument" in x for k in out for x in out[k])
+    assert all("strategy" in x and "instrument" in x for k in out if k != "books" for x in out[k])
+    assert any(b["book_id"] == "live" and b["strategy"] == SPOT for b in out["books"])
+    assert all(x["book"] == "live" for k in ("intents", "orders", "positions", "snapshots") for x in out[k])
+
+
+def test_replay_book_is_its_own_account(spot_run):
+    """The same windows tagged trading/book=replay trade a fresh replay book named after what it
+    replays: the same decisions as the live book (same signals, same starting cash), its own rows."""
+    spec, engine = spot_run["spec"], spot_run["engine"]
+    with session_scope(engine) as s:
+        live_before = status_report(s, SPOT, "live")
+    res = _run_range(spot_run["defs"], spot_run["instance"], SPOT, WINDOWS, **{BOOK_TAG: "replay"})
+    assert res.success
+    ends = [window_end(spec, w) for w in WINDOWS]
+    book = services.replay_book_id(spec, list(spec.instruments), ends[0], ends[-1])
+    with session_scope(engine) as s:
+        rep = status_report(s, SPOT, book)
+        live_after = status_report(s, SPOT, "live")
+        row = s.get(m.BookRow, (book, SPOT))
+    assert row.kind == "replay" and row.windows_done == 4
+    assert [x["equity"] for x in rep["snapshots"]] == pytest.approx([x["equity"] for x in live_before["snapshots"]])
+    assert rep["snapshots"][-1]["equity"] == pytest.approx(9788.232780985, abs=1e-6)
+    assert {p["instrument"] for p in rep["positions"] if p["exit_reason"] == "stop_loss"} == {"ETH/USDT", "SOL/USDT"}
+    assert len(rep["intents"]) == 12 and all(i["book"] == book for i in rep["intents"])
+    for k in ("intents", "orders", "positions", "snapshots"):
+        assert live_after[k] == live_before[k]  # the live book is untouched
+    assert _count(spot_run["venue_engine"], m.PaperAccountRow, account=f"{SPOT}@{book}") == 1
 
 
 def test_futures_and_equities_strategies_run_by_name(env):
-    """The other two strategies run through the same machinery (two windows each, every instrument)."""
+    """The other two strategies run through the same machinery (two windows each, every instrument),
+    one run per window."""
     from trading_pipelines.definitions import defs as build
 
     defs = build()
     instance = dg.DagsterInstance.local_temp(str(env / "home"))
-    specs = load_strategies()
-    fut = _run(defs, instance, "futures_1h_btc_eth", ["2026-04-15-20:00", "2026-04-15-21:00"],
-               list(specs["futures_1h_btc_eth"].instruments))
-    eq = _run(defs, instance, "equities_1d_spy_aapl", ["2017-06-02", "2017-06-03"], list(specs["equities_1d_spy_aapl"].instruments))
+    fut = _run_each(defs, instance, "futures_1h_btc_eth", ["2026-04-15-20:00", "2026-04-15-21:00"])
+    eq = _run_each(defs, instance, "equities_1d_spy_aapl", ["2017-06-02", "2017-06-03"])
     assert all(r.success for r in fut + eq)
     with session_scope(get_engine(f"sqlite:///{env / 'ledger.sqlite'}")) as s:
         rep = status_report(s, "equities_1d_spy_aapl")
         frep = status_report(s, "futures_1h_btc_eth")
     assert len(frep["signals"]) == 4 and {x["mode"] for x in frep["signals"]} == {"futures"}
+    assert {x["instrument"] for x in frep["signals"]} == {"BTC/USDT:USDT", "ETH/USDT:USDT"}
+    assert len(frep["snapshots"]) == 2 and len(rep["snapshots"]) == 2
     # Saturday 2017-06-03 is no NYSE session: any entry planned for it fails market_hours.
     sat = [i for i in rep["intents"] if i["window_end"].startswith("2017-06-04")]
     assert len(sat) == 2
@@ -207,11 +362,13 @@ def test_futures_and_equities_strategies_run_by_name(env):
             assert not mh["passed"] and "no session on 2017-06-03" in mh["message"]
 
 
-def test_futures_long_fills_with_leverage_and_margin(tmp_path, monkeypatch):
+@pytest.mark.parametrize("per_window", [True, False], ids=["window_by_window", "one_range_run"])
+def test_futures_long_fills_with_leverage_and_margin(tmp_path, monkeypatch, per_window):
     """futures_1h_btc_eth goes long BTC/USDT:USDT at the 2026-04-13 20:00-21:00 window (ADX-strong
     uptrend): the entry fills at the 21:00 open, 3× isolated; the account holds notional / 3 as margin,
-    and equity = cash + margin + unrealized P&L. (Its own instance and ledger: the module's account
-    has already reviewed later futures windows, and a late window plans no trade.)"""
+    and equity = cash + margin + unrealized P&L. (Its own instance, ledger and venue store: the
+    module's live book has already reviewed later futures windows, and a late window plans no trade.)
+    The same outcome whether the two windows run one by one or as one range run."""
     from trading_pipelines.definitions import defs as build
 
     env = tmp_path
@@ -219,10 +376,13 @@ def test_futures_long_fills_with_leverage_and_margin(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(env / "home"))
     monkeypatch.setenv("TRADING_LEDGER_URL", f"sqlite:///{env / 'ledger.sqlite'}")
     monkeypatch.setenv("TRADING_CHART_DIR", str(env / "charts"))
+    monkeypatch.delenv("TRADING_VENUE_URL", raising=False)
     defs = build()
     instance = dg.DagsterInstance.local_temp(str(env / "home"))
     spec = load_strategies()["futures_1h_btc_eth"]
-    res = _run(defs, instance, spec.name, ["2026-04-13-20:00", "2026-04-13-21:00"], list(spec.instruments))
+    windows = ["2026-04-13-20:00", "2026-04-13-21:00"]
+    res = _run_each(defs, instance, spec.name, windows) if per_window else [
+        _run_range(defs, instance, spec.name, windows, **{BOOK_TAG: "live"})]
     assert all(r.success for r in res)
     with session_scope(get_engine(f"sqlite:///{env / 'ledger.sqlite'}")) as s:
         rep = status_report(s, spec.name)
@@ -233,6 +393,8 @@ def test_futures_long_fills_with_leverage_and_margin(tmp_path, monkeypatch):
     assert btc["stop"] > btc["liquidation_price"]
     entry = next(o for o in rep["orders"] if o["intent_id"] == btc["intent_id"] and o["role"] == "entry")
     assert entry["status"] == "FILLED" and entry["fills"][0]["time"].startswith("2026-04-13T21:00")
+    # worked: BTC entry 73 149.36 (the 21:00 open) × (1 + 3 bps) = 73 171.30 on the 0.1 tick, 0.079 BTC
+    assert entry["fills"][0]["price"] == 73171.3 and entry["quantity"] == 0.079
     snap = rep["snapshots"][-1]
     [pos] = [p for p in snap["positions"] if p["instrument"] == "BTC/USDT:USDT"]
     unreal = (pos["mark_price"] - pos["entry_price"]) * pos["quantity"]
@@ -243,3 +405,7 @@ def test_futures_long_fills_with_leverage_and_margin(tmp_path, monkeypatch):
     assert unreal == pytest.approx(snap["unrealized_pnl"] - sum(
         (p["mark_price"] - p["entry_price"]) * p["quantity"] * (1 if p["side"] == "long" else -1)
         for p in snap["positions"] if p["instrument"] != "BTC/USDT:USDT"))
+    # both instruments long at 21:00; the 22:00 snapshot (as before the rework): equity 10 009.24
+    assert snap["as_of"].startswith("2026-04-13T22:00")
+    assert snap["equity"] == pytest.approx(10009.24012584, abs=1e-6)
+    assert snap["unrealized_pnl"] == pytest.approx(14.36779, abs=1e-6)

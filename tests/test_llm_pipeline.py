@@ -13,7 +13,7 @@ import yaml
 from sqlalchemy import select
 
 from openai_stub_server import OpenAIStubServer
-from trading_pipelines.assets.partitions import INSTRUMENT_DIM, WINDOW_DIM
+from trading_pipelines.assets.review import BOOK_TAG, INSTRUMENTS_TAG
 from trading_pipelines.components import build_strategy_defs
 from trading_pipelines.config import STRATEGIES_DIR, parse_strategy
 from trading_pipelines.ledger import models as m
@@ -37,14 +37,19 @@ def llm_env(tmp_path, monkeypatch):
     spec = parse_strategy(attrs)
     defs = dg.Definitions.merge(build_strategy_defs(spec), dg.Definitions(resources=default_resources()))
     instance = dg.DagsterInstance.local_temp(str(tmp_path))
-    defs.resolve_job_def("universe_spot_4h_llm").execute_in_process(instance=instance, run_config=QUIET)
     yield stub, defs, instance, get_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
     stub.stop()
 
 
 def _run(defs, instance, inst="ETH/USDT", window="2026-02-27-00:00"):
-    key = dg.MultiPartitionKey({INSTRUMENT_DIM: inst, WINDOW_DIM: window})
-    return defs.resolve_job_def("review_spot_4h_llm").execute_in_process(instance=instance, partition_key=key, run_config=QUIET)
+    """One window, one instrument (the run's ``trading/instruments`` tag), the live book."""
+    return defs.resolve_job_def("review_spot_4h_llm").execute_in_process(
+        instance=instance, partition_key=window, run_config=QUIET, tags={INSTRUMENTS_TAG: inst, BOOK_TAG: "live"})
+
+
+def _checks(res) -> dict[str, bool]:
+    return {e.event_specific_data.asset_check_key.name: e.event_specific_data.passed
+            for e in res.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"}
 
 
 def test_answer_outside_the_schema_is_a_recorded_no_trade(llm_env):
@@ -60,15 +65,20 @@ def test_answer_outside_the_schema_is_a_recorded_no_trade(llm_env):
     assert sig.response_text and '"long"' in sig.response_text  # the raw answer is kept for the audit
     assert intent.status == "NO_TRADE" and intent.reason.startswith("signal failed:")
     assert orders == []
-    check = [e for e in res.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-    assert check and check[0].event_specific_data.passed is False  # flagged in the UI
+    assert len(stub.chat_requests) == 1  # one instrument, one window: one call
+    checks = _checks(res)
+    assert checks["signal_usable"] is False  # flagged in the UI
+    assert checks["no_order_from_invalid_intent"] is True
 
 
 def test_valid_answer_is_audited_and_traded(llm_env):
     stub, defs, instance, engine = llm_env
     stub.push_json_answer({"action": "buy", "confidence": 0.8, "entry": 2040.0, "stop": 1990.0, "take_profit": 2140.0,
                            "thesis": "trend up, MACD positive"}, prompt_tokens=900, completion_tokens=40)
-    assert _run(defs, instance).success
+    res = _run(defs, instance)
+    assert res.success
+    assert len(stub.chat_requests) == 1
+    assert _checks(res) == {"signal_usable": True, "reviewed_in_time": True, "no_order_from_invalid_intent": True}
     req = stub.chat_requests[0].body
     assert req["model"] == "gpt-4o-mini"
     image = [p for msg in req["messages"] if isinstance(msg.get("content"), list) for p in msg["content"] if p.get("type") == "image_url"]
@@ -83,4 +93,5 @@ def test_valid_answer_is_audited_and_traded(llm_env):
     assert sig.chart_key and sig.chart_sha256 and len(sig.prompt_hash) == 64
     assert "<chart sha256=" in str(sig.request_json) and "sk-test" not in str(sig.request_json)
     assert intent.status == "SUBMITTED" and {o.role for o in orders} == {"entry", "stop_loss", "take_profit"}
+    assert intent.book == "live" and {o.book for o in orders} == {"live"}
     assert audit and all("sk-test" not in str(a.detail) for a in audit)

@@ -331,3 +331,47 @@ def test_ccxt_source_from_an_exchange_id():
     assert isinstance(source.exchange, ccxt.binance) and source.exchange.enableRateLimit is True
     with pytest.raises(MarketDataError, match="unknown ccxt exchange id 'nope'"):
         CcxtSource("nope")
+
+
+# ---------------------------------------------------------------- timestamps off the timeframe grid
+
+
+def _bars_at(*stamps: str) -> list[str]:
+    return [REAL_LINES[0], *(edit(line, timestamp=ts) for ts, line in zip(stamps, REAL_LINES[1:]))]
+
+
+def test_off_grid_timestamp_names_line_and_timestamp(tmp_path):
+    path = write_btc_4h(tmp_path, _bars_at("2026-01-01T00:00:00Z", "2026-01-01T04:30:00Z", "2026-01-01T08:00:00Z"))
+    source = CsvReplaySource(data_dir=tmp_path)
+    with pytest.raises(MarketDataError) as err:
+        source.bars("BTC/USDT", "4h", end=utc(2026, 1, 2), limit=3)
+    text = str(err.value)
+    assert text.startswith(f"{path}: line 3: timestamp '2026-01-01T04:30:00Z'")
+    assert "not on the 4h grid" in text and "2026-01-01T04:00:00+00:00 or 2026-01-01T08:00:00+00:00" in text
+    # the refusal is not cached away, and a fixed file loads
+    with pytest.raises(MarketDataError, match="line 3"):
+        source.frame("BTC/USDT", "4h")
+    write_btc_4h(tmp_path, _bars_at("2026-01-01T00:00:00Z", "2026-01-01T04:00:00Z", "2026-01-01T08:00:00Z"))
+    assert len(source.frame("BTC/USDT", "4h")) == 3
+
+
+def test_off_grid_1h_and_1d(tmp_path):
+    (tmp_path / "BINANCE_BTC-USDT_1h.csv").write_text("\n".join(_bars_at("2026-01-01T00:00:00Z", "2026-01-01T01:00:00Z", "2026-01-01T02:00:01Z")) + "\n")
+    with pytest.raises(MarketDataError, match=r"line 4: timestamp '2026-01-01T02:00:01Z' .*not on the 1h grid"):
+        CsvReplaySource(data_dir=tmp_path).frame("BTC/USDT", "1h")
+    # 1d: midnight UTC; 14:30Z (a US open) is off the grid, as is midnight New York time
+    spy = (DEFAULT_DATA_DIR / "NYSEARCA_SPY_1d.csv").read_text().splitlines()[:4]
+    for stamp in ("2015-01-05T14:30:00Z", "2015-01-05T00:00:00-05:00"):
+        rows = [spy[0], spy[1], spy[2].replace("2015-01-05T00:00:00Z", stamp), spy[3]]
+        (tmp_path / "NYSEARCA_SPY_1d.csv").write_text("\n".join(rows) + "\n")
+        with pytest.raises(MarketDataError, match=rf"NYSEARCA_SPY_1d\.csv: line 3: timestamp '{stamp}' .*not on the 1d grid"):
+            CsvReplaySource(data_dir=tmp_path).frame("SPY", "1d")
+
+
+def test_grid_is_checked_only_with_a_timeframe(tmp_path):
+    from trading_pipelines.resources.market_data import load_ohlcv_csv
+
+    path = write_btc_4h(tmp_path, _bars_at("2026-01-01T00:00:00Z", "2026-01-01T04:30:00Z"))
+    assert len(load_ohlcv_csv(path)) == 2  # no timeframe given: no grid to check
+    with pytest.raises(MarketDataError, match="line 3"):
+        load_ohlcv_csv(path, "4h")

@@ -51,6 +51,10 @@ def _ledger_report(strategy: str | None, book: str | None = None) -> dict[str, l
         return status_report(s, strategy, book)
 
 
+class CliError(Exception):
+    """Bad input on the command line: printed as ``error: …``, exit status 2, nothing changed."""
+
+
 def _strategy(name: str):
     """The strategy ``name``; other strategies' broken files are reported on stderr and skipped."""
     from trading_pipelines.config import load_strategies_report
@@ -62,7 +66,7 @@ def _strategy(name: str):
     spec = strategies.get(name)
     if spec is None:
         own = [e for p, e in errors.items() if name in Path(p).parts]
-        raise SystemExit("error: " + (own[0] if own else f"unknown strategy {name!r} (known: {', '.join(sorted(strategies))})"))
+        raise CliError((own[0] if own else f"unknown strategy {name!r} (known: {', '.join(sorted(strategies))})"))
     return spec
 
 
@@ -77,10 +81,10 @@ def _windows(spec, args) -> list[str]:
             lo = window_key_of_start(spec, parse_window_bound(spec, args.start, what="--start")) if args.start else keys[0]
             hi = window_key_of_start(spec, parse_window_bound(spec, args.end, what="--end")) if args.end else keys[-1]
         except ValueError as e:
-            raise SystemExit(f"error: {e}") from None
+            raise CliError(str(e)) from None
         sel = [k for k in keys if lo <= k <= hi]
         if not sel:
-            raise SystemExit(f"error: --start {args.start} is after --end {args.end}")
+            raise CliError(f"--start {args.start} is after --end {args.end}")
         return sel
     return keys[-args.last:]
 
@@ -104,7 +108,7 @@ def _instruments(spec, args) -> list[str]:
     instruments = args.instruments or list(spec.instruments)
     unknown = [i for i in instruments if i not in spec.instruments]
     if unknown:
-        raise SystemExit(f"error: {spec.name} does not trade {unknown} (instruments: {list(spec.instruments)})")
+        raise CliError(f"{spec.name} does not trade {unknown} (instruments: {list(spec.instruments)})")
     return instruments
 
 
@@ -302,7 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if getattr(args, "last", 1) is not None and getattr(args, "last", 1) < 1:
         p.error("--last must be >= 1")
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,23 +1,37 @@
-"""The code location: strategies from ``defs/strategies/*/defs.yaml`` (one StrategyComponent each),
-the shared resources and the position monitor. This module only assembles."""
+"""The code location: the shipped strategies from ``defs/strategies/*/defs.yaml`` (one
+StrategyComponent each), users' strategies from the folders in ``TRADING_STRATEGIES_PATH`` (a
+broken file there is logged and skipped, never fatal to the others), the shared resources and the
+position monitor. This module only assembles."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import dagster as dg
 
-from trading_pipelines.config import load_strategies
+from trading_pipelines.components import build_strategy_defs
+from trading_pipelines.config import STRATEGIES_DIR, load_strategies_report
 from trading_pipelines.resources.dagster_resources import default_resources
 from trading_pipelines.sensors.position_monitor import build_position_monitor
+
+log = logging.getLogger(__name__)
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    strategies = dg.load_from_defs_folder(path_within_project=Path(__file__).resolve().parent)
-    monitor_job, monitor_sensor = build_position_monitor(list(load_strategies().values()))
+    shipped = dg.load_from_defs_folder(path_within_project=Path(__file__).resolve().parent)
+    specs, errors = load_strategies_report()
+    for path, message in errors.items():
+        log.error("skipped strategy file %s: %s", path, message)
+    users = [build_strategy_defs(spec) for spec in specs.values() if not _shipped(spec.name)]
+    monitor_job, monitor_sensor = build_position_monitor(list(specs.values()))
     # in process: a strategy run's two steps (analysis, account) share one process (DESIGN.md: a
     # subprocess per step costs ~1 s); UI backfills use the code location's executor
     shared = dg.Definitions(resources=default_resources(), jobs=[monitor_job], sensors=[monitor_sensor],
                             executor=dg.in_process_executor)
-    return dg.Definitions.merge(strategies, shared)
+    return dg.Definitions.merge(shipped, *users, shared)
+
+
+def _shipped(name: str) -> bool:
+    return (STRATEGIES_DIR / name / "defs.yaml").exists()

@@ -723,11 +723,13 @@ def cancel(rt: Runtime, intent_id_: str, run_id: str = "cli") -> tuple[TradeInte
     """Cancel an intent that has not traded: a VALIDATED or AWAITING_CONFIRMATION intent is marked
     CANCELLED; a SUBMITTED one has its resting orders cancelled at the venue first. An intent whose
     entry already filled cannot be cancelled (exit the position instead): ``ValueError``."""
+    with _step(rt, rt.lineage("*", "cancel", run_id)) as s:  # the venue is the source of truth: bring the ledger
+        row, _ = _stored_intent(s, intent_id_)                 # up to date first, committed even if the cancel is refused
+        _reconcile(s, rt, repo.Lineage(row.strategy, row.instrument, row.partition_key, run_id, row.book))
     with _step(rt, rt.lineage("*", "cancel", run_id)) as s:
         row, intent = _stored_intent(s, intent_id_)
         lin = repo.Lineage(row.strategy, row.instrument, row.partition_key, run_id, row.book)
-        _reconcile(s, rt, lin)  # the venue is the source of truth: bring the ledger up to date first
-        status = IntentStatus(s.get(IntentRow, intent_id_).status)
+        status = IntentStatus(row.status)
         if status is IntentStatus.SUBMITTED:
             primary = [o for o in s.execute(select(OrderRow).where(OrderRow.intent_id == intent_id_)).scalars()
                        if o.role in ("entry", "exit")]

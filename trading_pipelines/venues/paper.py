@@ -26,6 +26,7 @@ ccxt executor treats the same way).
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -183,7 +184,15 @@ class PaperExchange(SimulatedVenue):
         self.engine = engine
         self.tick_sizes = tick_sizes or {}
         self.mmr = maintenance_margin_rates or {}
-        self._held: tuple[Session, PaperAccountRow, _Book] | None = None
+        self._local = threading.local()  # a unit of work belongs to the thread that opened it
+
+    @property
+    def _held(self) -> tuple[Session, PaperAccountRow, _Book] | None:
+        return getattr(self._local, "held", None)
+
+    @_held.setter
+    def _held(self, value) -> None:
+        self._local.held = value
 
     # ------------------------------------------------------------------ storage
     def _load(self, s: Session) -> tuple[PaperAccountRow, _Book]:
@@ -432,8 +441,9 @@ class PaperExchange(SimulatedVenue):
                 self._open_position(b, o, price, bar.open_time)
                 events.append(VenueEvent("fill", instrument, o.client_order_id, o.role, price, o.quantity, bar.open_time))
             else:  # exit
-                if pos is None:
+                if pos is None:  # nothing to reduce: the venue refuses a reduce-only order
                     self._end(b, o, OrderStatus.REJECTED)
+                    events.append(VenueEvent("rejected", instrument, o.client_order_id, o.role, price, o.quantity, bar.open_time))
                     continue
                 price = self._fill(b, o, price, bar.open_time)
                 pnl = self._close_position(b, pos, price)
