@@ -133,11 +133,14 @@ def test_position_monitor_records_the_stop_loss_exit(env):
     intent = TradeIntent(intent_id="it-" + "a" * 24, strategy=SPOT, instrument="BTC/USDT", window_end=placed, mode=Mode.SPOT,
                          kind=IntentKind.ENTRY, side=Side.BUY, position_side=PositionSide.LONG, quantity=0.01, entry=114000.0,
                          stop=110000.0, take_profit=130000.0, risk_amount=40.0, notional=1140.0, margin=1140.0, equity=10000.0)
+    # another instrument's review has moved the account on a day (the paper exchange advances every
+    # instrument holding orders with the account, so BTC is behind the clock only for an order placed
+    # after that move); the BTC order's clock starts at its placement
+    rt.venue.advance(["ETH/USDT"], placed.replace(day=11))
     _place(rt, intent, placed, "2025-10-10-12:00", engine)
     with rt.venue.unit_of_work():
-        rt.venue.advance(["BTC/USDT"], placed)                      # the clock starts at placement
-        rt.venue.advance(["ETH/USDT"], placed.replace(day=11))      # another instrument's review moved on
-    assert rt.venue.clock() == placed.replace(day=11)
+        assert rt.venue.clock() == placed.replace(day=11)
+        assert rt.venue.instrument_clock("BTC/USDT") is None and len(rt.venue.fetch_open_orders()) == 3
     events = monitor_strategy(spec, trading)
     roles = [(e.role, e.price) for e in events]
     # entry at the 16:00 open × 1.0005, then the 20:00 crash bar (low 102 000) hits the 110 000 stop
@@ -201,10 +204,8 @@ def test_monitor_sensor_launches_the_job_only_while_the_live_book_holds_somethin
 
     rt = trading.runtime(spec, signals=False)
     assert rt.book == "live"
+    rt.venue.advance(["ETH/USDT"], placed + spec.bar_duration)  # another review moved the account to 20:00
     _place(rt, entry("b"), placed, "2025-10-10-12:00", engine)
-    with rt.venue.unit_of_work():
-        rt.venue.advance(["BTC/USDT"], placed)
-        rt.venue.advance(["ETH/USDT"], placed + spec.bar_duration)  # another review moved the account to 20:00
     [req] = evaluate().run_requests
     assert req.run_config["ops"]["monitor_positions"]["config"]["strategies"] == [SPOT]
     result = defs.resolve_job_def("position_monitor_job").execute_in_process(

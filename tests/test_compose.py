@@ -14,6 +14,8 @@ import yaml
 
 from servers import in_ci
 
+from trading_pipelines.ledger.db import default_venue_url
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -99,6 +101,10 @@ def test_resolved_services_healthchecks_and_wiring():
         assert env["TRADING_LEDGER_URL"] == (f"postgresql+psycopg2://{example['DAGSTER_POSTGRES_USER']}:"
                                              f"{example['DAGSTER_POSTGRES_PASSWORD']}@postgres:5432/{example['TRADING_LEDGER_DB']}")
         assert env["TRADING_CHART_STORE"] == "minio" and env["MINIO_ENDPOINT"] == "minio:9000"
+        # indicator frames (FrameStore chunks) go to the same S3 server, the paper venue's own store
+        # to the ledger's Postgres server (TRADING_VENUE_URL unset: its default is the ledger URL)
+        assert env.get("TRADING_FRAMES_PATH", "").startswith("s3://"), (name, env.get("TRADING_FRAMES_PATH"))
+        assert default_venue_url({k: str(v) for k, v in env.items()}) == env["TRADING_LEDGER_URL"], name
     assert services["trading_user_code"]["build"]["dockerfile"].endswith("docker/Dockerfile")
     for name in ("dagster_webserver", "dagster_daemon"):
         assert services[name]["depends_on"]["trading_user_code"]["condition"] == "service_healthy"

@@ -3,6 +3,7 @@
 A run materialized in-process writes its events through psycopg2 (no psycopg3 `NOTIFY $1` trap)."""
 
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 
 import dagster as dg
@@ -46,7 +47,12 @@ def test_instance_settings_from_deploy_yaml(dagster_home):
         assert isinstance(instance.run_launcher, dg.DefaultRunLauncher)
         queue = instance.get_concurrency_config().run_queue_config
         assert queue.max_concurrent_runs == 8
-        assert queue.tag_concurrency_limits[0]["key"] == "dagster/partition/instrument"
+        # one run at a time per strategy: a run covers every instrument of a strategy over its
+        # windows (no instrument partition dimension any more), so the limit must key on a tag
+        # every run of a strategy's jobs carries, one value per strategy
+        (limit,) = queue.tag_concurrency_limits
+        assert limit["key"] == "strategy", limit
+        assert limit["value"] == {"applyLimitPerUniqueValue": True} and limit["limit"] == 1
         assert instance.get_concurrency_config().pool_config.default_pool_limit == 2
         assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds == 3600
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
@@ -80,3 +86,21 @@ def test_materialize_in_process_on_postgres(dagster_home, postgres_server):
     assert events.get("RUN_SUCCESS", events.get("PIPELINE_SUCCESS")) == 1, events
     assert events["ASSET_MATERIALIZATION"] == 2 and events["STEP_SUCCESS"] == 2
     assert not {"RUN_FAILURE", "PIPELINE_FAILURE", "STEP_FAILURE"} & set(events)
+
+
+def test_run_concurrency_limit_binds_every_strategy_run(dagster_home):
+    """The per-unique-value limit of deploy/dagster.yaml holds only if each run of a strategy
+    (review job, replay job, schedule tick) carries its key with the strategy's name."""
+    from trading_pipelines.definitions import defs as build
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        (limit,) = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+    defs = build()
+    for name in ("spot_4h_majors", "futures_1h_btc_eth"):
+        for job_name in (f"review_{name}", f"replay_{name}"):
+            assert defs.resolve_job_def(job_name).tags.get(limit["key"]) == name, (job_name, limit)
+        schedule = defs.resolve_schedule_def(f"review_{name}_schedule")
+        ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 3, 1, 0, 5, tzinfo=timezone.utc),
+                                        repository_def=defs.get_repository_def())
+        (request,) = schedule.evaluate_tick(ctx).run_requests
+        assert {**defs.resolve_job_def(f"review_{name}").tags, **request.tags}.get(limit["key"]) == name

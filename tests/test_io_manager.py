@@ -1,5 +1,7 @@
 """ParquetIOManager: real bars and indicator frames materialized through Dagster, multi-partitioned
-(instrument × 4h window), on the local filesystem and on a real S3 server (SeaweedFS)."""
+(instrument × 4h window), on the local filesystem and on a real S3 server (SeaweedFS); and the
+FrameStore the strategies write their indicator chunks to (one Parquet object per instrument per
+512-bar chunk under TRADING_FRAMES_PATH), on both as well."""
 
 import io
 import uuid
@@ -15,7 +17,14 @@ from servers import in_ci
 
 from trading_pipelines.config import IndicatorConfig
 from trading_pipelines.domain.indicators import compute_indicators
-from trading_pipelines.io_managers import ParquetIOManager, ParquetUPathIOManager, frames_io_manager_from_env, safe_segment
+from trading_pipelines.io_managers import (
+    FrameStore,
+    ParquetIOManager,
+    ParquetUPathIOManager,
+    frame_store_from_env,
+    frames_io_manager_from_env,
+    safe_segment,
+)
 from trading_pipelines.resources.market_data import CsvReplaySource
 
 FMT = "%Y-%m-%d-%H:%M"
@@ -200,3 +209,61 @@ def test_s3_round_trip_through_seaweedfs(s3_server):
 def test_local_paths_are_plain_files(tmp_path):
     manager = ParquetIOManager(base_path=f"file://{tmp_path}")
     assert Path(str(manager.upath())) == tmp_path.resolve()
+
+
+# ---------------------------------------------------------------- FrameStore (indicator chunks)
+
+CHUNK_START = pd.Timestamp("2026-01-27T00:00", tz="UTC")
+CHUNK_OBJECT = "strat/indicator_frames/instrument=BTC%2FUSDT/chunk=2026-01-27T00%3A00.parquet"
+
+
+def chunk_frame() -> pd.DataFrame:
+    bars = CsvReplaySource().bars("BTC/USDT", "4h", end=datetime(2026, 3, 4, tzinfo=timezone.utc), limit=500)
+    return compute_indicators(bars, IndicatorConfig())
+
+
+def test_frame_store_local_layout_round_trip_and_rewrite(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRADING_FRAMES_PATH", str(tmp_path / "frames"))
+    store = frame_store_from_env()
+    assert isinstance(store, FrameStore)
+    frame = chunk_frame()
+    written = store.put("strat", "indicator_frames", "BTC/USDT", CHUNK_START, frame)
+    path = tmp_path / "frames" / CHUNK_OBJECT
+    assert Path(written) == path and path.is_file()
+    pd.testing.assert_frame_equal(store.get("strat", "indicator_frames", "BTC/USDT", CHUNK_START), frame, check_freq=False)
+    pd.testing.assert_frame_equal(pd.read_parquet(path), frame, check_freq=False)  # plain Parquet, readable by anyone
+    # re-writing the chunk replaces the one object in place, atomically (no temp files left)
+    store.put("strat", "indicator_frames", "BTC/USDT", CHUNK_START, frame.iloc[:-1])
+    assert [p.relative_to(tmp_path / "frames") for p in (tmp_path / "frames").rglob("*") if p.is_file()] == [Path(CHUNK_OBJECT)]
+    assert len(store.get("strat", "indicator_frames", "BTC/USDT", CHUNK_START)) == len(frame) - 1
+    with pytest.raises(FileNotFoundError):
+        store.get("strat", "indicator_frames", "ETH/USDT", CHUNK_START)
+
+
+@pytest.mark.s3
+def test_frame_store_on_s3_through_seaweedfs(s3_server, monkeypatch):
+    if not in_ci():
+        pytest.importorskip("s3fs", reason="s3fs is needed for the frame store on S3: pip install s3fs")
+    bucket = f"frames-{uuid.uuid4().hex[:10]}"
+    for var, value in {"TRADING_FRAMES_PATH": f"s3://{bucket}/prod", "MINIO_ENDPOINT": s3_server.endpoint,
+                       "MINIO_ACCESS_KEY": s3_server.access_key, "MINIO_SECRET_KEY": s3_server.secret_key,
+                       "MINIO_SECURE": "false"}.items():
+        monkeypatch.setenv(var, value)
+    store = frame_store_from_env()
+    client = s3_server.client()
+    assert not client.bucket_exists(bucket_name=bucket)
+    frame = chunk_frame()
+    written = store.put("strat", "indicator_frames", "BTC/USDT", CHUNK_START, frame)
+    assert written.removeprefix("s3://") == f"{bucket}/prod/{CHUNK_OBJECT}"
+    assert [o.object_name for o in client.list_objects(bucket_name=bucket, recursive=True)] == [f"prod/{CHUNK_OBJECT}"]
+    resp = client.get_object(bucket_name=bucket, object_name=f"prod/{CHUNK_OBJECT}")
+    try:  # read back with the minio client, as any other S3 reader would
+        pd.testing.assert_frame_equal(pd.read_parquet(io.BytesIO(resp.read())), frame, check_freq=False)
+    finally:
+        resp.close()
+        resp.release_conn()
+    pd.testing.assert_frame_equal(store.get("strat", "indicator_frames", "BTC/USDT", CHUNK_START), frame, check_freq=False)
+
+    monkeypatch.setenv("MINIO_SECRET_KEY", "wrong")
+    with pytest.raises(PermissionError):  # s3fs maps the 403
+        frame_store_from_env().get("strat", "indicator_frames", "BTC/USDT", CHUNK_START)

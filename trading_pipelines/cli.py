@@ -104,6 +104,23 @@ def _run(spec, windows: list[str], instruments: list[str], book: str, charts: bo
     return job.execute_in_process(instance=dg.DagsterInstance.get(), tags=tags, raise_on_error=False, run_config=_QUIET)
 
 
+def _replay(spec, windows: list[str], instruments: list[str], charts: bool = True):
+    """One in-process run of ``replay_<strategy>`` (the launchpad job) over ``windows`` × ``instruments``."""
+    import dagster as dg
+
+    from trading_pipelines.assets.partitions import window_end
+    from trading_pipelines.components import replay_job_name
+    from trading_pipelines.definitions import defs as build_defs
+
+    job = build_defs().resolve_job_def(replay_job_name(spec.name))
+    first = window_end(spec, windows[0]) - spec.bar_duration
+    last = window_end(spec, windows[-1]) - spec.bar_duration
+    config = {"start": first.isoformat(), "end": last.isoformat(), "instruments": instruments, "charts": charts}
+    run_config = {**_QUIET, "ops": {f"{spec.name}__replay": {"config": config}}}
+    return job.execute_in_process(instance=dg.DagsterInstance.get(), run_config=run_config, raise_on_error=False,
+                                  tags={"strategy": spec.name, "source": "cli"})
+
+
 def _instruments(spec, args) -> list[str]:
     instruments = args.instruments or list(spec.instruments)
     unknown = [i for i in instruments if i not in spec.instruments]
@@ -172,7 +189,7 @@ def cmd_replay(args) -> int:
     bar = _Progress(len(windows), book, not args.quiet and sys.stderr.isatty())
     services.PROGRESS.append(bar)
     try:
-        result = _run(spec, windows, instruments, "replay", charts=not args.no_charts)
+        result = _replay(spec, windows, instruments, charts=not args.no_charts)
     finally:
         services.PROGRESS.remove(bar)
         bar.close()

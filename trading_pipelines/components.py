@@ -12,13 +12,17 @@ import dagster as dg
 from pydantic import BaseModel
 
 from trading_pipelines.assets.partitions import window_partitions
-from trading_pipelines.assets.review import build_review_assets
+from trading_pipelines.assets.review import build_replay_job, build_review_assets
 from trading_pipelines.config import StrategySpec
 from trading_pipelines.schedules import build_review_schedule
 
 
 def review_job_name(strategy: str) -> str:
     return f"review_{strategy}"
+
+
+def replay_job_name(strategy: str) -> str:
+    return f"replay_{strategy}"
 
 
 class StrategyComponent(dg.Component):
@@ -50,4 +54,5 @@ def build_strategy_defs(spec: StrategySpec) -> dg.Definitions:
         partitions_def=window_partitions(spec), executor_def=dg.in_process_executor,
         tags={"strategy": spec.name, "mode": spec.mode.value},
         description=f"Review {spec.name}: every instrument over the run's windows, analysis then the account in time order.")
-    return dg.Definitions(assets=assets, jobs=[review_job], schedules=[build_review_schedule(spec, review_job)])
+    return dg.Definitions(assets=assets, jobs=[review_job, build_replay_job(spec)],
+                          schedules=[build_review_schedule(spec, review_job)])

@@ -25,6 +25,6 @@ def build_review_schedule(spec: StrategySpec, job) -> dg.ScheduleDefinition:
             return dg.SkipReason("no complete window yet")
         # run_key: each window runs at most once, however often the tick is evaluated
         return dg.RunRequest(run_key=wkey, partition_key=wkey,
-                             tags={"strategy": spec.name, "trading/book": "live", "instruments": ",".join(spec.instruments)})
+                             tags={"strategy": spec.name, "trading/book": "live"})  # every instrument of the strategy
 
     return _schedule

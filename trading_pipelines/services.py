@@ -102,6 +102,8 @@ class Runtime:
     venue: Venue
     book: str = LIVE_BOOK
     book_instruments: tuple[str, ...] | None = None
+    frames: object | None = None  # io_managers.FrameStore: indicator chunks as Parquet (None: not stored)
+    _reconciled: object = field(default=None, repr=False)  # venue revision at the last reconcile
 
     @property
     def instruments(self) -> tuple[str, ...]:
@@ -172,6 +174,8 @@ class Analysis:
     zero_volume_bars: int = 0
     error: str | None = None
     flags: list[str] = field(default_factory=list)
+    frame_object: str | None = None  # where the window's indicator chunk is stored
+    chart_error: str | None = None
 
 
 def _chunk_start(t: pd.Timestamp, bar: timedelta) -> pd.Timestamp:
@@ -198,6 +202,13 @@ def indicator_chunks(rt: Runtime, instrument: str, window_ends: list[datetime]) 
         warm = history[history.index >= start - pd.Timedelta(bar) * (2 * lookback)]
         out[start] = compute_indicators(warm, rt.spec.template.indicators)
     return out
+
+
+def store_chunks(rt: Runtime, instrument: str, chunks: dict[pd.Timestamp, pd.DataFrame]) -> dict[pd.Timestamp, str]:
+    """Write each indicator chunk (OHLCV + indicators) to the frame store, if there is one."""
+    if rt.frames is None:
+        return {}
+    return {start: rt.frames.put(rt.spec.name, "indicator_frames", instrument, start, frame) for start, frame in chunks.items()}
 
 
 def freshness(rt: Runtime, bars: pd.DataFrame, window_end: datetime) -> str | None:
@@ -230,13 +241,17 @@ def slice_window(rt: Runtime, chunk: pd.DataFrame, window_end: datetime) -> pd.D
 
 
 def analyze(rt: Runtime, instrument: str, window_ends: list[datetime], run_id: str, partition_key=None,
-            charts: bool = True, render=None) -> list[Analysis]:
+            charts: bool = True, render=None, render_async=None, deferred: list | None = None) -> list[Analysis]:
     """Analyse ``window_ends`` of one instrument (any order, any subset): bars, frame, chart,
     signal, each signal recorded in the ledger. Errors stay in this instrument: bad data, a failed
     chart or a provider error becomes an :class:`Analysis` with ``error`` and a no-trade signal.
 
     ``render``: ``callable(list[(frame, title, overlays, bars)]) -> list[png]`` (parallel
-    rendering); default renders in process. ``partition_key(window_end) -> str`` names ledger rows."""
+    rendering); default renders in process. ``render_async(jobs) -> Future[list[png]]`` with a
+    ``deferred`` list: when the provider never reads charts (rules), charts render in the background
+    while the signals are decided, and a callable appended to ``deferred`` stores them and records
+    their keys and hashes on the signal rows (call it before the run ends).
+    ``partition_key(window_end) -> str`` names ledger rows."""
     ends = sorted(set(window_ends))
     pkey = partition_key or (lambda e: f"{instrument}|{e.isoformat()}")
     out = [Analysis(instrument, e) for e in ends]
@@ -246,13 +261,15 @@ def analyze(rt: Runtime, instrument: str, window_ends: list[datetime], run_id: s
         for a in out:
             a.error = f"bad data: {e}"
         chunks = {}
+    objects = store_chunks(rt, instrument, chunks)
     bar = rt.spec.bar_duration
     lookback = rt.spec.template.lookback_bars
     for a in out:
         if a.error:
             continue
-        chunk = chunks[_chunk_start(pd.Timestamp(a.window_end - bar), bar)]
-        frame = slice_window(rt, chunk, a.window_end)
+        start = _chunk_start(pd.Timestamp(a.window_end - bar), bar)
+        a.frame_object = objects.get(start)
+        frame = slice_window(rt, chunks[start], a.window_end)
         a.frame, a.bars = frame, frame[["open", "high", "low", "close", "volume"]]
         stale = freshness(rt, frame, a.window_end)
         if stale:
@@ -271,33 +288,56 @@ def analyze(rt: Runtime, instrument: str, window_ends: list[datetime], run_id: s
         atr = float(last["atr"]) if not pd.isna(last["atr"]) else math.nan
         a.market = MarketContext(last_close=float(last["close"]), atr=atr, swing_low=low, swing_high=high)
     todo = [a for a in out if a.frame is not None and not (a.error and a.error.startswith("bad data"))]
-    if charts and todo:
-        jobs = [(a.frame, chart_title(rt, instrument, a.window_end), chart_overlays(rt), rt.spec.template.chart_bars)
-                for a in todo]
-        try:
-            pngs = render(jobs) if render else [render_chart(*j) for j in jobs]
-        except Exception as e:  # noqa: BLE001 - a failed chart is this instrument's no-trade
-            pngs = [None] * len(jobs)
-            for a in todo:
-                a.error = a.error or f"chart failed: {type(e).__name__}: {e}"
-        for a, png in zip(todo, pngs):
-            if png is not None:
-                try:
-                    a.chart = rt.charts.put(chart_key(rt.spec.name, instrument, a.window_end), png)
-                    a._png = png  # type: ignore[attr-defined]
-                except Exception as e:  # noqa: BLE001
-                    a.error = a.error or f"chart store failed: {type(e).__name__}: {e}"
+    jobs = [(a.frame, chart_title(rt, instrument, a.window_end), chart_overlays(rt), rt.spec.template.chart_bars)
+            for a in todo] if charts else []
+    reads_chart = getattr(rt.provider, "reads_chart", True)
+    pending = None
+    if jobs and render_async is not None and not reads_chart:
+        pending = render_async(jobs)  # rendered in the pool while the signals (which never read it) are decided
+    elif jobs:
+        _store_charts(rt, instrument, todo, _render(render, jobs, todo), reads_chart)
     with session_scope(rt.engine) as s:
+        existing = repo.signal_rows(s, rt.spec.name, instrument, ends)
         for a in out:
             a.result = _signal(rt, a)
             a.signal = a.result.signal
             r = a.result
-            repo.record_signal(s, repo.Lineage(rt.spec.name, instrument, pkey(a.window_end), run_id), a.signal,
+            repo.record_signal(s, repo.Lineage(rt.spec.name, instrument, pkey(a.window_end), run_id), a.signal, existing=existing,
                                prompt=r.prompt, request_json=r.request_json, response_text=r.response_text,
                                usage=r.usage or {}, latency_ms=r.latency_ms,
                                chart_key=a.chart.key if a.chart else None, chart_sha256=a.chart.sha256 if a.chart else None,
                                market=vars(a.market) if a.market is not None else None)
+    if pending is not None:
+        def finish() -> None:
+            _store_charts(rt, instrument, todo, _render(lambda _: pending.result(), jobs, todo), reads_chart)
+            with session_scope(rt.engine) as s:
+                repo.set_signal_charts(s, rt.spec.name, instrument, {a.window_end: a.chart for a in todo if a.chart})
+        deferred.append(finish)
     return out
+
+
+def _render(render, jobs, todo: list[Analysis]) -> list[bytes | None]:
+    try:
+        return render(jobs) if render else [render_chart(*j) for j in jobs]
+    except Exception as e:  # noqa: BLE001 - a failed chart is this instrument's error, not the run's
+        for a in todo:
+            a.chart_error = f"chart failed: {type(e).__name__}: {e}"
+        return [None] * len(jobs)
+
+
+def _store_charts(rt: Runtime, instrument: str, todo: list[Analysis], pngs: list[bytes | None], reads_chart: bool) -> None:
+    """Put rendered charts in the chart store. A chart that failed (or could not be stored) is a
+    no-trade when the provider reads charts; for a provider that never sees them (rules) the
+    failure is recorded on the analysis (``chart_error``, flagged by ``signal_usable``)."""
+    for a, png in zip(todo, pngs):
+        if png is not None:
+            try:
+                a.chart = rt.charts.put(chart_key(rt.spec.name, instrument, a.window_end), png)
+                a._png = png  # type: ignore[attr-defined]
+            except Exception as e:  # noqa: BLE001
+                a.chart_error = f"chart store failed: {type(e).__name__}: {e}"
+        if a.chart_error and reads_chart:
+            a.error = a.error or a.chart_error
 
 
 def _signal(rt: Runtime, a: Analysis) -> ProviderResult:
@@ -313,7 +353,9 @@ def _signal(rt: Runtime, a: Analysis) -> ProviderResult:
               for ts, o, h, lo, c, v in zip(frame.index[-20:], *(frame[k].iloc[-20:] for k in ("open", "high", "low", "close", "volume")))]
     req = SignalRequest(strategy=spec.name, instrument=a.instrument, window_end=a.window_end, mode=spec.mode,
                         timeframe=spec.timeframe, summary=indicator_summary(frame),
-                        chart_png=getattr(a, "_png", None), chart_key=a.chart.key if a.chart else None, recent_bars=recent)
+                        chart_png=getattr(a, "_png", None) if getattr(rt.provider, "reads_chart", True) else None,
+                        chart_key=chart_key(spec.name, a.instrument, a.window_end) if a.chart or not getattr(rt.provider, "reads_chart", True) else None,
+                        recent_bars=recent)
     try:
         return rt.provider.generate(req)
     except Exception as e:  # noqa: BLE001 - a provider crash is this instrument's no-trade
@@ -359,9 +401,16 @@ def _audit_events(s, rt: Runtime, lin: repo.Lineage, events: list[VenueEvent]) -
 
 
 def _reconcile(s, rt: Runtime, lin: repo.Lineage) -> None:
-    """Mirror the venue into the ledger, then move SUBMITTED intents whose orders the venue settled."""
+    """Mirror the venue into the ledger, then move SUBMITTED intents whose orders the venue settled.
+    Skipped when the venue reports the same revision as at this runtime's last reconcile (nothing
+    at the venue changed since; a new runtime always reconciles once)."""
+    rev = getattr(rt.venue, "revision", None)
+    current = rev() if rev else None
+    if current is not None and current == rt._reconciled:
+        return
     repo.reconcile(s, rt.spec.name, rt.book, rt.spec.mode.value, rt.venue)
     _sync_intent_statuses(s, rt, lin)
+    rt._reconciled = current
 
 
 def venue_clock(rt: Runtime) -> datetime | None:
@@ -432,6 +481,8 @@ def _validate(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[T
     if row is None:
         raise KeyError(f"intent {intent.intent_id} was never planned")
     stored = repo.intent_from_row(row)
+    if stored.kind is IntentKind.NONE:
+        return stored, ()  # a no-trade has no guards
     if row.status != IntentStatus.PENDING.value:
         return stored, _stored_guards(s, stored.intent_id)
     acct = account_view(s, rt, stored.window_end)
@@ -587,7 +638,7 @@ def _snapshot(s, rt: Runtime, lin: repo.Lineage, window_end: datetime, late: dat
         return stored, True
     if late is None:
         snap = snapshot_now(rt, window_end)
-        repo.record_snapshot(s, lin, rt.spec.mode.value, snap)
+        repo.record_snapshot(s, lin, rt.spec.mode.value, snap, new=True)
         return snap, True
     repo.audit(s, lin, "snapshot_not_point_in_time", window_end=window_end.isoformat(), account_clock=late.isoformat())
     return snapshot_now(rt, late), False
@@ -628,7 +679,7 @@ def account_window(rt: Runtime, window_end: datetime, signals: dict[str, Signal]
             for inst, intent in intents.items():
                 row = s.get(IntentRow, intent.intent_id)
                 intents[inst] = intent.model_copy(update={"status": IntentStatus(row.status), "reason": row.reason})
-                orders[inst] = _orders_of(s, intent.intent_id)
+                orders[inst] = _orders_of(s, intent.intent_id) if intent.kind is not IntentKind.NONE else []
             snap, pit = _snapshot(s, rt, lin0, window_end, late)
             if pit and late is None:
                 repo.book_progress(s, rt.spec.name, rt.book, window_end)

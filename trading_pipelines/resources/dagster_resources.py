@@ -10,7 +10,7 @@ import dagster as dg
 from sqlalchemy import Engine
 
 from trading_pipelines.config import DEFAULT_DATA_DIR, StrategySpec
-from trading_pipelines.io_managers import frames_io_manager_from_env
+from trading_pipelines.io_managers import frame_store_from_env, frames_io_manager_from_env
 from trading_pipelines.ledger.db import default_ledger_url, default_venue_url, get_engine
 from trading_pipelines.ledger.models import LIVE_BOOK
 from trading_pipelines.resources.charts import ChartStore, LocalChartStore, MinioChartStore
@@ -94,6 +94,20 @@ class TradingResource(dg.ConfigurableResource):
             return render_charts([ChartJob.from_frame(f, t, o, b) for f, t, o, b in jobs], workers=self.chart_workers or None)
         return render
 
+    def chart_submitter(self):
+        """``jobs -> Future[pngs]``: :meth:`chart_renderer` in the background (the pool's processes
+        render while the caller goes on; one waiting thread per call)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        render = self.chart_renderer()
+
+        def submit(jobs):
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="charts")
+            future = pool.submit(render, jobs)
+            pool.shutdown(wait=False)
+            return future
+        return submit
+
     def runtime(self, spec: StrategySpec, signals: bool = True, book: str = LIVE_BOOK) -> Runtime:
         """The steps' runtime for ``book`` (the live book by default). ``signals=False`` skips
         building the signal provider (the position monitor never asks for a signal, so it must not
@@ -101,7 +115,8 @@ class TradingResource(dg.ConfigurableResource):
         market = self.market_data.source(spec)
         return Runtime(spec=spec, engine=self.ledger.engine(), market=market, charts=self.charts.store(),
                        provider=build_provider(spec.template.signal_provider, spec.prompt_template) if signals else None,
-                       venue=make_paper_venue(spec, market, self.ledger.venue_engine(), book), book=book)
+                       venue=make_paper_venue(spec, market, self.ledger.venue_engine(), book), book=book,
+                       frames=frame_store_from_env())
 
 
 def chart_store_from_env() -> ChartStoreResource:

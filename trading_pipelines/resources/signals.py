@@ -360,6 +360,7 @@ class SignalProvider(ABC):
     provider_name: str
     model: str
     template_name: str
+    reads_chart: bool = True  # the chart PNG is part of the request (and of the prompt hash)
 
     @abstractmethod
     def generate(self, req: SignalRequest) -> ProviderResult: ...
@@ -409,6 +410,7 @@ class RulesSignalProvider(SignalProvider):
 
     provider_name = RULES_PROVIDER
     model = RULES_MODEL
+    reads_chart = False  # the rule reads indicators only: charts are rendered for people, not for it
 
     def __init__(self, template_name: str, ema_fast: str | None = None, ema_slow: str | None = None) -> None:
         _check_template(template_name)

@@ -155,6 +155,7 @@ class _Book:
     clocks: dict[str, datetime] = field(default_factory=dict)
     done: list[_Order] = field(default_factory=list)                # left the book since the last save
     new_fills: list[PaperFillRow] = field(default_factory=list)
+    rev: int = 0
 
     def state_json(self) -> dict:
         return {"orders": [o.to_json() for o in self.orders.values()],
@@ -213,12 +214,29 @@ class PaperExchange(SimulatedVenue):
         book = _Book(cash=row.cash, realized_pnl=row.realized_pnl, fees_paid=row.fees_paid,
                      orders={o.client_order_id: o for o in orders},
                      positions={p["instrument"]: _Position.from_json(p) for p in st.get("positions", [])},
-                     clocks={k: _dt(v) for k, v in st.get("clocks", {}).items()})
+                     clocks={k: _dt(v) for k, v in st.get("clocks", {}).items()}, rev=st.get("rev", 0))
         return row, book
 
+    def revision(self) -> tuple:
+        """A fingerprint that changes whenever anything a reconcile reads changes (orders, fills,
+        positions and their marks, money), saved or still in this unit of work: a reader that saw
+        this revision has seen everything."""
+        with self._book() as (_, b):
+            return (b.rev, len(b.done), len(b.new_fills), b.cash, b.realized_pnl, b.fees_paid,
+                    tuple((o.client_order_id, o.status, o.armed) for o in b.orders.values()),
+                    tuple((p.instrument, p.quantity, p.mark_price) for p in b.positions.values()))
+
     def _save(self, s: Session, row: PaperAccountRow, book: _Book) -> None:
+        state = book.state_json()
+        before = row.state or {}
+        changed = (book.done or book.new_fills or (row.cash, row.realized_pnl, row.fees_paid) != (book.cash, book.realized_pnl, book.fees_paid)
+                   or {k: v for k, v in before.items() if k not in ("rev", "clocks")} != {k: v for k, v in state.items() if k != "clocks"})
+        book.rev += 1 if changed else 0
+        state["rev"] = book.rev
+        if state == before and not changed:
+            return
         row.cash, row.realized_pnl, row.fees_paid = book.cash, book.realized_pnl, book.fees_paid
-        row.state = book.state_json()
+        row.state = state
         for o in book.done:  # orders first: fills reference them
             s.merge(PaperOrderRow(
                 client_order_id=o.client_order_id, venue_order_id=o.venue_order_id, account=self.account,

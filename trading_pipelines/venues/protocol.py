@@ -126,8 +126,9 @@ class SimulatedVenue(Venue):
 
     @abstractmethod
     def advance(self, instruments: Iterable[str], as_of: datetime) -> list[VenueEvent]:
-        """Process every bar of each instrument that closed after its clock and at or before
-        ``as_of``. The clock never moves backwards."""
+        """Process every bar that closed after the clock and at or before ``as_of`` on each of
+        ``instruments`` and on every instrument holding a position or a resting order (so
+        account-wide figures are those of ``as_of``). The clock never moves backwards."""
 
 
 __all__ = ["Balance", "SimulatedVenue", "Venue", "VenueError", "VenueEvent"]
