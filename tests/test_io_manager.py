@@ -232,10 +232,16 @@ def test_frame_store_local_layout_round_trip_and_rewrite(tmp_path, monkeypatch):
     assert Path(written) == path and path.is_file()
     pd.testing.assert_frame_equal(store.get("strat", "indicator_frames", "BTC/USDT", CHUNK_START), frame, check_freq=False)
     pd.testing.assert_frame_equal(pd.read_parquet(path), frame, check_freq=False)  # plain Parquet, readable by anyone
-    # re-writing the chunk replaces the one object in place, atomically (no temp files left)
+    # a chunk computed for an earlier window (a prefix) never shrinks the stored one ...
     store.put("strat", "indicator_frames", "BTC/USDT", CHUNK_START, frame.iloc[:-1])
+    assert len(store.get("strat", "indicator_frames", "BTC/USDT", CHUNK_START)) == len(frame)
+    # ... a longer one replaces it in place, atomically (no temp files left)
+    store.put("strat", "indicator_frames", "BTC/USDT", CHUNK_START, frame.iloc[:-2])
+    path.unlink()
+    store.put("strat", "indicator_frames", "BTC/USDT", CHUNK_START, frame.iloc[:-2])
+    store.put("strat", "indicator_frames", "BTC/USDT", CHUNK_START, frame)
     assert [p.relative_to(tmp_path / "frames") for p in (tmp_path / "frames").rglob("*") if p.is_file()] == [Path(CHUNK_OBJECT)]
-    assert len(store.get("strat", "indicator_frames", "BTC/USDT", CHUNK_START)) == len(frame) - 1
+    assert len(store.get("strat", "indicator_frames", "BTC/USDT", CHUNK_START)) == len(frame)
     with pytest.raises(FileNotFoundError):
         store.get("strat", "indicator_frames", "ETH/USDT", CHUNK_START)
 

@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 import dagster as dg
 import pandas as pd
+import pyarrow.parquet as pq
 from upath import UPath
 
 __all__ = ["ParquetIOManager", "ParquetUPathIOManager", "frames_io_manager_from_env", "safe_segment"]
@@ -229,7 +230,15 @@ class FrameStore:
                 / f"chunk={safe_segment(chunk_start.strftime('%Y-%m-%dT%H:%M'))}.parquet")
 
     def put(self, strategy: str, step: str, instrument: str, chunk_start: pd.Timestamp, frame: pd.DataFrame) -> str:
+        """Store ``frame`` unless the stored chunk already reaches as far (a chunk computed for an
+        earlier window is a prefix of the one computed for a later window: never shrink it)."""
         path = self.path(strategy, step, instrument, chunk_start)
+        try:
+            stored = pq.read_metadata(io.BytesIO(path.read_bytes())).num_rows
+        except (FileNotFoundError, OSError):
+            stored = -1
+        if stored >= len(frame):
+            return str(path)
         self._m.make_directory(path.parent)
         self._m.dump_to_path(None, frame, path)  # type: ignore[arg-type]
         return str(path)
@@ -244,5 +253,5 @@ def frame_store_from_env(environ: os._Environ | dict = os.environ) -> FrameStore
     for field in ("s3_endpoint", "s3_access_key", "s3_secret_key"):
         value = getattr(factory, field)
         if isinstance(value, dg.EnvVar):
-            factory = factory.model_copy(update={field: value.get_value()})
+            factory = factory.model_copy(update={field: environ.get(value.env_var_name)})
     return FrameStore(ParquetUPathIOManager(factory.upath(), compression=factory.compression))

@@ -632,13 +632,16 @@ def _send(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent, placed_at: dat
     return IntentStatus.SUBMITTED
 
 
-def _snapshot(s, rt: Runtime, lin: repo.Lineage, window_end: datetime, late: datetime | None) -> tuple[PortfolioSnapshot, bool]:
-    stored = repo.stored_snapshot(s, lin)
+def _snapshot(s, rt: Runtime, lin: repo.Lineage, window_end: datetime, late: datetime | None,
+              after_last: bool = False) -> tuple[PortfolioSnapshot, bool]:
+    """``after_last``: the book has recorded no window at or after this one (no stored snapshot to read)."""
+    stored = None if after_last else repo.stored_snapshot(s, lin)
     if stored is not None:
         return stored, True
     if late is None:
         snap = snapshot_now(rt, window_end)
-        repo.record_snapshot(s, lin, rt.spec.mode.value, snap, new=True)
+        repo.record_snapshot(s, lin, rt.spec.mode.value, snap, new=after_last)
+        repo.book_progress(s, rt.spec.name, rt.book, window_end)
         return snap, True
     repo.audit(s, lin, "snapshot_not_point_in_time", window_end=window_end.isoformat(), account_clock=late.isoformat())
     return snapshot_now(rt, late), False
@@ -665,7 +668,8 @@ def account_window(rt: Runtime, window_end: datetime, signals: dict[str, Signal]
     positions the earlier ones took. A window the venue has already passed plans no trade."""
     lin0 = rt.lineage("*", partition_key, run_id)
     with session_scope(rt.engine) as s:
-        repo.lock_book(s, rt.spec.name, rt.book)
+        book = repo.lock_book(s, rt.spec.name, rt.book)
+        after_last = book.last_done is None or window_end > book.last_done
         with rt.venue.unit_of_work():
             late = _late(s, rt, window_end, lin0)
             intents, guards, orders = {}, {}, {}
@@ -680,9 +684,7 @@ def account_window(rt: Runtime, window_end: datetime, signals: dict[str, Signal]
                 row = s.get(IntentRow, intent.intent_id)
                 intents[inst] = intent.model_copy(update={"status": IntentStatus(row.status), "reason": row.reason})
                 orders[inst] = _orders_of(s, intent.intent_id) if intent.kind is not IntentKind.NONE else []
-            snap, pit = _snapshot(s, rt, lin0, window_end, late)
-            if pit and late is None:
-                repo.book_progress(s, rt.spec.name, rt.book, window_end)
+            snap, pit = _snapshot(s, rt, lin0, window_end, late, after_last)
     return WindowOutcome(window_end, intents, guards, orders, snap, pit, [])
 
 

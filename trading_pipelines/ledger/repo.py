@@ -178,9 +178,10 @@ def set_intent_status(s: Session, lin: Lineage, intent_id: str, new: IntentStatu
 
 
 def record_guards(s: Session, lin: Lineage, intent_id: str, results: tuple[GuardResult, ...] | list[GuardResult]) -> None:
+    """One row per (intent, guard): inserted, or updated in place (pre-submit re-checks)."""
+    stored = {r.guard: r for r in s.execute(select(GuardResultRow).where(GuardResultRow.intent_id == intent_id)).scalars()}
     for g in results:
-        row = s.execute(select(GuardResultRow).where(GuardResultRow.intent_id == intent_id,
-                                                     GuardResultRow.guard == g.guard)).scalar_one_or_none()
+        row = stored.get(g.guard)
         if row is None:
             s.add(GuardResultRow(intent_id=intent_id, guard=g.guard, passed=g.passed, message=g.message, run_id=lin.run_id))
         else:
@@ -320,7 +321,7 @@ def ensure_book(s: Session, strategy: str, book: str, *, kind: str, venue_accoun
     return row
 
 
-def lock_book(s: Session, strategy: str, book: str) -> None:
+def lock_book(s: Session, strategy: str, book: str) -> BookRow:
     """Serialize account-changing work on a book: ``SELECT … FOR UPDATE`` on its row (Postgres;
     SQLite transactions already hold the database's write lock). The live book's row is created
     on first use."""
@@ -331,7 +332,7 @@ def lock_book(s: Session, strategy: str, book: str) -> None:
             raise KeyError(f"unknown book {book!r} of {strategy}")
         ensure_book(s, strategy, book, kind="live", venue_account=strategy, starting_cash=0.0)
         row = s.execute(stmt).scalar_one()
-    keep(s, row)
+    return keep(s, row)
 
 
 def book_progress(s: Session, strategy: str, book: str, window_end: datetime) -> None:

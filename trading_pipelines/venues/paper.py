@@ -379,7 +379,8 @@ class PaperExchange(SimulatedVenue):
         if start is None:
             start = min((o.placed_at for o in b.orders.values() if o.instrument == instrument), default=as_of)
         events: list[VenueEvent] = []
-        if as_of > start:
+        idle = instrument not in b.positions and not any(o.instrument == instrument for o in b.orders.values())
+        if as_of > start and not idle:  # an instrument with nothing at the venue only moves its clock
             bars = self.bars_fn(instrument, start, as_of)
             for ts, o, h, lo, c, v in zip(bars.index, bars["open"], bars["high"], bars["low"], bars["close"], bars["volume"]):
                 bar = Bar(open_time=ts.to_pydatetime(), open=o, high=h, low=lo, close=c, volume=v)
