@@ -104,6 +104,7 @@ class Runtime:
     book_instruments: tuple[str, ...] | None = None
     frames: object | None = None  # io_managers.FrameStore: indicator chunks as Parquet (None: not stored)
     _reconciled: object = field(default=None, repr=False)  # venue revision at the last reconcile
+    _day_start: dict = field(default_factory=dict, repr=False)  # UTC day → that day's starting equity
 
     @property
     def instruments(self) -> tuple[str, ...]:
@@ -390,7 +391,16 @@ def make_chart(rt: Runtime, instrument: str, window_end: datetime, frame: pd.Dat
 
 
 def _day_start(s, rt: Runtime, at: datetime) -> float | None:
-    return repo.day_start_equity(s, rt.spec.name, at, rt.book)
+    """The day's starting equity (see :func:`repo.day_start_equity`), cached per UTC day once
+    the day has begun on the book (a snapshot strictly before ``at`` exists for it)."""
+    midnight = at.replace(hour=0, minute=0, second=0, microsecond=0)
+    day = (at.date(), at == midnight)  # the window ending at 00:00 reads the day before's last snapshot
+    if day in rt._day_start:
+        return rt._day_start[day]
+    value = repo.day_start_equity(s, rt.spec.name, at, rt.book)
+    if value is not None:
+        rt._day_start[day] = value
+    return value
 
 
 def _audit_events(s, rt: Runtime, lin: repo.Lineage, events: list[VenueEvent]) -> None:
@@ -466,6 +476,11 @@ def _plan(s, rt: Runtime, lin: repo.Lineage, signal: Signal, market: MarketConte
                              spec, 0.0, MarketContext(math.nan, math.nan, math.nan, math.nan), rt.plan_params, rt.book)
     else:
         equity = rt.venue.fetch_balance().equity
+        if signal.action in ("sell", "close") and not signal.no_trade_reason and not any(
+                p.instrument == lin.instrument for p in rt.venue.fetch_positions()):
+            # nothing to exit: a hold, not an order for the guards to refuse (spot is long-only)
+            signal = signal.model_copy(update={"action": "hold", "thesis": f"hold: {signal.action} signal but no "
+                                               f"{lin.instrument} position to exit ({signal.thesis})"})
         intent = plan_intent(signal, spec, equity, market, rt.plan_params, rt.book)
     repo.record_intent(s, lin, intent)
     return repo.intent_from_row(s.get(IntentRow, intent.intent_id))
