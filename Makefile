@@ -14,11 +14,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-## Review the spot strategy over its latest 30 windows on the embedded defaults
+## Replay the spot strategy over its latest 30 windows on the embedded defaults
 ## (SQLite ledger, local chart folder, replay data, rules signals, paper venue).
 run: install
 	mkdir -p $(DAGSTER_HOME)
-	$(VENV)/bin/trading-pipelines review spot_4h_majors --last 30
+	$(VENV)/bin/trading-pipelines replay spot_4h_majors --last 30
 
 ## Tools the service tests need that pip cannot provide (Debian's docker-compose validates the compose file).
 system-deps:

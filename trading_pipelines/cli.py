@@ -89,6 +89,18 @@ def _windows(spec, args) -> list[str]:
     return keys[-args.last:]
 
 
+def _strategy_defs(spec):
+    """The one strategy's definitions with the code location's resources and executor: the same
+    jobs the UI runs, without loading every other strategy (≈2 s on these machines)."""
+    import dagster as dg
+
+    from trading_pipelines.components import build_strategy_defs
+    from trading_pipelines.resources.dagster_resources import default_resources
+
+    return dg.Definitions.merge(build_strategy_defs(spec), dg.Definitions(resources=default_resources(),
+                                                                          executor=dg.in_process_executor))
+
+
 def _run(spec, windows: list[str], instruments: list[str], book: str, charts: bool = True):
     """One in-process run of the strategy's job over ``windows`` × ``instruments`` on ``book``."""
     import dagster as dg
@@ -96,9 +108,8 @@ def _run(spec, windows: list[str], instruments: list[str], book: str, charts: bo
     from trading_pipelines.assets.partitions import range_tags
     from trading_pipelines.assets.review import BOOK_TAG, CHARTS_TAG, INSTRUMENTS_TAG
     from trading_pipelines.components import review_job_name
-    from trading_pipelines.definitions import defs as build_defs
 
-    job = build_defs().resolve_job_def(review_job_name(spec.name))
+    job = _strategy_defs(spec).resolve_job_def(review_job_name(spec.name))
     tags = {**range_tags(windows[0], windows[-1]), BOOK_TAG: book, INSTRUMENTS_TAG: ",".join(instruments),
             CHARTS_TAG: "on" if charts else "off", "strategy": spec.name, "source": "cli"}
     return job.execute_in_process(instance=dg.DagsterInstance.get(), tags=tags, raise_on_error=False, run_config=_QUIET)
@@ -110,9 +121,8 @@ def _replay(spec, windows: list[str], instruments: list[str], charts: bool = Tru
 
     from trading_pipelines.assets.partitions import window_end
     from trading_pipelines.components import replay_job_name
-    from trading_pipelines.definitions import defs as build_defs
 
-    job = build_defs().resolve_job_def(replay_job_name(spec.name))
+    job = _strategy_defs(spec).resolve_job_def(replay_job_name(spec.name))
     first = window_end(spec, windows[0]) - spec.bar_duration
     last = window_end(spec, windows[-1]) - spec.bar_duration
     config = {"start": first.isoformat(), "end": last.isoformat(), "instruments": instruments, "charts": charts}
@@ -175,9 +185,6 @@ def cmd_replay(args) -> int:
     ensure_dagster_home()
     from trading_pipelines import services
     from trading_pipelines.assets.partitions import window_end
-    from trading_pipelines.assets.review import book_report
-    from trading_pipelines.resources.dagster_resources import default_resources
-
     spec = _strategy(args.strategy)
     instruments, windows = _instruments(spec, args), _windows(spec, args)
     ends = [window_end(spec, w) for w in windows]
@@ -197,7 +204,8 @@ def cmd_replay(args) -> int:
     if not result.success:
         print(f"error: run {result.run_id} failed (see the UI: make ui)", file=sys.stderr)
         return 1
-    rep = book_report(default_resources()["trading"], spec, book, instruments, ends, elapsed_s=elapsed)
+    rep = result.output_for_node(f"{spec.name}__replay")
+    rep.update(elapsed_s=elapsed, windows_per_s=len(windows) / elapsed if elapsed > 0 else None)  # the command's wall time
     if args.json:
         json.dump(rep, sys.stdout, default=str, allow_nan=False)
         print()

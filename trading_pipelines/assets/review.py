@@ -448,8 +448,7 @@ def build_replay_job(spec: StrategySpec) -> dg.JobDefinition:
         rep = book_report(trading, spec, book, instruments, ends, elapsed_s=time.monotonic() - t0)
         png = equity_chart_png(_points(rep), f"{name} {book}")
         return dg.Output(
-            {k: rep[k] for k in ("strategy", "book", "windows", "instruments", "signals", "trades", "return_pct",
-                                 "buy_and_hold_pct", "max_drawdown_pct", "hit_rate", "hit_rate_ci95", "elapsed_s", "windows_per_s")},
+            rep,  # the whole report (JSON-able): the CLI's --json prints it
             metadata={"book": book, "first_window": wkeys[0], "last_window": wkeys[-1],
                       "return_pct": rep["return_pct"], "max_drawdown_pct": rep["max_drawdown_pct"], "trades": rep["trades"],
                       "report": dg.MetadataValue.md(report_markdown(rep, png))})
