@@ -144,7 +144,23 @@ class OpenAIProviderConfig(_Strict):
     api_key_env: str = "OPENAI_API_KEY"
     temperature: float = Field(default=0.0, ge=0, le=2)
     max_tokens: int = Field(default=600, ge=50, le=8000)
-    timeout_s: float = Field(default=60.0, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0, description="seconds per HTTP attempt")
+    max_retries: int = Field(default=2, ge=0, le=10, description="SDK retries of 408/409/429/5xx and connection errors "
+                             "(exponential back-off with jitter, honours Retry-After); other 4xx are never retried")
+    retry_timeouts: bool = Field(default=False, description="retry a timed-out attempt too (off: a one-request-at-a-time "
+                                 "local server would still be computing the abandoned attempt)")
+    send_chart: bool = Field(default=True, description="attach the chart image (false for text-only models)")
+    image_detail: Literal["auto", "low", "high"] | None = Field(default=None, description="image_url detail; None omits "
+                                                                "the key (vLLM rejects it)")
+    response_format: Literal["json_schema", "llamacpp_schema", "json_object", "none"] = Field(
+        default="json_schema", description="json_schema: OpenAI strict structured output; llamacpp_schema: llama.cpp's "
+        "{type: json_object, schema}; json_object: JSON mode; none: no response_format. Refusals step down automatically")
+    reasoning: bool = Field(default=False, description="reasoning model: max_completion_tokens instead of max_tokens, "
+                            "no temperature")
+    min_prompt_tokens: int = Field(default=50, ge=0, description="a reported prompt_tokens below this means the server "
+                                   "dropped or truncated the prompt: no trade")
+    max_entry_deviation_pct: float = Field(default=2.0, gt=0, le=100, description="the model's entry must be within this "
+                                           "percent of the last close, else no trade")
 
 
 SignalProviderConfig = Annotated[RulesProviderConfig | OpenAIProviderConfig, Field(discriminator="kind")]
@@ -177,6 +193,13 @@ class RiskConfig(_Strict):
     max_open_positions: int = Field(default=3, ge=1, le=100)
     max_daily_loss_pct: float = Field(default=3.0, gt=0, le=100)
     min_confidence: float = Field(default=0.55, ge=0, le=1)
+    min_exit_confidence: float | None = Field(default=None, ge=0, le=1, description="minimum confidence of a sell/close "
+                                              "signal; None: min_confidence")
+
+    @property
+    def exit_confidence(self) -> float:
+        """The minimum confidence an exit signal needs (``min_exit_confidence``, else ``min_confidence``)."""
+        return self.min_confidence if self.min_exit_confidence is None else self.min_exit_confidence
 
 
 class FuturesConfig(_Strict):

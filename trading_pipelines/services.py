@@ -23,8 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pandas as pd
 from sqlalchemy import Engine, select
@@ -78,8 +79,6 @@ LIVE_SWITCH_ENV = "TRADING_PIPELINES_LIVE"
 def live_trading_allowed(strategy: str, dry_run: bool, live_ack: str | None, environ=None) -> tuple[bool, str]:
     """Live orders need all three: ``dry_run: false``, ``live_ack`` equal to the strategy name, and
     ``TRADING_PIPELINES_LIVE=1`` in the deployment. Returns (allowed, reason)."""
-    import os
-
     environ = os.environ if environ is None else environ
     if dry_run:
         return False, "dry-run (execution.dry_run is true)"
@@ -827,10 +826,6 @@ def has_activity(rt: Runtime) -> bool:
     """Whether the book holds a position or a resting order."""
     with rt.venue.unit_of_work():
         return bool(rt.venue.fetch_positions() or rt.venue.fetch_open_orders())
-
-
-def utc(t: datetime) -> datetime:
-    return t.astimezone(timezone.utc)
 
 
 __all__ = ["Analysis", "Runtime", "WindowOutcome", "account_window", "analyze", "cancel", "confirm", "execute",

@@ -3,7 +3,8 @@
 Entry reference price is the last closed bar's close (the order itself is a market order that
 fills at the next bar's open). The stop is technical (see :mod:`stops`), the size follows the
 fixed-fractional risk rule (see :mod:`sizing`), the target is ``take_profit_r`` × the stop
-distance. Anything that prevents a sound plan (a hold, low confidence, indicators still warming
+distance. Anything that prevents a sound plan (a hold, low confidence — entries against
+``min_confidence``, exits against ``min_exit_confidence`` —, indicators still warming
 up, a size below one lot) becomes a NO_TRADE intent with its reason — never an exception.
 """
 
@@ -34,6 +35,9 @@ class PlanParams:
 
     risk_per_trade_pct: float = 1.0
     min_confidence: float = 0.55
+    # Minimum confidence of an exit (sell/close). The strategy file's ``risk.min_exit_confidence``
+    # (None there = ``min_confidence``) is resolved by the caller; the default 0.0 leaves exits ungated.
+    min_exit_confidence: float = 0.0
     stop_method: Literal["atr", "swing"] = "atr"
     atr_multiple: float = 2.0
     buffer_atr: float = 0.25
@@ -78,6 +82,8 @@ def plan_intent(signal: Signal, instrument: InstrumentSpec, equity: float, marke
     if signal.action == "hold":
         return no_trade(signal.thesis if signal.thesis.lower().startswith("hold") else f"hold: {signal.thesis}")
     if signal.action in _EXIT:
+        if not signal.confidence >= p.min_exit_confidence:
+            return no_trade(f"exit confidence {signal.confidence:.2f} below minimum {p.min_exit_confidence:.2f}")
         return TradeIntent(**base, kind=IntentKind.EXIT, side=None, status=IntentStatus.PENDING,
                            entry=market.last_close, reason=f"{signal.action}: {signal.thesis}")
     if signal.confidence < p.min_confidence:

@@ -17,8 +17,20 @@ Spot and futures are separate end to end: separate prompt templates
 (``prompts/spot_review.j2``, ``prompts/futures_review.j2``) and separate response schemas
 (:class:`SpotSignalResponse`, :class:`FuturesSignalResponse`).
 
-The API key is read from the environment by :func:`build_provider`; it is never logged, never
-part of a :class:`ProviderResult` and is scrubbed from error messages.
+The API key is read from the environment by :func:`build_provider`; it is never logged and is
+scrubbed from everything a :class:`ProviderResult` holds — prompt, request, the raw answer (a
+server may echo it in a 200), thesis, no-trade reason, dialect record. NUL and the other C0
+control characters except ``\n`` and ``\t`` are removed from every stored text (Postgres refuses
+NUL in text).
+
+Dialects (see :class:`OpenAISignalProvider`): plain-string content without an image, parts only
+with one; ``response_format`` per config (``json_schema`` strict, llama.cpp's
+``json_object``+``schema``, ``json_object``, none) with an automatic, recorded step-down when a
+server refuses a setting.
+
+The model's numbers are never trusted: an entry far from the last close, a stop or take-profit
+on the wrong side of the last close, another instrument named, or duplicate JSON keys make the
+answer a no-trade (the planner computes its own technical stop regardless).
 """
 
 from __future__ import annotations
@@ -30,14 +42,17 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+import httpx2
 import jinja2
 import openai
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -54,6 +69,11 @@ RULES_PROVIDER = "rules"
 RULES_MODEL = "rules-v1"
 OPENAI_PROVIDER = "openai"
 DEFAULT_MAX_RETRIES = 2
+DEFAULT_MAX_ENTRY_DEVIATION_PCT = 2.0
+DEFAULT_MIN_PROMPT_TOKENS = 50
+MAX_STEP_DOWNS = 4  # per call: at most this many extra HTTP calls after refusals
+ResponseFormat = Literal["json_schema", "llamacpp_schema", "json_object", "none"]
+RESPONSE_FORMAT_CHAIN: tuple[str, ...] = ("json_schema", "llamacpp_schema", "json_object", "none")
 _ENTRY_ACTIONS = {SpotAction.BUY.value: 1, FuturesAction.LONG.value: 1, FuturesAction.SHORT.value: -1}
 _INDICATOR_ORDER = (
     "close", "rsi", "macd", "macd_signal", "macd_hist", "atr",
@@ -114,7 +134,14 @@ class ProviderResult(BaseModel):
     ``latency_ms``: wall time of the whole ``generate`` call in milliseconds. ``request_json``:
     the exact chat-completions request body sent, with the chart data URI replaced by
     ``"<chart sha256=...>"`` (``None`` for the rules provider). ``signal.prompt_hash`` is
-    :func:`prompt_hash` of (prompt, chart sha256, model, template name).
+    :func:`prompt_hash` of (prompt, chart sha256, model, template name); ``chart_sha256`` is that
+    of the chart actually sent (``None`` when it was left out or dropped on a refusal).
+    ``dialect`` (OpenAI provider only): how the server was spoken to — ``response_format`` used,
+    ``content`` (``"string"``/``"parts"``), ``token_param``, ``temperature`` (sent value or
+    ``None``), ``image_detail``, ``chart`` (``"sent"``/``"none"``/``"off"``/``"dropped"``),
+    ``http_calls`` (calls made by the provider, SDK retries not counted), ``step_downs`` (this
+    call's: ``{"setting", "from", "to", "status", "message"}``) and ``learned_step_downs`` (from
+    earlier calls of the same provider, applied from the start).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -127,6 +154,7 @@ class ProviderResult(BaseModel):
     request_json: dict[str, Any] | None = None
     template_name: str
     chart_sha256: str | None = None
+    dialect: dict[str, Any] | None = None
 
     @property
     def is_no_trade(self) -> bool:
@@ -149,6 +177,7 @@ class _ResponseBase(BaseModel):
     stop: float | None = _PRICE
     take_profit: float | None = _PRICE
     thesis: str = Field(min_length=1, max_length=4000)
+    instrument: str | None = Field(default=None, description="the instrument the answer is about; must be the reviewed one")
 
 
 class SpotSignalResponse(_ResponseBase):
@@ -180,17 +209,95 @@ def _allowed_actions(mode: Mode) -> list[str]:
     return [a.value for a in (SpotAction if mode is Mode.SPOT else FuturesAction)]
 
 
+def response_json_schema(mode: Mode) -> dict[str, Any]:
+    """The JSON Schema sent to the server for ``mode`` (OpenAI ``json_schema`` strict mode and
+    llama.cpp's ``json_object``+``schema`` alike).
+
+    OpenAI's strict mode accepts it: every property is listed in ``required``,
+    ``additionalProperties`` is false, optional values are ``type: [..., "null"]`` and no keyword
+    strict mode rejects (``maxLength``, ``minLength``, ``pattern``, ``format``, ``default``,
+    ``minimum``…) appears — bounds are checked after parsing by :func:`parse_signal_response`
+    (``maxLength`` also crashes llama.cpp's grammar converter).
+    """
+    nullable_price = {"type": ["number", "null"], "description": "quote currency, or null"}
+    props: dict[str, Any] = {
+        "instrument": {"type": ["string", "null"], "description": "the instrument reviewed, or null"},
+        "action": {"type": "string", "enum": _allowed_actions(mode)},
+        "confidence": {"type": "number", "description": "0 to 1"},
+        "entry": dict(nullable_price),
+        "stop": dict(nullable_price),
+        "take_profit": dict(nullable_price),
+    }
+    if mode is Mode.FUTURES:
+        props["leverage_hint"] = {"type": ["number", "null"], "description": "advisory, 1 to 125, or null"}
+    props["thesis"] = {"type": "string", "description": "one to three sentences"}
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
+def response_format_body(kind: str, mode: Mode) -> dict[str, Any] | None:
+    """The ``response_format`` request value for ``kind`` (``None``: leave the key out)."""
+    if kind == "json_schema":
+        return {"type": "json_schema",
+                "json_schema": {"name": f"{mode.value}_signal", "strict": True, "schema": response_json_schema(mode)}}
+    if kind == "llamacpp_schema":
+        return {"type": "json_object", "schema": response_json_schema(mode)}
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind == "none":
+        return None
+    raise ValueError(f"unknown response_format {kind!r} (one of {', '.join(RESPONSE_FORMAT_CHAIN)})")
+
+
 _FENCE_RE = re.compile(r"^\s*```(?:json)?\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
 
 
-def parse_signal_response(mode: Mode, text: str | None, close: float | None = None) -> SignalResponse:
-    """Parse and check a model's answer for ``mode``.
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in seen:
+            raise _DuplicateKey(k)
+        seen[k] = v
+    return seen
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidSignalResponse(f"response JSON contains {name}, which is not a number")
+
+
+def _same_instrument(named: str, reviewed: str) -> bool:
+    """``named`` equals ``reviewed`` ignoring case and spaces; a futures symbol's settle suffix
+    (``BTC/USDT:USDT`` → ``BTC/USDT``) may be left out."""
+    def norm(x: str) -> str:
+        return "".join(x.split()).upper()
+
+    n, r = norm(named), norm(reviewed)
+    return n == r or (":" in r and n == r.split(":", 1)[0])
+
+
+def parse_signal_response(
+    mode: Mode,
+    text: str | None,
+    close: float | None = None,
+    *,
+    instrument: str | None = None,
+    max_entry_deviation_pct: float | None = None,
+) -> SignalResponse:
+    """Parse and check a model's answer for ``mode``; the model's numbers are not trusted.
 
     Accepts one JSON object (optionally wrapped in a single ```json fence). Checks, in order:
-    non-empty, valid JSON, an object, ``action`` allowed in ``mode``, the mode's schema
-    (``extra="forbid"``, confidence 0..1, positive finite prices), then for entries the price
-    sides: buy/long need ``stop < ref < take_profit``, short needs ``take_profit < ref < stop``,
-    where ``ref`` is ``entry`` or, without one, ``close`` (quote currency).
+    non-empty, valid JSON without a duplicate key at any depth (``"action":"hold", …,
+    "action":"buy"`` is refused, not read as its last value) and without NaN/Infinity, an object,
+    ``action`` allowed in ``mode``, the mode's schema (``extra="forbid"``, confidence 0..1,
+    positive finite prices), the ``instrument`` named (if any) equal to ``instrument``, then for
+    entries the price sides against ``entry`` (buy/long: ``stop < entry < take_profit``; short:
+    ``take_profit < entry < stop``); ``entry`` (any action) within ``max_entry_deviation_pct``
+    percent of ``close``; and the same sides against ``close`` — the last close, quote currency.
+    Checks needing ``close``/``instrument``/the deviation are skipped when those are ``None``
+    (or ``close`` is not finite).
 
     Raises :class:`InvalidSignalResponse` with a message naming the failed check.
     """
@@ -199,9 +306,13 @@ def parse_signal_response(mode: Mode, text: str | None, close: float | None = No
     m = _FENCE_RE.match(text)
     body = m.group(1) if m else text
     try:
-        obj = json.loads(body)
+        obj = json.loads(body, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant)
+    except _DuplicateKey as e:
+        raise InvalidSignalResponse(f"response JSON repeats the key {e.args[0]!r} (duplicate keys are ambiguous)") from None
     except json.JSONDecodeError as e:
         raise InvalidSignalResponse(f"response is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except RecursionError:
+        raise InvalidSignalResponse("response JSON is nested too deeply") from None
     if not isinstance(obj, dict):
         raise InvalidSignalResponse(f"response JSON is a {type(obj).__name__}, expected an object")
     allowed = _allowed_actions(mode)
@@ -217,19 +328,26 @@ def parse_signal_response(mode: Mode, text: str | None, close: float | None = No
             msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
             problems.append(f"{loc}: {msg}")
         raise InvalidSignalResponse(f"response does not fit the {mode.value} schema: {'; '.join(problems)}") from None
-    _check_sides(resp, close)
+    if instrument is not None and resp.instrument is not None and not _same_instrument(resp.instrument, instrument):
+        raise InvalidSignalResponse(f"answer names instrument {resp.instrument!r}, but {instrument!r} was reviewed")
+    market = close if close is not None and math.isfinite(close) and close > 0 else None
+    if resp.entry is not None:
+        _check_sides(resp, resp.entry, "entry")
+    if market is not None and resp.entry is not None and max_entry_deviation_pct is not None:
+        deviation = abs(resp.entry - market) / market * 100.0
+        if not deviation <= max_entry_deviation_pct:
+            raise InvalidSignalResponse(
+                f"entry {fmt_num(resp.entry)} is {deviation:.4g}% from the last close {fmt_num(market)} "
+                f"(max {fmt_num(max_entry_deviation_pct)}%)"
+            )
+    if market is not None:
+        _check_sides(resp, market, "close")
     return resp
 
 
-def _check_sides(resp: SignalResponse, close: float | None) -> None:
+def _check_sides(resp: SignalResponse, ref: float, ref_name: str) -> None:
     direction = _ENTRY_ACTIONS.get(resp.action)
     if direction is None:
-        return
-    if resp.entry is not None:
-        ref, ref_name = resp.entry, "entry"
-    elif close is not None and math.isfinite(close):
-        ref, ref_name = close, "close"
-    else:
         return
     below, above = ("stop", "take_profit") if direction > 0 else ("take_profit", "stop")
     for name in (below, above):
