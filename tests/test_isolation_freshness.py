@@ -432,6 +432,8 @@ def test_the_bar_that_must_exist_opens_at_the_window_start(env):
     assert [a.signal.action for a in out] == ["hold", "hold", "hold"]
     assert out[2].bars.index[-1].isoformat() == "2026-02-27T12:00:00+00:00"
     assert "2026-02-27T08:00:00+00:00" not in {t.isoformat() for t in out[2].bars.index}
+    # the hole is counted: 24/7 BTC should have 150 consecutive bars; the 12:00 window's span is 151
+    assert [a.gap_bars for a in out] == [0, 0, 1]
 
 
 # ---------------------------------------------------------------- 4: zero-volume placeholders

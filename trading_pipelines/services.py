@@ -176,6 +176,7 @@ class Analysis:
     flags: list[str] = field(default_factory=list)
     frame_object: str | None = None  # where the window's indicator chunk is stored
     chart_error: str | None = None
+    gap_bars: int = 0  # bars missing inside the lookback (24/7 markets only; indicators span the hole)
 
 
 def _chunk_start(t: pd.Timestamp, bar: timedelta) -> pd.Timestamp:
@@ -279,6 +280,9 @@ def analyze(rt: Runtime, instrument: str, window_ends: list[datetime], run_id: s
             a.error = f"bad data: only {len(frame)} bars before {a.window_end.isoformat()}"
             continue
         a.zero_volume_bars = int((frame["volume"] <= 0).sum())
+        if rt.spec.instrument(instrument).asset_class == "crypto":  # 24/7 markets: a hole in the lookback is missing data
+            span = int((frame.index[-1] - frame.index[0]) / pd.Timedelta(bar)) + 1
+            a.gap_bars = span - len(frame)
         if frame["volume"].iloc[-1] <= 0:
             a.flags.append("zero-volume newest bar")
             a.error = (f"stale data: the newest bar ({frame.index[-1].isoformat()}) has zero volume, a placeholder, "

@@ -145,11 +145,13 @@ def build_review_assets(spec: StrategySpec) -> tuple[list, list[dg.AssetKey]]:
         last = wkeys[-1]
         last_rows = [results[i][-1] for i in instruments]
         bars_rows = [[i, len(a.bars) if a.bars is not None else 0, a.bars.index[-1].isoformat() if a.bars is not None and len(a.bars) else "",
-                      a.zero_volume_bars, a.error or "ok"] for i, a in zip(instruments, last_rows)]
+                      a.zero_volume_bars, a.gap_bars, a.error or "ok"] for i, a in zip(instruments, last_rows)]
         yield dg.MaterializeResult(asset_key=k["ohlcv_bars"], metadata={
             "windows": len(wkeys), "first_window": wkeys[0], "last_window": last, "instruments": instruments,
-            "last_window_bars": dg.MetadataValue.md(_md_table(["instrument", "rows", "newest bar open", "zero-volume bars", "status"], bars_rows)),
+            "last_window_bars": dg.MetadataValue.md(_md_table(["instrument", "rows", "newest bar open", "zero-volume bars",
+                                                                "missing bars in lookback", "status"], bars_rows)),
             "zero_volume_bars": sum(a.zero_volume_bars for i in instruments for a in results[i]),
+            "windows_with_gaps": sum(1 for i in instruments for a in results[i] if a.gap_bars),
             "stale_or_bad": sum(1 for _, _, e in failed if e.startswith(("stale", "bad data")))})
         ind_rows = [[i, *(f"{a.frame[c].iloc[-1]:.6g}" if a.frame is not None and len(a.frame) and c in a.frame else "n/a"
                           for c in ("close", "rsi", "atr", "adx"))] for i, a in zip(instruments, last_rows)]
