@@ -10,12 +10,29 @@ parsing and error mapping are the SDK's own.
 Scripted errors carry ``retry-after-ms`` so the SDK's retry back-off stays in milliseconds.
 When the queue is empty the server answers 500 with ``x-should-retry: false`` and the message
 ``stub: no scripted response left``, so a test that under-scripts fails visibly.
+
+Dialects (``OpenAIStubServer(dialect=...)``): before a scripted answer is used, the request is
+checked the way a real server checks it, and a refusal is answered without consuming the
+queue (messages as those servers word them):
+
+- ``openai``: ``response_format`` ``json_schema`` with ``strict: true`` must be a schema strict
+  mode accepts (every property required, ``additionalProperties: false``, no rejected keyword);
+- ``openai-reasoning``: as ``openai``, plus 400 for ``max_tokens`` and for ``temperature``;
+- ``lmstudio``: 400 for ``response_format`` ``json_object`` ("must be 'json_schema' or 'text'");
+- ``vllm``: 400 for an ``image_url.detail`` key, 400 "… is not a multimodal model" for an image;
+- ``llamacpp``: 500 for list content ("can only concatenate str (not "list") to str"), 400 for
+  ``json_schema``, takes ``{"type": "json_object", "schema": …}``, 500 for a schema holding
+  ``maxLength``;
+- ``ollama``: 500 for an image sent to a text-only model.
+
+``ScriptedResponse.delay_s`` delays an answer (slow servers, timeouts).
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +48,7 @@ class ScriptedResponse:
     status: int = 200
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -76,10 +94,119 @@ def error_body(message: str, type_: str = "server_error") -> dict[str, Any]:
     return {"error": {"message": message, "type": type_, "param": None, "code": None}}
 
 
-class OpenAIStubServer:
-    """Use as a context manager; ``base_url`` is ``http://127.0.0.1:<port>/v1``."""
+DIALECTS = ("openai", "openai-reasoning", "lmstudio", "vllm", "llamacpp", "ollama")
 
-    def __init__(self) -> None:
+# keywords OpenAI's strict structured outputs refuse (kept conservative, as the provider must)
+STRICT_REJECTED_KEYWORDS = frozenset({
+    "maxLength", "minLength", "pattern", "format", "default", "minimum", "maximum", "exclusiveMinimum",
+    "exclusiveMaximum", "multipleOf", "minItems", "maxItems", "uniqueItems", "minProperties", "maxProperties",
+    "patternProperties", "propertyNames", "unevaluatedProperties", "contains", "if", "then", "else", "not",
+})
+
+
+def strict_schema_problems(schema: Any, path: str = "$") -> list[str]:
+    """What OpenAI's strict mode would refuse in ``schema`` (empty list: accepted)."""
+    problems: list[str] = []
+    if isinstance(schema, dict):
+        for k in schema:
+            if k in STRICT_REJECTED_KEYWORDS:
+                problems.append(f"{path}: '{k}' is not permitted")
+        types = schema.get("type")
+        types = types if isinstance(types, list) else [types]
+        if "object" in types:
+            props = schema.get("properties", {})
+            if schema.get("additionalProperties") is not False:
+                problems.append(f"{path}: 'additionalProperties' is required to be supplied and to be false")
+            missing = [p for p in props if p not in schema.get("required", [])]
+            if missing:
+                problems.append(f"{path}: 'required' is required to include every property; missing {missing}")
+            for name, sub in props.items():
+                problems += strict_schema_problems(sub, f"{path}.{name}")
+        if "items" in schema:
+            problems += strict_schema_problems(schema["items"], f"{path}[]")
+        for key in ("anyOf", "$defs", "definitions"):
+            subs = schema.get(key)
+            for i, sub in enumerate(subs.values() if isinstance(subs, dict) else subs or []):
+                problems += strict_schema_problems(sub, f"{path}.{key}[{i}]")
+    return problems
+
+
+def _contains_key(v: Any, key: str) -> bool:
+    if isinstance(v, dict):
+        return key in v or any(_contains_key(x, key) for x in v.values())
+    if isinstance(v, list):
+        return any(_contains_key(x, key) for x in v)
+    return False
+
+
+def _image_parts(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for msg in body.get("messages", []) if isinstance(msg.get("content"), list)
+            for p in msg["content"] if isinstance(p, dict) and p.get("type") == "image_url"]
+
+
+def dialect_refusal(dialect: str | None, body: Any) -> ScriptedResponse | None:
+    """The error ``dialect``'s server answers to ``body``, or ``None`` when it would accept it."""
+    if dialect is None or not isinstance(body, dict):
+        return None
+
+    def err(status: int, message: str, type_: str = "invalid_request_error") -> ScriptedResponse:
+        return ScriptedResponse(status, error_body(message, type_), {"retry-after-ms": "1"})
+
+    rf = body.get("response_format") or {}
+    rf_type = rf.get("type") if isinstance(rf, dict) else None
+    images = _image_parts(body)
+    lists = any(isinstance(m.get("content"), list) for m in body.get("messages", []))
+    model = body.get("model", "model")
+    if dialect in ("openai", "openai-reasoning"):
+        if dialect == "openai-reasoning":
+            if "max_tokens" in body:
+                return err(400, "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                                "Use 'max_completion_tokens' instead.")
+            if "temperature" in body and body["temperature"] != 1:
+                return err(400, f"Unsupported value: 'temperature' does not support {body['temperature']} with this "
+                                "model. Only the default (1) value is supported.")
+        if rf_type == "json_schema":
+            js = rf.get("json_schema") or {}
+            if js.get("strict"):
+                problems = strict_schema_problems(js.get("schema"))
+                if problems:
+                    return err(400, f"Invalid schema for response_format '{js.get('name')}': {problems[0]}")
+        elif rf_type not in (None, "json_object", "text"):
+            return err(400, f"Invalid value: '{rf_type}'. Supported values are: 'json_object', 'json_schema', and 'text'.")
+    elif dialect == "lmstudio":
+        if rf_type not in (None, "json_schema", "text"):
+            return err(400, "'response_format.type' must be 'json_schema' or 'text'")
+    elif dialect == "vllm":
+        if any("detail" in (p.get("image_url") or {}) for p in images):
+            return err(400, "[{'type': 'extra_forbidden', 'loc': ('body', 'messages', 0, 'content', 1, 'image_url', "
+                            "'detail'), 'msg': 'Extra inputs are not permitted'}]", "BadRequestError")
+        if images:
+            return err(400, f"{model} is not a multimodal model", "BadRequestError")
+    elif dialect == "llamacpp":
+        if lists:
+            return err(500, 'can only concatenate str (not "list") to str', "server_error")
+        if rf_type == "json_schema":
+            return err(400, 'response_format type must be one of "text" or "json_object", but got: json_schema')
+        if _contains_key(rf, "maxLength"):
+            return err(500, "std::runtime_error: JSON schema conversion failed (maxLength)", "server_error")
+    elif dialect == "ollama":
+        if images:
+            return err(500, "this model is missing data required for image input", "api_error")
+    else:
+        raise ValueError(f"unknown stub dialect {dialect!r} (one of {DIALECTS})")
+    return None
+
+
+class OpenAIStubServer:
+    """Use as a context manager; ``base_url`` is ``http://127.0.0.1:<port>/v1``. ``dialect``
+    (see the module docstring) makes it refuse requests the way that server does; ``refusals``
+    counts the requests it refused that way."""
+
+    def __init__(self, dialect: str | None = None) -> None:
+        if dialect is not None and dialect not in DIALECTS:
+            raise ValueError(f"unknown stub dialect {dialect!r} (one of {DIALECTS})")
+        self.dialect = dialect
+        self.refusals = 0
         self._queue: deque[ScriptedResponse] = deque()
         self._lock = threading.Lock()
         self.requests: list[RecordedRequest] = []
@@ -101,6 +228,15 @@ class OpenAIStubServer:
 
     def push_error(self, status: int = 500, message: str = "stub: internal server error") -> None:
         self.push(ScriptedResponse(status, error_body(message), {"retry-after-ms": "1"}))
+
+    def push_rate_limit(self, retry_after_s: float = 0.2) -> None:
+        """Queue a 429 with ``Retry-After: <seconds>`` (no ``retry-after-ms``)."""
+        self.push(ScriptedResponse(429, error_body("Rate limit reached", "rate_limit_error"),
+                                   {"retry-after": str(retry_after_s)}))
+
+    def push_slow_json_answer(self, answer: dict[str, Any], delay_s: float, **kwargs: Any) -> None:
+        """Queue a 200 JSON answer sent after ``delay_s`` seconds."""
+        self.push(ScriptedResponse(200, completion_body(json.dumps(answer), **kwargs), delay_s=delay_s))
 
     @property
     def chat_requests(self) -> list[RecordedRequest]:
@@ -140,10 +276,18 @@ class OpenAIStubServer:
                 except ValueError:
                     body = raw
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                refusal = dialect_refusal(stub.dialect, body) if self.path == CHAT_PATH else None
                 with stub._lock:
                     stub.requests.append(RecordedRequest("POST", self.path, headers, body))
-                    scripted = stub._queue.popleft() if stub._queue and self.path == CHAT_PATH else None
-                if self.path != CHAT_PATH:
+                    if refusal is not None:
+                        stub.refusals += 1
+                    scripted = (stub._queue.popleft() if refusal is None and stub._queue and self.path == CHAT_PATH
+                                else None)
+                if scripted is not None and scripted.delay_s:
+                    time.sleep(scripted.delay_s)
+                if refusal is not None:
+                    self._send(refusal)
+                elif self.path != CHAT_PATH:
                     self._send(ScriptedResponse(404, error_body(f"stub: no route {self.path}", "invalid_request_error")))
                 elif scripted is None:
                     self._send(

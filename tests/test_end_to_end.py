@@ -274,7 +274,7 @@ def test_asset_metadata_makes_the_ui_useful(spot_run):
     table = bmeta["last_window_bars"].value
     for inst in ("BTC/USDT", "ETH/USDT", "SOL/USDT"):
         # 150 lookback bars; window 12:00-16:00 sees bars closed by 16:00, the newest opening at 12:00
-        assert f"| {inst} | 150 | 2026-02-27T12:00:00+00:00 | 0 | ok |" in table
+        assert f"| {inst} | 150 | 2026-02-27T12:00:00+00:00 | 0 | 0 | ok |" in table  # no zero-volume, no missing bars
     smeta = meta("signals", result.run_id, WINDOWS[2])
     assert smeta["counts"].value == {"hold": 5, "buy": 4, "sell": 3}
     assert "| 2026-02-27-00:00 | ETH/USDT | buy |" in smeta["signals"].value
@@ -292,7 +292,7 @@ def test_asset_metadata_makes_the_ui_useful(spot_run):
     assert chart["charts"].value == 3
     one = meta("ohlcv_bars", single.run_id, WINDOWS[0])
     # window 00:00-04:00 sees bars closed by 04:00: the newest opens at 00:00
-    assert "| ETH/USDT | 150 | 2026-02-27T00:00:00+00:00 | 0 | ok |" in one["last_window_bars"].value
+    assert "| ETH/USDT | 150 | 2026-02-27T00:00:00+00:00 | 0 | 0 | ok |" in one["last_window_bars"].value
     sig = meta("signals", single.run_id, WINDOWS[0])
     assert sig["counts"].value == {"hold": 1, "buy": 2}
     for row in sig["signals"].value.splitlines()[2:]:

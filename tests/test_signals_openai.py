@@ -30,6 +30,7 @@ from trading_pipelines.resources.signals import (
     prompt_hash,
     redact_request_body,
     render_prompt,
+    response_json_schema,
 )
 
 API_KEY = "sk-test-DO-NOT-LEAK-7f3a9c"
@@ -121,7 +122,10 @@ def test_valid_spot_answer_becomes_signal_with_usage_and_exact_request(stub):
     (sent,) = stub.chat_requests
     body = sent.body
     assert body["model"] == MODEL
-    assert body["response_format"] == {"type": "json_object"}
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "spot_signal", "strict": True, "schema": response_json_schema(Mode.SPOT)},
+    }
     assert body["temperature"] == 0.0 and body["max_tokens"] == 600
     text_part, image_part = body["messages"][0]["content"]
     assert text_part == {"type": "text", "text": res.prompt}
@@ -160,7 +164,9 @@ def test_no_chart_sends_text_only_and_says_so(stub):
     stub.push_json_answer({**SPOT_BUY, "action": "hold", "entry": None, "stop": None, "take_profit": None})
     res = provider(stub).generate(request(chart=None))
     assert res.signal.action == "hold" and res.signal.no_trade_reason is None
-    assert stub.chat_requests[0].body["messages"][0]["content"] == [{"type": "text", "text": res.prompt}]
+    # no image: plain-string content (string-only chat templates refuse a list of parts)
+    assert stub.chat_requests[0].body["messages"][0]["content"] == res.prompt
+    assert res.dialect["content"] == "string" and res.dialect["chart"] == "none"
     assert "No chart is attached" in res.prompt and res.chart_sha256 is None
 
 
@@ -374,10 +380,12 @@ def test_prompts_are_mode_specific_and_list_every_schema_field():
     fut_p = render_prompt("futures_review.j2", request(Mode.FUTURES))
     assert '"buy" | "sell" | "hold"' in spot_p and '"long"' not in spot_p and '"short"' not in spot_p
     assert '"long" | "short" | "close" | "hold"' in fut_p and '"buy"' not in fut_p
+    # every field, ``instrument`` included (optional: checked against the reviewed one when named)
     for field in SpotSignalResponse.model_fields:
         assert f'"{field}"' in spot_p
     for field in FuturesSignalResponse.model_fields:
         assert f'"{field}"' in fut_p
+    assert '"instrument": string or null' in spot_p and '"instrument": string or null' in fut_p
     assert "leverage_hint" not in spot_p
     for p in (spot_p, fut_p):
         assert "2024-05-01T12:00:00Z" in p and "4h" in p

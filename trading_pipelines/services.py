@@ -123,7 +123,7 @@ class Runtime:
         return PlanParams(risk_per_trade_pct=r.risk_per_trade_pct, min_confidence=r.min_confidence,
                           stop_method=t.stop.method, atr_multiple=t.stop.atr_multiple, buffer_atr=t.stop.buffer_atr,
                           take_profit_r=t.take_profit_r, leverage=f.leverage if f else 1.0,
-                          margin_mode=f.margin_mode if f else None)
+                          margin_mode=f.margin_mode if f else None, min_exit_confidence=r.exit_confidence)
 
     def lineage(self, instrument: str, partition_key: str, run_id: str) -> repo.Lineage:
         return repo.Lineage(self.spec.name, instrument, partition_key, run_id, self.book)

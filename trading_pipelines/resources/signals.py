@@ -500,6 +500,7 @@ class SignalProvider(ABC):
         response_text: str | None = None,
         usage: dict[str, int] | None = None,
         request_json: dict[str, Any] | None = None,
+        dialect: dict[str, Any] | None = None,
     ) -> ProviderResult:
         log.warning("no trade for %s %s %s: %s", req.strategy, req.instrument, _iso(req.window_end), reason)
         signal = self._signal(req, prompt, action="hold", confidence=0.0, thesis=f"no trade: {reason}",
@@ -513,6 +514,7 @@ class SignalProvider(ABC):
             request_json=request_json,
             template_name=self.template_name,
             chart_sha256=req.chart_sha256,
+            dialect=dialect,
         )
 
 
@@ -548,9 +550,12 @@ class RulesSignalProvider(SignalProvider):
         return self.ema_fast or f"ema_{windows[0]}", self.ema_slow or f"ema_{windows[-1]}"
 
     def generate(self, req: SignalRequest) -> ProviderResult:
+        return sanitize_result(self._generate(req))
+
+    def _generate(self, req: SignalRequest) -> ProviderResult:
         t0 = time.perf_counter()
         try:
-            prompt = render_prompt(self.template_name, req)
+            prompt = clean_text(render_prompt(self.template_name, req))
         except Exception as e:  # noqa: BLE001 - error as data
             return self._no_trade(req, f"prompt rendering failed (template {self.template_name!r}): {type(e).__name__}: {e}", t0)
         try:
@@ -793,7 +798,10 @@ class OpenAISignalProvider(SignalProvider):
             return self._no_trade(sent_req, f"{where} returned no choices", t0, usage=usage, **ctx)
         choice = choices[0]
         message = choice.message
-        text = message.content if isinstance(message.content, str) or message.content is None else str(message.content)
+        # the answer as stored: cleaned (control characters, the key) before parsing, so the stored
+        # raw text and the parsed signal can never disagree
+        raw = message.content
+        text = None if raw is None else self._scrub(raw if isinstance(raw, str) else str(raw))
         ctx["response_text"] = text
         pt = usage.get("prompt_tokens")
         if pt is not None and pt < self.min_prompt_tokens:
@@ -863,7 +871,7 @@ def _sdk_retries(status: int) -> bool:
     return status in (408, 409, 429) or status >= 500
 
 
-_IMAGE_REFUSED = ("multimodal", "image", "vision", "can only concatenate str")
+_IMAGE_REFUSED = ("multimodal", "vision", "image input", "can only concatenate str")
 _UNSUPPORTED = ("unsupported", "not supported", "does not support", "not support", "only the default", "not allowed",
                 "extra inputs are not permitted", "unrecognized", "unknown")
 _FORMAT_REFUSED = ("response_format", "json_schema", "json_object", "'json_schema' or 'text'", "schema", "grammar")
@@ -882,7 +890,7 @@ def _step_down(d: _Dialect, status: int, message: str, *, image_sent: bool) -> d
     if image_sent and d.image_detail is not None and "detail" in m:
         old, d.image_detail = d.image_detail, None
         return step("image_detail", old, None)
-    if image_sent and any(k in m for k in _IMAGE_REFUSED):
+    if image_sent and (any(k in m for k in _IMAGE_REFUSED) or ("image" in m and any(k in m for k in _UNSUPPORTED))):
         d.chart = False
         return step("chart", "sent", "dropped")
     if d.token_param == "max_tokens" and "max_tokens" in m and any(k in m for k in _UNSUPPORTED + ("max_completion_tokens",)):
@@ -989,5 +997,13 @@ def build_provider(
             max_tokens=cfg.max_tokens,
             timeout_s=cfg.timeout_s,
             template_name=template_name,
+            max_retries=cfg.max_retries,
+            retry_timeouts=cfg.retry_timeouts,
+            send_chart=cfg.send_chart,
+            image_detail=cfg.image_detail,
+            response_format=cfg.response_format,
+            reasoning=cfg.reasoning,
+            min_prompt_tokens=cfg.min_prompt_tokens,
+            max_entry_deviation_pct=cfg.max_entry_deviation_pct,
         )
     raise TypeError(f"unknown signal provider config {type(cfg).__name__}")
