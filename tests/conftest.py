@@ -89,3 +89,14 @@ def pytest_terminal_summary(terminalreporter) -> None:
     if _START_TIMES:
         started = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in _START_TIMES.items())
         terminalreporter.write_line(f"real servers started: {started}")
+
+
+@pytest.fixture()
+def embedded_home(tmp_path, monkeypatch) -> Path:
+    """The embedded defaults in ``tmp_path``: Dagster's home, a SQLite ledger beside it, the paper
+    venue's default store (``paper_venue.sqlite``), a local chart folder."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv("TRADING_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    monkeypatch.setenv("TRADING_CHART_DIR", str(tmp_path / "charts"))
+    monkeypatch.delenv("TRADING_VENUE_URL", raising=False)
+    return tmp_path

@@ -25,11 +25,8 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
 
 
 @pytest.fixture()
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    monkeypatch.setenv("TRADING_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.sqlite'}")
-    monkeypatch.setenv("TRADING_CHART_DIR", str(tmp_path / "charts"))
-    monkeypatch.delenv("TRADING_VENUE_URL", raising=False)
+def env(embedded_home):
+    tmp_path = embedded_home
     from trading_pipelines.definitions import defs
 
     return defs(), dg.DagsterInstance.local_temp(str(tmp_path)), get_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}")

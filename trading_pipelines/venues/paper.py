@@ -464,10 +464,7 @@ class PaperExchange(SimulatedVenue):
                     self._end(b, o, OrderStatus.REJECTED)
                     events.append(VenueEvent("rejected", instrument, o.client_order_id, o.role, price, o.quantity, bar.open_time))
                     continue
-                price = self._fill(b, o, price, bar.open_time)
-                pnl = self._close_position(b, pos, price)
-                self._cancel_brackets(b, instrument)
-                events.append(VenueEvent("fill", instrument, o.client_order_id, o.role, price, o.quantity, bar.open_time, pnl))
+                events.append(self._close_with(b, o, pos, price, bar.open_time))
         pos = b.positions.get(instrument)
         if pos is not None:
             legs = [o for o in b.orders.values() if o.instrument == instrument and o.armed]
@@ -477,15 +474,19 @@ class PaperExchange(SimulatedVenue):
                                target.price if target else None, bar, self.slippage_bps)
             if hit is not None:
                 role, price = hit
-                leg = stop if role is OrderRole.STOP_LOSS else target
-                price = self._fill(b, leg, price, bar.open_time)
-                pnl = self._close_position(b, pos, price)
-                self._cancel_brackets(b, instrument)
-                events.append(VenueEvent("fill", instrument, leg.client_order_id, leg.role, price, leg.quantity, bar.open_time, pnl))
+                events.append(self._close_with(b, stop if role is OrderRole.STOP_LOSS else target, pos, price, bar.open_time))
         pos = b.positions.get(instrument)
         if pos is not None:
             pos.mark_price = bar.close
         return events
+
+    def _close_with(self, b: _Book, order: _Order, pos: _Position, price: float, time: datetime) -> VenueEvent:
+        """Fill a reduce-only ``order`` (exit, stop-loss, take-profit) that closes ``pos``, and end
+        the position's other bracket legs."""
+        price = self._fill(b, order, price, time)
+        pnl = self._close_position(b, pos, price)
+        self._cancel_brackets(b, pos.instrument)
+        return VenueEvent("fill", pos.instrument, order.client_order_id, order.role, price, order.quantity, time, pnl)
 
     def _liquidate(self, b: _Book, instrument: str, bar: Bar) -> VenueEvent | None:
         """Isolated futures liquidation on ``bar``, before any other order of the bar.
