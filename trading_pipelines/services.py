@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -63,7 +64,15 @@ from trading_pipelines.ledger.db import session_scope
 from trading_pipelines.ledger.models import LIVE_BOOK, GuardResultRow, IntentRow, OrderRow
 from trading_pipelines.resources.charts import ChartRef, ChartStore, chart_key, render_chart
 from trading_pipelines.resources.market_data import MarketDataError, MarketDataSource
-from trading_pipelines.resources.signals import ProviderResult, SignalProvider, SignalRequest
+from trading_pipelines.resources.signals import (
+    ProviderResult,
+    SignalProvider,
+    SignalRequest,
+    base_url_host,
+    call_cache_key,
+    estimated_cost_usd,
+    template_sha256,
+)
 from trading_pipelines.venues.protocol import SimulatedVenue, Venue, VenueEvent
 from trading_pipelines.venues.paper import PaperExchange
 
@@ -177,6 +186,10 @@ class Analysis:
     frame_object: str | None = None  # where the window's indicator chunk is stored
     chart_error: str | None = None
     gap_bars: int = 0  # bars missing inside the lookback (24/7 markets only; indicators span the hole)
+    call_id: int | None = None  # the provider_calls row the signal came from (None: no call was made)
+    cache_hit: bool = False  # the answer came from the response cache (no HTTP call)
+    http_calls: int = 0  # HTTP calls this window's signal took (step-downs included; SDK retries not counted)
+    signal_kept: bool = False  # a live intent already used the stored signal: no call, the stored one stands
 
 
 def _chunk_start(t: pd.Timestamp, bar: timedelta) -> pd.Timestamp:
@@ -302,15 +315,23 @@ def analyze(rt: Runtime, instrument: str, window_ends: list[datetime], run_id: s
         _store_charts(rt, instrument, todo, _render(render, jobs, todo), reads_chart)
     with session_scope(rt.engine) as s:
         existing = repo.signal_rows(s, rt.spec.name, instrument, ends)
+        used = repo.used_signal_intents(s, rt.spec.name, instrument, ends)
         for a in out:
-            a.result = _signal(rt, a)
+            lin = repo.Lineage(rt.spec.name, instrument, pkey(a.window_end), run_id)
+            stored = existing.get(a.window_end)
+            if a.window_end in used and stored is not None:
+                # the live book's intent already used this signal: no call, the stored signal and its call stand
+                _keep_signal(s, lin, a, stored, used[a.window_end], rt.spec.prompt_template)
+                continue
+            a.result = _signal(rt, a, s, lin)
             a.signal = a.result.signal
             r = a.result
-            repo.record_signal(s, repo.Lineage(rt.spec.name, instrument, pkey(a.window_end), run_id), a.signal, existing=existing,
-                               prompt=r.prompt, request_json=r.request_json, response_text=r.response_text,
-                               usage=r.usage or {}, latency_ms=r.latency_ms,
-                               chart_key=a.chart.key if a.chart else None, chart_sha256=a.chart.sha256 if a.chart else None,
-                               market=vars(a.market) if a.market is not None else None)
+            row = repo.record_signal(s, lin, a.signal, existing=existing,
+                                     prompt=r.prompt, request_json=r.request_json, response_text=r.response_text,
+                                     usage=r.usage or {}, latency_ms=r.latency_ms,
+                                     chart_key=a.chart.key if a.chart else None, chart_sha256=a.chart.sha256 if a.chart else None,
+                                     market=vars(a.market) if a.market is not None else None)
+            repo.set_signal_call(s, row, a.call_id)
     if pending is not None:
         def finish() -> None:
             _store_charts(rt, instrument, todo, _render(lambda _: pending.result(), jobs, todo), reads_chart)
@@ -344,8 +365,27 @@ def _store_charts(rt: Runtime, instrument: str, todo: list[Analysis], pngs: list
             a.error = a.error or a.chart_error
 
 
-def _signal(rt: Runtime, a: Analysis) -> ProviderResult:
+def _keep_signal(s, lin: repo.Lineage, a: Analysis, row, intent: IntentRow, template_name: str) -> None:
+    """A window whose live intent left PENDING: the stored signal (and the call behind it) stands."""
+    a.signal = Signal(strategy=row.strategy, instrument=row.instrument, window_end=row.window_end, mode=row.mode,
+                      action=row.action, confidence=row.confidence, entry=row.entry, stop=row.stop,
+                      take_profit=row.take_profit, thesis=row.thesis, provider=row.provider, model=row.model,
+                      prompt_hash=row.prompt_hash, no_trade_reason=row.no_trade_reason)
+    usage = {k: v for k in ("prompt_tokens", "completion_tokens", "total_tokens") if (v := getattr(row, k)) is not None}
+    a.result = ProviderResult(signal=a.signal, prompt=row.prompt, response_text=row.response_text, usage=usage,
+                              latency_ms=0.0, request_json=row.request_json, template_name=template_name,
+                              chart_sha256=row.chart_sha256)
+    a.call_id, a.signal_kept = row.call_id, True
+    repo.audit(s, lin, "signal_kept", intent_id=intent.intent_id, intent_status=intent.status, call_id=row.call_id,
+               action=row.action, reason="the live intent already left PENDING: no provider call, the stored signal stands")
+
+
+def _signal(rt: Runtime, a: Analysis, s=None, lin: repo.Lineage | None = None) -> ProviderResult:
+    """The window's signal: a pipeline no-trade (bad data, no provider), a response-cache hit, or
+    a provider call. With a session ``s`` and ``lin``, each provider call (cache hits included)
+    is appended to ``provider_calls`` and ``a.call_id``/``a.cache_hit``/``a.http_calls`` set."""
     spec = rt.spec
+    a.call_id, a.cache_hit, a.http_calls = None, False, 0
     if a.error or rt.provider is None:
         reason = a.error or "this runtime was built without a signal provider"
         sig = Signal(strategy=spec.name, instrument=a.instrument, window_end=a.window_end, mode=spec.mode, action="hold",
@@ -353,18 +393,63 @@ def _signal(rt: Runtime, a: Analysis) -> ProviderResult:
                      prompt_hash="0" * 64, no_trade_reason=reason)
         return ProviderResult(signal=sig, prompt="", response_text=None, latency_ms=0.0, template_name=spec.prompt_template)
     frame = a.frame
+    provider = rt.provider
     recent = [{"open_time": ts.isoformat(), "open": o, "high": h, "low": lo, "close": c, "volume": v}
               for ts, o, h, lo, c, v in zip(frame.index[-20:], *(frame[k].iloc[-20:] for k in ("open", "high", "low", "close", "volume")))]
     req = SignalRequest(strategy=spec.name, instrument=a.instrument, window_end=a.window_end, mode=spec.mode,
                         timeframe=spec.timeframe, summary=indicator_summary(frame),
-                        chart_png=getattr(a, "_png", None) if getattr(rt.provider, "reads_chart", True) else None,
-                        chart_key=chart_key(spec.name, a.instrument, a.window_end) if a.chart or not getattr(rt.provider, "reads_chart", True) else None,
+                        chart_png=getattr(a, "_png", None) if getattr(provider, "reads_chart", True) else None,
+                        chart_key=chart_key(spec.name, a.instrument, a.window_end) if a.chart or not getattr(provider, "reads_chart", True) else None,
                         recent_bars=recent)
-    try:
-        return rt.provider.generate(req)
-    except Exception as e:  # noqa: BLE001 - a provider crash is this instrument's no-trade
-        a.error = f"provider error: {type(e).__name__}: {e}"
-        return _signal(rt, a)
+    t0 = time.perf_counter()
+    key, hit = None, None
+    if s is not None and getattr(provider, "cacheable", False):
+        try:
+            key = provider.cache_key(req)
+        except Exception:  # noqa: BLE001 - no key: the call is made (and its rendering error recorded)
+            key = None
+        hit = repo.cached_call(s, key) if key else None
+    if hit is not None:
+        sig = Signal.model_validate({**hit.parsed_signal, "strategy": spec.name, "instrument": a.instrument,
+                                     "window_end": a.window_end, "mode": spec.mode.value})
+        usage = {k: v for k in ("prompt_tokens", "completion_tokens", "total_tokens") if (v := getattr(hit, k)) is not None}
+        dialect = dict((hit.parameters or {}).get("dialect") or {}, http_calls=0, cache_hit=True, cached_from=hit.id)
+        result = ProviderResult(signal=sig, prompt=hit.prompt, response_text=hit.response_text, usage=usage,
+                                latency_ms=(time.perf_counter() - t0) * 1000.0, request_json=hit.request_json,
+                                template_name=hit.agent, chart_sha256=hit.chart_sha256, dialect=dialect)
+    else:
+        try:
+            result = provider.generate(req)
+        except Exception as e:  # noqa: BLE001 - a provider crash is this instrument's no-trade
+            a.error = f"provider error: {type(e).__name__}: {e}"
+            return _signal(rt, a)
+    if s is None or lin is None:
+        return result
+    http_calls = 0 if hit is not None else int((result.dialect or {}).get("http_calls", 0) or 0)
+    # duck-typed providers (tests, user code) may lack the SignalProvider attributes
+    pname = getattr(provider, "provider_name", result.signal.provider)
+    model = getattr(provider, "model", result.signal.model)
+    template = getattr(provider, "template_name", result.template_name)
+    params = provider.call_parameters() if hasattr(provider, "call_parameters") else {}
+    if key is None:
+        key = call_cache_key(pname, model, result.signal.prompt_hash, result.chart_sha256, params)
+    error = result.signal.no_trade_reason if result.response_text is None else None
+    cost = estimated_cost_usd(model, result.usage)
+    system = next((m.get("content") for m in (result.request_json or {}).get("messages", [])
+                   if isinstance(m, dict) and m.get("role") == "system" and isinstance(m.get("content"), str)), None)
+    call = repo.record_provider_call(
+        s, lin, window_end=a.window_end, mode=spec.mode.value, provider=pname, model=model,
+        agent=template, template_sha256=template_sha256(template),
+        base_url_host=base_url_host(getattr(provider, "base_url", None)),
+        parameters={**params, "dialect": result.dialect}, system_text=system, prompt=result.prompt,
+        prompt_hash=result.signal.prompt_hash, chart_key=req.chart_key, chart_sha256=result.chart_sha256,
+        request_json=result.request_json, response_text=result.response_text,
+        parsed_signal=result.signal.model_dump(mode="json"), error=error, usage=result.usage,
+        latency_ms=result.latency_ms, http_calls=http_calls,
+        estimated_cost_usd=(0.0 if cost is not None else None) if hit is not None else cost,
+        cache_key=key, cache_hit=hit is not None, cached_from=hit.id if hit is not None else None)
+    a.call_id, a.cache_hit, a.http_calls = call.id, hit is not None, http_calls
+    return result
 
 
 # ---- single-window helpers (the per-step API used by tests and tools)

@@ -74,7 +74,9 @@ class _BookLineage(_Lineage):
 
 
 class SignalRow(_Lineage, Base):
-    """One signal per (strategy, instrument, window); a re-run replaces it (the audit log keeps history)."""
+    """The current signal of (strategy, instrument, window); ``call_id`` is the ``provider_calls``
+    row it came from (every call is kept there). A re-run replaces it, unless the live book's
+    intent of the window has left PENDING: then the stored signal and its call stand."""
 
     __tablename__ = "signals"
     __table_args__ = (UniqueConstraint("strategy", "instrument", "window_end", name="uq_signal_window"),)
@@ -103,6 +105,52 @@ class SignalRow(_Lineage, Base):
     no_trade_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     # what the planner reads of the market at the window end: last_close, atr, swing_low, swing_high (quote)
     market: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # the provider call this signal came from (None: a pipeline no-trade, no call was made)
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("provider_calls.id", name="fk_signals_call_id"),
+                                                nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ProviderCallRow(Base):
+    """One signal-provider call (an HTTP call, a cache hit, or a rules decision): append-only,
+    never updated or deleted. ``cache_key`` finds an earlier answer to the same request (same
+    provider, model, prompt, chart and parameters); ``cache_hit`` rows replay such an answer
+    without an HTTP call. ``error`` is set when no answer arrived (HTTP error, timeout): such a
+    row is never served from the cache."""
+
+    __tablename__ = "provider_calls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    strategy: Mapped[str] = mapped_column(String(64), index=True)
+    instrument: Mapped[str] = mapped_column(String(32), index=True)
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    partition_key: Mapped[str] = mapped_column(String(96))
+    run_id: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(8))
+    provider: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(128))
+    agent: Mapped[str] = mapped_column(String(128))  # the prompt template's name
+    template_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)  # sha256 of the template file text
+    base_url_host: Mapped[str | None] = mapped_column(String(256), nullable=True)  # host[:port], never credentials
+    parameters: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    system_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    prompt_hash: Mapped[str] = mapped_column(String(64))
+    chart_key: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    chart_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    request_json: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    response_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    parsed_signal: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    total_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    latency_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    http_calls: Mapped[int] = mapped_column(Integer, default=0)
+    estimated_cost_usd: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cache_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    cache_hit: Mapped[bool] = mapped_column(Boolean, default=False)
+    cached_from: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the row a cache hit replayed
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

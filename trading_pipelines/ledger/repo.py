@@ -22,6 +22,7 @@ from trading_pipelines.ledger.models import (
     IntentStatusRow,
     OrderRow,
     PositionRow,
+    ProviderCallRow,
     SignalRow,
     SnapshotRow,
     utcnow,
@@ -111,6 +112,82 @@ def set_signal_charts(s: Session, strategy: str, instrument: str, charts: dict) 
         row = rows.get(end)
         if row is not None:
             row.chart_key, row.chart_sha256 = ref.key, ref.sha256
+    s.flush()
+
+
+# ---------------------------------------------------------------- provider calls (append-only)
+
+
+def _no_nul(v: Any) -> Any:
+    """``v`` with NUL removed from every string (Postgres refuses NUL in text and JSON)."""
+    if isinstance(v, str):
+        return v.replace("\x00", "")
+    if isinstance(v, dict):
+        return {_no_nul(k): _no_nul(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_no_nul(x) for x in v]
+    return v
+
+
+def record_provider_call(s: Session, lin: Lineage, *, window_end: datetime, mode: str, provider: str, model: str,
+                         agent: str, prompt: str, prompt_hash: str, template_sha256: str | None = None,
+                         base_url_host: str | None = None, parameters: dict | None = None, system_text: str | None = None,
+                         chart_key: str | None = None, chart_sha256: str | None = None, request_json: dict | None = None,
+                         response_text: str | None = None, parsed_signal: dict | None = None, error: str | None = None,
+                         usage: dict | None = None, latency_ms: float | None = None, http_calls: int = 0,
+                         estimated_cost_usd: float | None = None, cache_key: str | None = None, cache_hit: bool = False,
+                         cached_from: int | None = None) -> ProviderCallRow:
+    """Append one provider call (never updated afterwards). Text is stored without NUL; JSON
+    without NaN/infinities."""
+    usage = usage or {}
+    row = ProviderCallRow(
+        strategy=lin.strategy, instrument=lin.instrument, partition_key=lin.partition_key, run_id=lin.run_id,
+        window_end=window_end, mode=mode, provider=provider, model=model, agent=agent, template_sha256=template_sha256,
+        base_url_host=base_url_host, parameters=_no_nul(_clean(parameters)), system_text=_no_nul(system_text),
+        prompt=_no_nul(prompt), prompt_hash=prompt_hash, chart_key=chart_key, chart_sha256=chart_sha256,
+        request_json=_no_nul(_clean(request_json)), response_text=_no_nul(response_text),
+        parsed_signal=_no_nul(_clean(parsed_signal)), error=_no_nul(error), prompt_tokens=usage.get("prompt_tokens"),
+        completion_tokens=usage.get("completion_tokens"), total_tokens=usage.get("total_tokens"), latency_ms=latency_ms,
+        http_calls=http_calls, estimated_cost_usd=estimated_cost_usd, cache_key=cache_key, cache_hit=cache_hit,
+        cached_from=cached_from, created_at=utcnow())
+    s.add(row)
+    s.flush()
+    return keep(s, row)
+
+
+def cached_call(s: Session, cache_key: str) -> ProviderCallRow | None:
+    """The newest recorded call with ``cache_key`` whose answer arrived (``error`` is NULL)."""
+    return s.execute(select(ProviderCallRow).where(ProviderCallRow.cache_key == cache_key, ProviderCallRow.error.is_(None),
+                                                   ProviderCallRow.parsed_signal.is_not(None))
+                     .order_by(ProviderCallRow.id.desc()).limit(1)).scalar_one_or_none()
+
+
+def provider_calls(s: Session, strategy: str | None = None, instrument: str | None = None) -> list[ProviderCallRow]:
+    """Recorded provider calls, oldest first (optionally of one strategy / instrument)."""
+    stmt = select(ProviderCallRow)
+    if strategy:
+        stmt = stmt.where(ProviderCallRow.strategy == strategy)
+    if instrument:
+        stmt = stmt.where(ProviderCallRow.instrument == instrument)
+    return list(s.execute(stmt.order_by(ProviderCallRow.id)).scalars())
+
+
+def used_signal_intents(s: Session, strategy: str, instrument: str, window_ends: list[datetime]) -> dict[datetime, IntentRow]:
+    """The live-book intents of ``instrument`` at ``window_ends`` that have left PENDING, by
+    window end (their signal is spent: a re-run must not replace it). One query."""
+    from trading_pipelines.domain.ids import intent_id
+
+    if not window_ends:
+        return {}
+    ids = {intent_id(strategy, instrument, e, LIVE_BOOK): e for e in window_ends}
+    rows = s.execute(select(IntentRow).where(IntentRow.intent_id.in_(list(ids)),
+                                             IntentRow.status != IntentStatus.PENDING.value)).scalars()
+    return {ids[r.intent_id]: r for r in rows}
+
+
+def set_signal_call(s: Session, row: SignalRow, call_id: int | None) -> None:
+    """Point the signal row at the provider call it came from (``None``: no call was made)."""
+    row.call_id = call_id
     s.flush()
 
 
@@ -422,5 +499,6 @@ def status_report(s: Session, strategy: str | None = None, book: str | None = No
     }
 
 
-__all__ = ["Lineage", "audit", "record_signal", "record_intent", "intent_from_row", "set_intent_status", "record_guards", "record_orders",
+__all__ = ["Lineage", "audit", "record_signal", "record_provider_call", "cached_call", "provider_calls",
+           "used_signal_intents", "set_signal_call", "record_intent", "intent_from_row", "set_intent_status", "record_guards", "record_orders",
            "reconcile", "ensure_book", "lock_book", "book_progress", "record_snapshot", "stored_snapshot", "day_start_equity", "status_report"]

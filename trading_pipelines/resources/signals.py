@@ -81,6 +81,56 @@ _INDICATOR_ORDER = (
 )  # fmt: skip
 
 
+MODEL_PRICES_USD_PER_1M: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+}
+"""USD per 1M (input, output) tokens, for the estimated cost of a call; other models: unknown (None)."""
+
+_DATED_MODEL_RE = re.compile(r"-\d{4}-\d{2}-\d{2}$")
+
+
+def estimated_cost_usd(model: str, usage: Mapping[str, int] | None) -> float | None:
+    """Estimated USD cost of a call's ``usage`` (``prompt_tokens``, ``completion_tokens``) at
+    :data:`MODEL_PRICES_USD_PER_1M`; a dated snapshot name (``gpt-4o-2024-08-06``) is priced as
+    its model. ``None`` for a model without a price or a call without reported usage."""
+    price = MODEL_PRICES_USD_PER_1M.get(model) or MODEL_PRICES_USD_PER_1M.get(_DATED_MODEL_RE.sub("", model))
+    if price is None or not usage or ("prompt_tokens" not in usage and "completion_tokens" not in usage):
+        return None
+    return (usage.get("prompt_tokens", 0) * price[0] + usage.get("completion_tokens", 0) * price[1]) / 1_000_000
+
+
+def call_cache_key(provider: str, model: str, prompt_hash_: str, chart_sha256: str | None,
+                   parameters: Mapping[str, Any] | None) -> str:
+    """Hex SHA-256 over the canonical JSON of (provider, model, prompt hash, chart SHA-256,
+    request parameters): the response cache's key of a call."""
+    canonical = json.dumps({"provider": provider, "model": model, "prompt_hash": prompt_hash_, "chart_sha256": chart_sha256,
+                            "parameters": dict(parameters or {})}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@lru_cache(maxsize=32)
+def template_sha256(template_name: str) -> str | None:
+    """Hex SHA-256 of the prompt template file's text (the template's version), ``None`` if absent."""
+    path = PROMPTS_DIR / template_name
+    try:
+        return hashlib.sha256(path.read_text(encoding="utf-8").encode("utf-8")).hexdigest()
+    except OSError:
+        return None
+
+
+def base_url_host(base_url: str | None) -> str | None:
+    """``host[:port]`` of ``base_url`` only: never the scheme's credentials, path or query."""
+    if not base_url:
+        return None
+    from urllib.parse import urlsplit
+
+    u = urlsplit(base_url)
+    if not u.hostname:
+        return None
+    return f"{u.hostname}:{u.port}" if u.port else u.hostname
+
+
 class ProviderConfigError(ValueError):
     """A provider cannot be built (missing API key, unknown template). The message names the cause."""
 
@@ -483,6 +533,21 @@ class SignalProvider(ABC):
     @abstractmethod
     def generate(self, req: SignalRequest) -> ProviderResult: ...
 
+    cacheable: bool = False  # answers worth serving from the response cache (a paid or slow call)
+    base_url: str | None = None
+
+    def call_parameters(self) -> dict[str, Any]:
+        """The configured request parameters (part of the cache key; not the learned step-downs)."""
+        return {}
+
+    def cache_key(self, req: SignalRequest) -> str:
+        """The response cache's key of the call ``generate(req)`` would make (see
+        :func:`call_cache_key`): the prompt is rendered as the call would first send it."""
+        sent = req if (req.chart_png is not None and self.reads_chart) else req.model_copy(update={"chart_png": None})
+        prompt = clean_text(render_prompt(self.template_name, sent), getattr(self, "_secret", None))
+        return call_cache_key(self.provider_name, self.model, prompt_hash(prompt, sent.chart_sha256, self.model, self.template_name),
+                              sent.chart_sha256, self.call_parameters())
+
     def _signal(self, req: SignalRequest, prompt: str, **decision: Any) -> Signal:
         """A :class:`Signal` for ``req`` from this provider; ``decision`` holds action, confidence,
         thesis and the optional prices / no-trade reason."""
@@ -681,6 +746,15 @@ class OpenAISignalProvider(SignalProvider):
             temperature=not reasoning,
         )
         self._learned: list[dict[str, Any]] = []
+        self._configured = replace(self._dialect)
+
+    cacheable = True
+
+    def call_parameters(self) -> dict[str, Any]:
+        d = self._configured
+        return {"temperature": self.temperature if d.temperature else None, "token_param": d.token_param,
+                "max_tokens": self.max_tokens, "response_format": d.response_format, "image_detail": d.image_detail,
+                "send_chart": d.chart}
 
     def __repr__(self) -> str:
         return f"OpenAISignalProvider(model={self.model!r}, base_url={self.base_url!r}, template_name={self.template_name!r})"
