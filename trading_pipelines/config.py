@@ -134,6 +134,21 @@ class RulesProviderConfig(_Strict):
     kind: Literal["rules"] = "rules"
 
 
+class BudgetConfig(_Strict):
+    """Token and estimated-cost limits of the provider's HTTP calls (cache hits are free). Per run
+    (the run id's calls of this strategy) and per strategy per UTC day (the day a call was made).
+    Checked before each call: once the tokens (or cost) used reach a limit, no call is made and the
+    window is a recorded no-trade ``budget: …``. ``None``: no limit."""
+
+    max_tokens_per_run: int | None = Field(default=None, ge=1)
+    max_tokens_per_day: int | None = Field(default=None, ge=1)
+    max_cost_usd_per_day: float | None = Field(default=None, gt=0)
+
+    @property
+    def limited(self) -> bool:
+        return any(v is not None for v in (self.max_tokens_per_run, self.max_tokens_per_day, self.max_cost_usd_per_day))
+
+
 class OpenAIProviderConfig(_Strict):
     """An OpenAI-compatible chat-completions server. The key and URL come from the environment
     variables named here, never from the file."""
@@ -161,6 +176,9 @@ class OpenAIProviderConfig(_Strict):
                                    "dropped or truncated the prompt: no trade")
     max_entry_deviation_pct: float = Field(default=2.0, gt=0, le=100, description="the model's entry must be within this "
                                            "percent of the last close, else no trade")
+    max_concurrent_calls: int = Field(default=4, ge=1, le=64, description="provider calls of one analysis (an "
+                                      "instrument's windows) in flight at once; 1: serial")
+    budget: BudgetConfig = Field(default_factory=BudgetConfig, description="token and cost limits (see BudgetConfig)")
 
 
 SignalProviderConfig = Annotated[RulesProviderConfig | OpenAIProviderConfig, Field(discriminator="kind")]

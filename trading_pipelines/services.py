@@ -24,7 +24,9 @@ import hashlib
 import json
 import math
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -265,7 +267,13 @@ def analyze(rt: Runtime, instrument: str, window_ends: list[datetime], run_id: s
     ``deferred`` list: when the provider never reads charts (rules), charts render in the background
     while the signals are decided, and a callable appended to ``deferred`` stores them and records
     their keys and hashes on the signal rows (call it before the run ends).
-    ``partition_key(window_end) -> str`` names ledger rows."""
+    ``partition_key(window_end) -> str`` names ledger rows.
+
+    Provider calls: the openai provider's calls run in a thread pool of ``max_concurrent_calls``
+    outside any ledger transaction (they leave in window order); the cache lookups and the ledger
+    writes stay in this thread, in window order, so the rows and signals are those of the serial
+    path. The rules provider decides inline (no pool). A ``budget`` block (see :class:`_Budget`)
+    turns a window whose call would exceed a spent limit into a recorded no-trade ``budget: …``."""
     ends = sorted(set(window_ends))
     pkey = partition_key or (lambda e: f"{instrument}|{e.isoformat()}")
     out = [Analysis(instrument, e) for e in ends]
@@ -313,25 +321,53 @@ def analyze(rt: Runtime, instrument: str, window_ends: list[datetime], run_id: s
         pending = render_async(jobs)  # rendered in the pool while the signals (which never read it) are decided
     elif jobs:
         _store_charts(rt, instrument, todo, _render(render, jobs, todo), reads_chart)
-    with session_scope(rt.engine) as s:
-        existing = repo.signal_rows(s, rt.spec.name, instrument, ends)
-        used = repo.used_signal_intents(s, rt.spec.name, instrument, ends)
-        for a in out:
-            lin = repo.Lineage(rt.spec.name, instrument, pkey(a.window_end), run_id)
-            stored = existing.get(a.window_end)
-            if a.window_end in used and stored is not None:
-                # the live book's intent already used this signal: no call, the stored signal and its call stand
-                _keep_signal(s, lin, a, stored, used[a.window_end], rt.spec.prompt_template)
-                continue
-            a.result = _signal(rt, a, s, lin)
-            a.signal = a.result.signal
-            r = a.result
-            row = repo.record_signal(s, lin, a.signal, existing=existing,
-                                     prompt=r.prompt, request_json=r.request_json, response_text=r.response_text,
-                                     usage=r.usage or {}, latency_ms=r.latency_ms,
-                                     chart_key=a.chart.key if a.chart else None, chart_sha256=a.chart.sha256 if a.chart else None,
-                                     market=vars(a.market) if a.market is not None else None)
-            repo.set_signal_call(s, row, a.call_id)
+    # 1. reads (one short transaction): stored signals, live intents, budget usage, cache lookups
+    # 2. provider calls, no transaction open: concurrent for openai (max_concurrent_calls), each
+    #    admitted by the budget in window order
+    # 3. writes (one transaction), in window order: calls recorded, signals recorded
+    workers = _call_workers(rt)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-call") if workers else None
+    order: dict = {}  # pooled calls leave in window order (see _start_call)
+    plan: list[tuple] = []
+    try:
+        with session_scope(rt.engine) as s:
+            existing = repo.signal_rows(s, rt.spec.name, instrument, ends)
+            used = repo.used_signal_intents(s, rt.spec.name, instrument, ends)
+            budget = _Budget.start(rt, s, run_id)
+            calling: set[str] = set()
+            for a in out:
+                lin = repo.Lineage(rt.spec.name, instrument, pkey(a.window_end), run_id)
+                if a.window_end in used and existing.get(a.window_end) is not None:
+                    # the live book's intent already used this signal: no call, the stored signal and its call stand
+                    plan.append(("keep", a, lin, None))
+                    continue
+                # an earlier window of this batch making the same request: looked up again at write time
+                prep = _prepare_signal(rt, a, s, skip_lookup=calling)
+                if prep.needs_call and prep.key:
+                    calling.add(prep.key)
+                plan.append(("call", a, lin, prep))
+        for _, a, lin, prep in plan:
+            if prep is not None and prep.needs_call:
+                _admit_and_start(rt, a, prep, budget, pool, order)
+        for _, _, _, prep in plan:  # the answers arrive before the write transaction takes the ledger's lock
+            if prep is not None:
+                _wait_call(prep)
+        with session_scope(rt.engine) as s:
+            existing = repo.signal_rows(s, rt.spec.name, instrument, ends)
+            used = repo.used_signal_intents(s, rt.spec.name, instrument, ends)
+            for kind, a, lin, prep in plan:
+                if kind == "keep":
+                    _keep_signal(s, lin, a, existing[a.window_end], used[a.window_end], rt.spec.prompt_template)
+                    continue
+                if prep.deferred:
+                    prep = _prepare_signal(rt, a, s)
+                    if prep.needs_call:
+                        _admit_and_start(rt, a, prep, budget, None, order)
+                a.result = _finish_signal(rt, a, s, lin, prep, budget)
+                _record_signal(s, lin, a, existing)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
     if pending is not None:
         def finish() -> None:
             _store_charts(rt, instrument, todo, _render(lambda _: pending.result(), jobs, todo), reads_chart)
@@ -380,18 +416,74 @@ def _keep_signal(s, lin: repo.Lineage, a: Analysis, row, intent: IntentRow, temp
                action=row.action, reason="the live intent already left PENDING: no provider call, the stored signal stands")
 
 
-def _signal(rt: Runtime, a: Analysis, s=None, lin: repo.Lineage | None = None) -> ProviderResult:
-    """The window's signal: a pipeline no-trade (bad data, no provider), a response-cache hit, or
-    a provider call. With a session ``s`` and ``lin``, each provider call (cache hits included)
-    is appended to ``provider_calls`` and ``a.call_id``/``a.cache_hit``/``a.http_calls`` set."""
+def _record_signal(s, lin: repo.Lineage, a: Analysis, existing) -> None:
+    a.signal = a.result.signal
+    r = a.result
+    row = repo.record_signal(s, lin, a.signal, existing=existing,
+                             prompt=r.prompt, request_json=r.request_json, response_text=r.response_text,
+                             usage=r.usage or {}, latency_ms=r.latency_ms,
+                             chart_key=a.chart.key if a.chart else None, chart_sha256=a.chart.sha256 if a.chart else None,
+                             market=vars(a.market) if a.market is not None else None)
+    repo.set_signal_call(s, row, a.call_id)
+
+
+def _call_workers(rt: Runtime) -> int:
+    """Provider calls of one analysis in flight at once: the openai provider's
+    ``max_concurrent_calls`` (its calls run in a thread pool, outside the ledger transaction);
+    0 (inline, no pool) for the rules provider or any other."""
+    cfg = rt.spec.template.signal_provider
+    if rt.provider is None or getattr(cfg, "kind", None) != "openai" or not getattr(rt.provider, "cacheable", False):
+        return 0
+    return int(getattr(cfg, "max_concurrent_calls", 1) or 1)
+
+
+def _admit_and_start(rt: Runtime, a: Analysis, prep: "_Prep", budget, pool, order: dict) -> None:
+    """Start the window's call, or make it a pipeline no-trade ``budget: …`` when a limit is spent."""
+    why = budget.admit(prep) if budget is not None else None
+    if why:
+        a.error = why
+        prep.result, prep.final = _pipeline_no_trade(rt, a), True
+        return
+    _start_call(rt, prep, pool, order)
+    if budget is not None:
+        budget.started(prep)
+
+
+@dataclass(eq=False)
+class _Prep:
+    """One window's signal between its cache lookup and its ledger write."""
+
+    req: SignalRequest | None = None
+    key: str | None = None
+    hit: object | None = None
+    t0: float = 0.0
+    result: ProviderResult | None = None  # set: no call needed (a pipeline no-trade or a cache hit), or the call's answer
+    final: bool = False  # a pipeline no-trade: nothing is recorded in provider_calls
+    deferred: bool = False
+    future: object | None = None
+    crash: BaseException | None = None
+
+    @property
+    def needs_call(self) -> bool:
+        return self.result is None and self.future is None and not self.deferred
+
+
+def _pipeline_no_trade(rt: Runtime, a: Analysis) -> ProviderResult:
+    spec = rt.spec
+    reason = a.error or "this runtime was built without a signal provider"
+    sig = Signal(strategy=spec.name, instrument=a.instrument, window_end=a.window_end, mode=spec.mode, action="hold",
+                 confidence=0.0, thesis=f"no trade: {reason}", provider="pipeline", model="none",
+                 prompt_hash="0" * 64, no_trade_reason=reason)
+    return ProviderResult(signal=sig, prompt="", response_text=None, latency_ms=0.0, template_name=spec.prompt_template)
+
+
+def _prepare_signal(rt: Runtime, a: Analysis, s=None, skip_lookup: set | None = None) -> _Prep:
+    """The window's request and its response-cache lookup (calling thread; no ledger write).
+    ``skip_lookup``: keys an earlier queued window is still calling for (the lookup is deferred)."""
     spec = rt.spec
     a.call_id, a.cache_hit, a.http_calls = None, False, 0
     if a.error or rt.provider is None:
-        reason = a.error or "this runtime was built without a signal provider"
-        sig = Signal(strategy=spec.name, instrument=a.instrument, window_end=a.window_end, mode=spec.mode, action="hold",
-                     confidence=0.0, thesis=f"no trade: {reason}", provider="pipeline", model="none",
-                     prompt_hash="0" * 64, no_trade_reason=reason)
-        return ProviderResult(signal=sig, prompt="", response_text=None, latency_ms=0.0, template_name=spec.prompt_template)
+        return _Prep(result=_pipeline_no_trade(rt, a), final=True)
     frame = a.frame
     provider = rt.provider
     recent = [{"open_time": ts.isoformat(), "open": o, "high": h, "low": lo, "close": c, "volume": v}
@@ -401,28 +493,103 @@ def _signal(rt: Runtime, a: Analysis, s=None, lin: repo.Lineage | None = None) -
                         chart_png=getattr(a, "_png", None) if getattr(provider, "reads_chart", True) else None,
                         chart_key=chart_key(spec.name, a.instrument, a.window_end) if a.chart or not getattr(provider, "reads_chart", True) else None,
                         recent_bars=recent)
-    t0 = time.perf_counter()
-    key, hit = None, None
+    p = _Prep(req=req, t0=time.perf_counter())
     if s is not None and getattr(provider, "cacheable", False):
         try:
-            key = provider.cache_key(req)
+            p.key = provider.cache_key(req)
         except Exception:  # noqa: BLE001 - no key: the call is made (and its rendering error recorded)
-            key = None
-        hit = repo.cached_call(s, key) if key else None
-    if hit is not None:
+            p.key = None
+        if p.key and skip_lookup and p.key in skip_lookup:
+            p.deferred = True
+            return p
+        p.hit = repo.cached_call(s, p.key) if p.key else None
+    if p.hit is not None:
+        hit = p.hit
         sig = Signal.model_validate({**hit.parsed_signal, "strategy": spec.name, "instrument": a.instrument,
                                      "window_end": a.window_end, "mode": spec.mode.value})
         usage = {k: v for k in ("prompt_tokens", "completion_tokens", "total_tokens") if (v := getattr(hit, k)) is not None}
         dialect = dict((hit.parameters or {}).get("dialect") or {}, http_calls=0, cache_hit=True, cached_from=hit.id)
-        result = ProviderResult(signal=sig, prompt=hit.prompt, response_text=hit.response_text, usage=usage,
-                                latency_ms=(time.perf_counter() - t0) * 1000.0, request_json=hit.request_json,
-                                template_name=hit.agent, chart_sha256=hit.chart_sha256, dialect=dialect)
-    else:
-        try:
-            result = provider.generate(req)
-        except Exception as e:  # noqa: BLE001 - a provider crash is this instrument's no-trade
-            a.error = f"provider error: {type(e).__name__}: {e}"
-            return _signal(rt, a)
+        p.result = ProviderResult(signal=sig, prompt=hit.prompt, response_text=hit.response_text, usage=usage,
+                                  latency_ms=(time.perf_counter() - p.t0) * 1000.0, request_json=hit.request_json,
+                                  template_name=hit.agent, chart_sha256=hit.chart_sha256, dialect=dialect)
+    return p
+
+
+def _generate(provider, req: SignalRequest):
+    """``provider.generate(req)`` as (result, None), or (None, the exception) — the pool's task."""
+    try:
+        return provider.generate(req), None
+    except Exception as e:  # noqa: BLE001 - a provider crash is this window's no-trade
+        return None, e
+
+
+_SENDING = threading.local()
+ORDER_GAP_S = 0.01
+"""Pooled calls leave in window order: each starts once the previous one's HTTP request is on its
+way, plus this gap (servers that answer in arrival order — the test stub — see the serial order)."""
+
+
+def _install_send_hook(provider) -> bool:
+    """An httpx ``request`` event hook on the provider's HTTP client that marks the calling
+    thread's call as sent (False: the client has none to hook; calls are then only staggered)."""
+    http = getattr(getattr(provider, "_client", None), "_client", None)
+    hooks = getattr(http, "event_hooks", None)
+    if not isinstance(hooks, dict):
+        return False
+    if not getattr(http, "_trading_send_hook", False):
+        def on_request(request) -> None:
+            ev = getattr(_SENDING, "event", None)
+            if ev is not None:
+                ev.set()
+        http.event_hooks = {**hooks, "request": [*hooks.get("request", []), on_request]}
+        http._trading_send_hook = True
+    return True
+
+
+def _generate_in_order(provider, req: SignalRequest, prev: threading.Event | None, mine: threading.Event, hooked: bool):
+    if prev is not None:
+        prev.wait()
+        time.sleep(ORDER_GAP_S)
+    if not hooked:
+        mine.set()
+    _SENDING.event = mine
+    try:
+        return _generate(provider, req)
+    finally:
+        _SENDING.event = None
+        mine.set()
+
+
+def _start_call(rt: Runtime, p: _Prep, pool: ThreadPoolExecutor | None, order: dict | None = None) -> None:
+    if pool is None:
+        p.result, p.crash = _generate(rt.provider, p.req)
+        return
+    order = {} if order is None else order
+    if "hooked" not in order:
+        order["hooked"] = _install_send_hook(rt.provider)
+    mine = threading.Event()
+    p.future = pool.submit(_generate_in_order, rt.provider, p.req, order.get("last"), mine, order["hooked"])
+    order["last"] = mine
+
+
+def _wait_call(p: _Prep) -> None:
+    if p.future is not None:
+        p.result, p.crash = p.future.result()
+        p.future = None
+
+
+def _finish_signal(rt: Runtime, a: Analysis, s, lin: repo.Lineage | None, p: _Prep, budget=None) -> ProviderResult:
+    """The window's signal once its call (if any) answered; with ``s`` and ``lin`` the call (cache
+    hits included) is appended to ``provider_calls`` and ``a.call_id``/``a.cache_hit``/``a.http_calls`` set."""
+    _wait_call(p)
+    if budget is not None:
+        budget.finished(p)
+    if p.final:
+        return p.result
+    if p.crash is not None:
+        a.error = f"provider error: {type(p.crash).__name__}: {p.crash}"
+        return _pipeline_no_trade(rt, a)
+    spec, provider, result, hit, key, req = rt.spec, rt.provider, p.result, p.hit, p.key, p.req
     if s is None or lin is None:
         return result
     http_calls = 0 if hit is not None else int((result.dialect or {}).get("http_calls", 0) or 0)
@@ -450,6 +617,116 @@ def _signal(rt: Runtime, a: Analysis, s=None, lin: repo.Lineage | None = None) -
         cache_key=key, cache_hit=hit is not None, cached_from=hit.id if hit is not None else None)
     a.call_id, a.cache_hit, a.http_calls = call.id, hit is not None, http_calls
     return result
+
+
+def _signal(rt: Runtime, a: Analysis, s=None, lin: repo.Lineage | None = None) -> ProviderResult:
+    """The window's signal: a pipeline no-trade (bad data, no provider), a response-cache hit, or
+    a provider call (serial; see :func:`analyze` for the concurrent path and budgets). With a
+    session ``s`` and ``lin``, each provider call (cache hits included) is appended to
+    ``provider_calls`` and ``a.call_id``/``a.cache_hit``/``a.http_calls`` set."""
+    p = _prepare_signal(rt, a, s)
+    if p.needs_call:
+        _start_call(rt, p, None)
+    return _finish_signal(rt, a, s, lin, p)
+
+
+class _Budget:
+    """The provider budget of one :func:`analyze` call (``template.signal_provider.budget``).
+
+    Usage so far is read from ``provider_calls`` once (the run's and the strategy's UTC-day tokens
+    and estimated cost, cache hits excluded) plus this analysis's calls as they answer. A call is
+    admitted only while every limit is unspent *as the serial path would see it*: calls still in
+    flight count at an upper bound (``max_tokens`` plus 1.5× the largest prompt seen in this
+    analysis; unbounded until one call has answered), and when that bound leaves the decision
+    open the calling thread waits for the oldest call in flight. So parallel calls admit exactly
+    the calls the serial path would, and never more than a limit allows."""
+
+    def __init__(self, rt: Runtime, cfg, run_id: str, day: datetime, run_tokens: int, day_tokens: int, day_cost: float):
+        self.rt, self.cfg, self.run_id, self.day = rt, cfg, run_id, day
+        self.run_tokens, self.day_tokens, self.day_cost = run_tokens, day_tokens, day_cost
+        self.inflight: list[_Prep] = []
+        self.max_prompt: int | None = None
+        self.model = getattr(rt.provider, "model", "")
+        self.max_tokens = int(getattr(rt.provider, "max_tokens", 0) or 0)
+
+    @classmethod
+    def start(cls, rt: Runtime, s, run_id: str) -> "_Budget | None":
+        cfg = getattr(rt.spec.template.signal_provider, "budget", None)
+        if cfg is None or not cfg.limited or rt.provider is None:
+            return None
+        from trading_pipelines.ledger.models import utcnow
+
+        now = utcnow()
+        run_tokens, _ = repo.provider_usage(s, rt.spec.name, run_id=run_id)
+        day_tokens, day_cost = repo.provider_usage(s, rt.spec.name, day=now)
+        return cls(rt, cfg, run_id, now, run_tokens, day_tokens, day_cost)
+
+    def _bound(self) -> tuple[float, float]:
+        if self.max_prompt is None:
+            return math.inf, math.inf
+        prompt = math.ceil(1.5 * self.max_prompt)
+        cost = estimated_cost_usd(self.model, {"prompt_tokens": prompt, "completion_tokens": self.max_tokens}) or 0.0
+        return prompt + self.max_tokens, cost
+
+    def _spent(self) -> str | None:
+        c, day = self.cfg, f"{self.day:%Y-%m-%d} UTC"
+        if c.max_tokens_per_run is not None and self.run_tokens >= c.max_tokens_per_run:
+            return (f"budget: max_tokens_per_run {c.max_tokens_per_run} spent ({self.run_tokens} tokens used by run "
+                    f"{self.run_id}); no call made")
+        if c.max_tokens_per_day is not None and self.day_tokens >= c.max_tokens_per_day:
+            return (f"budget: max_tokens_per_day {c.max_tokens_per_day} spent ({self.day_tokens} tokens used by "
+                    f"{self.rt.spec.name} on {day}); no call made")
+        if c.max_cost_usd_per_day is not None and self.day_cost >= c.max_cost_usd_per_day:
+            return (f"budget: max_cost_usd_per_day {c.max_cost_usd_per_day:g} spent (${self.day_cost:.6f} estimated for "
+                    f"{self.rt.spec.name} on {day}); no call made")
+        return None
+
+    def _open(self) -> bool:
+        """Whether calls in flight could still spend a limit (the decision waits for them)."""
+        if not self.inflight:
+            return False
+        tokens, cost = self._bound()
+        n = len(self.inflight)
+        c = self.cfg
+        return ((c.max_tokens_per_run is not None and self.run_tokens + n * tokens >= c.max_tokens_per_run)
+                or (c.max_tokens_per_day is not None and self.day_tokens + n * tokens >= c.max_tokens_per_day)
+                or (c.max_cost_usd_per_day is not None and self.day_cost + n * cost >= c.max_cost_usd_per_day))
+
+    def admit(self, p: _Prep) -> str | None:
+        """None: make the call; else the no-trade reason ``budget: …``."""
+        while True:
+            why = self._spent()
+            if why is not None:
+                while self.inflight:  # the reason names what the serial path would have seen
+                    self.finished(self.inflight[0])
+                return self._spent()
+            if not self._open():
+                return None
+            self.finished(self.inflight[0])
+
+    def started(self, p: _Prep) -> None:
+        if p.future is None:
+            self._count(p)
+        else:
+            self.inflight.append(p)
+
+    def finished(self, p: _Prep) -> None:
+        """Count a call's usage once it answered (waits for it)."""
+        if p in self.inflight:
+            self.inflight.remove(p)
+            _wait_call(p)
+            self._count(p)
+
+    def _count(self, p: _Prep) -> None:
+        if p.result is None or p.hit is not None:
+            return
+        usage = p.result.usage or {}
+        tokens = int(usage.get("total_tokens") or (usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0)) or 0)
+        self.run_tokens += tokens
+        self.day_tokens += tokens
+        self.day_cost += estimated_cost_usd(self.model, usage) or 0.0
+        if usage.get("prompt_tokens") is not None:
+            self.max_prompt = max(self.max_prompt or 0, int(usage["prompt_tokens"]))
 
 
 # ---- single-window helpers (the per-step API used by tests and tools)

@@ -162,6 +162,25 @@ def cached_call(s: Session, cache_key: str) -> ProviderCallRow | None:
                      .order_by(ProviderCallRow.id.desc()).limit(1)).scalar_one_or_none()
 
 
+def provider_usage(s: Session, strategy: str, *, day: datetime | None = None,
+                   run_id: str | None = None) -> tuple[int, float]:
+    """(total tokens, estimated USD cost) of ``strategy``'s provider calls, cache hits excluded:
+    those made on the UTC day of ``day`` (``created_at``), and/or those of ``run_id``. A call
+    without reported usage or without a price counts 0."""
+    from sqlalchemy import func
+
+    stmt = select(func.coalesce(func.sum(ProviderCallRow.total_tokens), 0),
+                  func.coalesce(func.sum(ProviderCallRow.estimated_cost_usd), 0.0)).where(
+        ProviderCallRow.strategy == strategy, ProviderCallRow.cache_hit.is_(False))
+    if day is not None:
+        start = datetime(day.year, day.month, day.day, tzinfo=day.tzinfo)
+        stmt = stmt.where(ProviderCallRow.created_at >= start, ProviderCallRow.created_at < start + timedelta(days=1))
+    if run_id is not None:
+        stmt = stmt.where(ProviderCallRow.run_id == run_id)
+    tokens, cost = s.execute(stmt).one()
+    return int(tokens or 0), float(cost or 0.0)
+
+
 def provider_calls(s: Session, strategy: str | None = None, instrument: str | None = None) -> list[ProviderCallRow]:
     """Recorded provider calls, oldest first (optionally of one strategy / instrument)."""
     stmt = select(ProviderCallRow)
