@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import yaml
+from user_data import alias_catalogue, user_strategy
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -34,22 +34,14 @@ HOLD = {"action": "hold", "confidence": 0.5, "thesis": "no edge in this window"}
 
 
 def _setup(root: Path, base_url: str) -> None:
-    catalogue = {f"L{i:02d}/USDT": {"asset_class": "crypto", "market": "spot", "data_file": "BINANCE_BTC-USDT_{timeframe}.csv",
-                                   "lot_step": 0.00001, "min_qty": 0.00001, "tick_size": 0.01, "min_notional": 5}
-                 for i in range(N)}
-    (root / "instruments.yaml").write_text(yaml.safe_dump({"instruments": catalogue}))
-    attrs = yaml.safe_load((REPO / "trading_pipelines/defs/strategies/spot_4h_majors/defs.yaml").read_text())["attributes"]
-    attrs.update(name=NAME, instruments=sorted(catalogue), description="benchmark: 20 aliases of BTC/USDT 4h, LLM signals")
-    attrs["template"]["signal_provider"] = {"kind": "openai", "model": "gpt-4o-mini", "send_chart": False,
-                                            "max_concurrent_calls": 20}
-    folder = root / "strategies" / NAME
-    folder.mkdir(parents=True)
-    (folder / "defs.yaml").write_text(yaml.safe_dump({"type": "trading_pipelines.components.StrategyComponent",
-                                                      "attributes": attrs}, sort_keys=False))
+    catalogue, symbols = alias_catalogue(root, "L", N)
+    strategies = user_strategy(root, NAME, symbols, "benchmark: 20 aliases of BTC/USDT 4h, LLM signals",
+                               template={"signal_provider": {"kind": "openai", "model": "gpt-4o-mini", "send_chart": False,
+                                                             "max_concurrent_calls": 20}})
     home = root / "home"
     home.mkdir()
-    os.environ.update({"DAGSTER_HOME": str(home), "TRADING_STRATEGIES_PATH": str(root / "strategies"),
-                       "TRADING_INSTRUMENTS_PATH": str(root / "instruments.yaml"), "TRADING_CHART_DIR": str(home / "charts"),
+    os.environ.update({"DAGSTER_HOME": str(home), "TRADING_STRATEGIES_PATH": str(strategies),
+                       "TRADING_INSTRUMENTS_PATH": str(catalogue), "TRADING_CHART_DIR": str(home / "charts"),
                        "TRADING_LEDGER_URL": f"sqlite:///{home / 'ledger.sqlite'}", "OPENAI_BASE_URL": base_url,
                        "OPENAI_API_KEY": "sk-bench-not-a-real-key"})
     os.environ.pop("TRADING_VENUE_URL", None)

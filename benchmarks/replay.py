@@ -21,21 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
+from user_data import user_strategy
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "bench_replay_btc_4h"
 
 
 def _strategy_folder(root: Path) -> Path:
-    attrs = yaml.safe_load((REPO / "trading_pipelines/defs/strategies/spot_4h_majors/defs.yaml").read_text())["attributes"]
-    attrs.update(name=NAME, instruments=["BTC/USDT"], description="benchmark: BTC/USDT 4h, every window of the sample")
-    attrs["data"].update(windows_start="2025-03-26T00:00:00Z")  # 150 bars after the sample's first bar
-    folder = root / "strategies" / NAME
-    folder.mkdir(parents=True)
-    (folder / "defs.yaml").write_text(yaml.safe_dump({"type": "trading_pipelines.components.StrategyComponent",
-                                                      "attributes": attrs}, sort_keys=False))
-    return folder.parent
+    return user_strategy(root, NAME, ["BTC/USDT"], "benchmark: BTC/USDT 4h, every window of the sample",
+                         data={"windows_start": "2025-03-26T00:00:00Z"})  # 150 bars after the sample's first bar
 
 
 def main() -> None:

@@ -25,33 +25,25 @@ from pathlib import Path
 
 import yaml
 
+from user_data import alias_catalogue, user_strategy
+
 REPO = Path(__file__).resolve().parents[1]
 NAME = "bench_tick_50"
 N = 50
 
 
 def _setup(root: Path) -> dict[str, str]:
-    catalogue = {f"T{i:02d}/USDT": {"asset_class": "crypto", "market": "spot", "data_file": "BINANCE_BTC-USDT_{timeframe}.csv",
-                                   "lot_step": 0.00001, "min_qty": 0.00001, "tick_size": 0.01, "min_notional": 5}
-                 for i in range(N)}
-    (root / "instruments.yaml").write_text(yaml.safe_dump({"instruments": catalogue}))
-    attrs = yaml.safe_load((REPO / "trading_pipelines/defs/strategies/spot_4h_majors/defs.yaml").read_text())["attributes"]
-    attrs.update(name=NAME, instruments=sorted(catalogue), description="benchmark: 50 aliases of BTC/USDT 4h")
-    attrs["venue"]["starting_cash"] = 5_000_000
-    attrs["risk"]["max_open_positions"] = 100
-    attrs["schedule"] = {"cron": "* * * * *", "default_running": True}
-    folder = root / "strategies" / NAME
-    folder.mkdir(parents=True)
-    (folder / "defs.yaml").write_text(yaml.safe_dump({"type": "trading_pipelines.components.StrategyComponent",
-                                                      "attributes": attrs}, sort_keys=False))
+    catalogue, symbols = alias_catalogue(root, "T", N)
+    strategies = user_strategy(root, NAME, symbols, "benchmark: 50 aliases of BTC/USDT 4h",
+                               venue={"starting_cash": 5_000_000}, risk={"max_open_positions": 100},
+                               schedule={"cron": "* * * * *", "default_running": True})
     home = root / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text(yaml.safe_dump({
         "run_coordinator": {"module": "dagster._core.run_coordinator", "class": "QueuedRunCoordinator"},
         "run_launcher": {"module": "dagster._core.launcher", "class": "DefaultRunLauncher"},
         "telemetry": {"enabled": False}}))
-    return {"DAGSTER_HOME": str(home), "TRADING_STRATEGIES_PATH": str(root / "strategies"),
-            "TRADING_INSTRUMENTS_PATH": str(root / "instruments.yaml"), "TRADING_CHART_DIR": str(home / "charts"),
+    return {"DAGSTER_HOME": str(home), "TRADING_STRATEGIES_PATH": str(strategies), "TRADING_INSTRUMENTS_PATH": str(catalogue), "TRADING_CHART_DIR": str(home / "charts"),
             "TRADING_LEDGER_URL": f"sqlite:///{home / 'ledger.sqlite'}"}
 
 

@@ -27,6 +27,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -63,7 +64,7 @@ from trading_pipelines.domain.paper import entry_reserve
 from trading_pipelines.domain.planning import MarketContext, PlanParams, plan_intent
 from trading_pipelines.ledger import repo
 from trading_pipelines.ledger.db import session_scope
-from trading_pipelines.ledger.models import LIVE_BOOK, GuardResultRow, IntentRow, OrderRow
+from trading_pipelines.ledger.models import LIVE_BOOK, BookRow, GuardResultRow, IntentRow, OrderRow
 from trading_pipelines.resources.charts import ChartRef, ChartStore, chart_key, render_chart
 from trading_pipelines.resources.market_data import MarketDataError, MarketDataSource
 from trading_pipelines.resources.signals import (
@@ -732,14 +733,6 @@ class _Budget:
 # ---- single-window helpers (the per-step API used by tests and tools)
 
 
-def load_bars(rt: Runtime, instrument: str, window_end: datetime) -> pd.DataFrame:
-    """Point-in-time bars: the last ``lookback_bars`` bars that closed at or before ``window_end``."""
-    bars = rt.market.bars(instrument, rt.spec.timeframe, end=window_end, limit=rt.spec.template.lookback_bars)
-    if bars.empty:
-        raise ValueError(f"{rt.spec.name}/{instrument}: no bars closed at or before {window_end.isoformat()}")
-    return bars
-
-
 def indicator_frame(rt: Runtime, instrument: str, window_end: datetime) -> pd.DataFrame:
     """The window's indicator frame, exactly as :func:`analyze` computes it (chunked, sliced)."""
     chunks = indicator_chunks(rt, instrument, [window_end])
@@ -1047,41 +1040,37 @@ def account_window(rt: Runtime, window_end: datetime, signals: dict[str, Signal]
     committed first). Instruments are planned in name order; each later one sees the funds and
     positions the earlier ones took. A window the venue has already passed plans no trade."""
     lin0 = rt.lineage("*", partition_key, run_id)
-    with session_scope(rt.engine) as s:
-        book = repo.lock_book(s, rt.spec.name, rt.book)
+    with _step(rt) as s:
+        book = s.get(BookRow, (rt.book, rt.spec.name))
         after_last = book.last_done is None or window_end > book.last_done
-        with rt.venue.unit_of_work():
-            late = _late(s, rt, window_end, lin0)
-            intents, guards, orders = {}, {}, {}
-            for inst in sorted(signals):
-                lin = rt.lineage(inst, partition_key, run_id)
-                intent = _plan(s, rt, lin, signals[inst], markets.get(inst), late)
-                intent, g = _validate(s, rt, lin, intent)
-                _execute(s, rt, lin, intent)
-                intents[inst], guards[inst] = intent, g
-            _reconcile(s, rt, lin0)
-            for inst, intent in intents.items():
-                row = s.get(IntentRow, intent.intent_id)
-                intents[inst] = intent.model_copy(update={"status": IntentStatus(row.status), "reason": row.reason})
-                orders[inst] = _orders_of(s, intent.intent_id) if intent.kind is not IntentKind.NONE else []
-            snap, pit = _snapshot(s, rt, lin0, window_end, late, after_last)
+        late = _late(s, rt, window_end, lin0)
+        intents, guards, orders = {}, {}, {}
+        for inst in sorted(signals):
+            lin = rt.lineage(inst, partition_key, run_id)
+            intent = _plan(s, rt, lin, signals[inst], markets.get(inst), late)
+            intent, g = _validate(s, rt, lin, intent)
+            _execute(s, rt, lin, intent)
+            intents[inst], guards[inst] = intent, g
+        _reconcile(s, rt, lin0)
+        for inst, intent in intents.items():
+            row = s.get(IntentRow, intent.intent_id)
+            intents[inst] = intent.model_copy(update={"status": IntentStatus(row.status), "reason": row.reason})
+            orders[inst] = _orders_of(s, intent.intent_id) if intent.kind is not IntentKind.NONE else []
+        snap, pit = _snapshot(s, rt, lin0, window_end, late, after_last)
     return WindowOutcome(window_end, intents, guards, orders, snap, pit, [])
 
 
 # ---- per-step API (one transaction each; the CLI's confirm/cancel, the monitor, tests)
 
 
-def _step(rt: Runtime, lin: repo.Lineage):
-    """A ledger transaction holding the book's lock, with the venue in one unit of work."""
-    from contextlib import contextmanager
-
-    @contextmanager
-    def cm():
-        with session_scope(rt.engine) as s:
-            repo.lock_book(s, rt.spec.name, rt.book)
-            with rt.venue.unit_of_work():
-                yield s
-    return cm()
+@contextmanager
+def _step(rt: Runtime):
+    """A ledger transaction holding the book's lock (its row stays in the session: ``s.get(BookRow,
+    …)`` reads it without a query), with the venue in one unit of work, committed first."""
+    with session_scope(rt.engine) as s:
+        repo.lock_book(s, rt.spec.name, rt.book)
+        with rt.venue.unit_of_work():
+            yield s
 
 
 def plan(rt: Runtime, lin: repo.Lineage, signal: Signal, frame: pd.DataFrame) -> TradeIntent:
@@ -1090,12 +1079,12 @@ def plan(rt: Runtime, lin: repo.Lineage, signal: Signal, frame: pd.DataFrame) ->
     low, high = swing_levels(frame, min(rt.spec.template.stop.swing_lookback, len(frame)))
     market = MarketContext(last_close=float(last["close"]), atr=float(last["atr"]) if not pd.isna(last["atr"]) else math.nan,
                            swing_low=low, swing_high=high)
-    with _step(rt, lin) as s:
+    with _step(rt) as s:
         return _plan(s, rt, lin, signal, market, _late(s, rt, signal.window_end, lin))
 
 
 def validate(rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[TradeIntent, tuple[GuardResult, ...]]:
-    with _step(rt, lin) as s:
+    with _step(rt) as s:
         row = s.get(IntentRow, intent.intent_id)
         if row is not None and row.status == IntentStatus.PENDING.value:
             _late(s, rt, intent.window_end, lin)
@@ -1104,7 +1093,7 @@ def validate(rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[Trade
 
 def execute(rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[TradeIntent, list[dict]]:
     """EXECUTE the stored VALIDATED intent, once (the ledger row, not the caller's copy, is sent)."""
-    with _step(rt, lin) as s:
+    with _step(rt) as s:
         row = s.get(IntentRow, intent.intent_id)
         if row is None:
             raise KeyError(f"intent {intent.intent_id} was never planned")
@@ -1118,7 +1107,7 @@ def execute(rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[TradeI
 def snapshot(rt: Runtime, lin: repo.Lineage, window_end: datetime) -> tuple[PortfolioSnapshot, bool]:
     """The book at the window end as the venue reports it, reconciled into the ledger. Returns
     (snapshot, point_in_time); a stored snapshot of the window is never overwritten."""
-    with _step(rt, lin) as s:
+    with _step(rt) as s:
         late = _late(s, rt, window_end, lin)
         _reconcile(s, rt, lin)
         return _snapshot(s, rt, lin, window_end, late)
@@ -1135,7 +1124,7 @@ def confirm(rt: Runtime, intent_id_: str, run_id: str = "cli") -> tuple[TradeInt
     """Manually confirm an AWAITING_CONFIRMATION intent: re-check under the book lock, then send.
     A signal is good for one bar: once the venue has passed the bar after the window, the intent
     is CANCELLED as expired instead (fail closed). Raises ``ValueError`` for any other status."""
-    with _step(rt, rt.lineage("*", "confirm", run_id)) as s:
+    with _step(rt) as s:
         row, intent = _stored_intent(s, intent_id_)
         lin = repo.Lineage(row.strategy, row.instrument, row.partition_key, run_id, row.book)
         if row.status != IntentStatus.AWAITING_CONFIRMATION.value:
@@ -1156,10 +1145,11 @@ def cancel(rt: Runtime, intent_id_: str, run_id: str = "cli") -> tuple[TradeInte
     """Cancel an intent that has not traded: a VALIDATED or AWAITING_CONFIRMATION intent is marked
     CANCELLED; a SUBMITTED one has its resting orders cancelled at the venue first. An intent whose
     entry already filled cannot be cancelled (exit the position instead): ``ValueError``."""
-    with _step(rt, rt.lineage("*", "cancel", run_id)) as s:  # the venue is the source of truth: bring the ledger
-        row, _ = _stored_intent(s, intent_id_)                 # up to date first, committed even if the cancel is refused
+    # the venue is the source of truth: bring the ledger up to date first, committed even if the cancel is refused
+    with _step(rt) as s:
+        row, _ = _stored_intent(s, intent_id_)
         _reconcile(s, rt, repo.Lineage(row.strategy, row.instrument, row.partition_key, run_id, row.book))
-    with _step(rt, rt.lineage("*", "cancel", run_id)) as s:
+    with _step(rt) as s:
         row, intent = _stored_intent(s, intent_id_)
         lin = repo.Lineage(row.strategy, row.instrument, row.partition_key, run_id, row.book)
         status = IntentStatus(row.status)
@@ -1181,7 +1171,7 @@ def cancel(rt: Runtime, intent_id_: str, run_id: str = "cli") -> tuple[TradeInte
 def monitor(rt: Runtime, lin: repo.Lineage, as_of: datetime) -> list[VenueEvent]:
     """Advance the book's simulated venue to ``as_of`` (new bars: fills, stop and take-profit
     hits, liquidations), then reconcile the ledger. Returns the venue events, each audited."""
-    with _step(rt, lin) as s:
+    with _step(rt) as s:
         events = rt.venue.advance(rt.instruments, as_of) if isinstance(rt.venue, SimulatedVenue) else []
         _audit_events(s, rt, lin, events)
         _reconcile(s, rt, lin)
@@ -1195,5 +1185,5 @@ def has_activity(rt: Runtime) -> bool:
 
 
 __all__ = ["Analysis", "Runtime", "WindowOutcome", "account_window", "analyze", "cancel", "confirm", "execute",
-           "has_activity", "indicator_frame", "live_trading_allowed", "load_bars", "make_chart", "make_paper_venue",
+           "has_activity", "indicator_frame", "live_trading_allowed", "make_chart", "make_paper_venue",
            "monitor", "plan", "replay_book_id", "snapshot", "validate", "venue_account"]
