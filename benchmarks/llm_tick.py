@@ -7,9 +7,11 @@
 ``tests/openai_stub_server.py`` started in this process on 127.0.0.1, every answer 1 s late.
 Text-only (``send_chart: false``): the step measured is the signal step, not chart rendering.
 
-1. The signal step of one tick: ``services.analyze`` for each instrument over its newest window,
-   the instruments analysed side by side (one thread each; each analysis makes its call outside
-   the ledger transaction). Target: ≤ 4 s wall (serial would be ≥ 20 s).
+1. The signal step of one tick: ``services.analyze_many`` (what the analysis asset and the replay
+   op call) over the 20 instruments' newest window: the instruments side by side, bounded by
+   ``max_concurrent_calls`` (20), each call made outside the ledger transaction. The live book's
+   account view (the paper venue's balance, positions and open orders) is read per instrument.
+   Target: ≤ 4 s wall (serial would be ≥ 20 s).
 2. A replay of 100 windows of one instrument, twice (``max_concurrent_calls`` 20): the second
    pass is served from the response cache. Target: 0 HTTP calls.
 """
@@ -20,7 +22,6 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from user_data import alias_catalogue, user_strategy
@@ -68,9 +69,7 @@ def main() -> int:
         for _ in spec.instruments:
             stub.push_slow_json_answer(HOLD, LATENCY_S, prompt_tokens=900, completion_tokens=40)
         t0 = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=N) as pool:
-            tick = list(pool.map(lambda inst: services.analyze(rt, inst, [ends[-1]], "bench-tick", charts=False),
-                                 spec.instruments))
+        tick = list(services.analyze_many(rt, list(spec.instruments), [ends[-1]], "bench-tick", charts=False).values())
         wall = time.perf_counter() - t0
         calls = len(stub.chat_requests)
         usable = sum(1 for out in tick for a in out if not a.error and not a.signal.no_trade_reason)

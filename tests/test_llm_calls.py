@@ -92,7 +92,9 @@ def test_a_rerun_is_served_from_the_cache_and_rows_are_append_only(llm):
     c0 = calls[0]
     assert (c0["provider"], c0["model"], c0["mode"], c0["strategy"], c0["instrument"]) == \
         ("openai", "gpt-4o-mini", "spot", "spot_4h_llm", INST)
-    assert c0["agent"] == rt.spec.prompt_template and c0["template_sha256"] == template_sha256(rt.spec.prompt_template)
+    assert (c0["agent"], c0["template"]) == ("spot_analyst", rt.spec.prompt_template)
+    assert c0["template_sha256"] == template_sha256(rt.spec.prompt_template)
+    assert c0["system_text"].startswith("You are spot_analyst")
     assert len(c0["template_sha256"]) == 64
     assert c0["base_url_host"] == stub.base_url.split("//")[1].split("/")[0]  # host:port only
     assert (c0["prompt_tokens"], c0["completion_tokens"], c0["total_tokens"]) == (900, 40, 940)
@@ -103,7 +105,6 @@ def test_a_rerun_is_served_from_the_cache_and_rows_are_append_only(llm):
     assert c0["chart_key"] and c0["chart_sha256"] and "<chart sha256=" in str(c0["request_json"])
     assert c0["parsed_signal"]["action"] == "buy" and '"buy"' in c0["response_text"]
     assert c0["prompt"] == signals[ENDS[0]].prompt and len(c0["cache_key"]) == 64
-    assert c0["system_text"] is None  # one user message today
     assert all(KEY not in str(c) for c in calls)
 
     # a re-run (a new process: a new runtime) of the same windows: zero HTTP calls, five cache hits

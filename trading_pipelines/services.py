@@ -52,6 +52,7 @@ from trading_pipelines.domain.models import (
     GuardResult,
     IntentKind,
     IntentStatus,
+    Mode,
     OrderRequest,
     OrderRole,
     OrderStatus,
@@ -63,6 +64,7 @@ from trading_pipelines.domain.models import (
 from trading_pipelines.domain.paper import entry_reserve
 from trading_pipelines.domain.planning import MarketContext, PlanParams, plan_intent
 from trading_pipelines.ledger import repo
+from trading_pipelines.llm.context import AccountContext, OrderView, PositionView
 from trading_pipelines.ledger.db import session_scope
 from trading_pipelines.ledger.models import LIVE_BOOK, BookRow, GuardResultRow, IntentRow, OrderRow
 from trading_pipelines.resources.charts import ChartRef, ChartStore, chart_key, render_chart
@@ -193,6 +195,38 @@ class Analysis:
     cache_hit: bool = False  # the answer came from the response cache (no HTTP call)
     http_calls: int = 0  # HTTP calls this window's signal took (step-downs included; SDK retries not counted)
     signal_kept: bool = False  # a live intent already used the stored signal: no call, the stored one stands
+    account: AccountContext | None = None  # what the analyst was told of the book (providers with reads_account)
+
+
+def account_context(rt: Runtime, instrument: str) -> AccountContext:
+    """What the book's venue reports, as the analyst's prompt shows it (see
+    :mod:`trading_pipelines.llm.context`). The live book: cash, positions, open orders and (futures)
+    the venue's funding rate, leverage limit and margin mode, read now. A replay book: ``source``
+    ``replay`` (its analysis runs before its account walk) with the strategy's leverage settings and
+    whatever market terms the venue reports. A venue that cannot be read fails closed: the error
+    propagates and becomes this instrument's no-trade in :func:`analyze`."""
+    f = rt.spec.futures
+    lev = dict(leverage=f.leverage, max_leverage=f.max_leverage, margin_mode=f.margin_mode) if f else {}
+    terms = rt.venue.futures_terms(instrument) if rt.spec.mode is Mode.FUTURES else None
+    if terms is not None:
+        lev.update(funding_rate=terms.funding_rate, venue_max_leverage=terms.max_leverage,
+                   next_funding_time=terms.next_funding_time.isoformat() if terms.next_funding_time else None)
+        if terms.margin_mode:
+            lev["margin_mode"] = terms.margin_mode
+    if rt.book != LIVE_BOOK:
+        return AccountContext(source="replay", venue=rt.venue.name, **lev)
+    with rt.venue.unit_of_work():
+        bal, positions, orders = rt.venue.fetch_balance(), rt.venue.fetch_positions(), rt.venue.fetch_open_orders()
+    return AccountContext(
+        source="venue", venue=rt.venue.name, cash=bal.cash, free_cash=bal.free, equity=bal.equity,
+        positions=tuple(PositionView(instrument=p.instrument, side=p.side.value, quantity=p.quantity, entry_price=p.entry_price,
+                                     mark_price=p.mark_price, unrealized_pnl=p.unrealized_pnl, leverage=p.leverage,
+                                     margin=p.margin, liquidation_price=p.liquidation_price, margin_mode=p.margin_mode)
+                        for p in positions),
+        open_orders=tuple(OrderView(instrument=o.request.instrument, side=o.request.side.value, type=o.request.type.value,
+                                    role=o.request.role.value, quantity=o.request.quantity, price=o.request.price,
+                                    trigger_price=o.request.trigger_price) for o in orders),
+        **lev)
 
 
 def _chunk_start(t: pd.Timestamp, bar: timedelta) -> pd.Timestamp:
@@ -258,7 +292,8 @@ def slice_window(rt: Runtime, chunk: pd.DataFrame, window_end: datetime) -> pd.D
 
 
 def analyze(rt: Runtime, instrument: str, window_ends: list[datetime], run_id: str, partition_key=None,
-            charts: bool = True, render=None, render_async=None, deferred: list | None = None) -> list[Analysis]:
+            charts: bool = True, render=None, render_async=None, deferred: list | None = None,
+            call_workers: int | None = None) -> list[Analysis]:
     """Analyse ``window_ends`` of one instrument (any order, any subset): bars, frame, chart,
     signal, each signal recorded in the ledger. Errors stay in this instrument: bad data, a failed
     chart or a provider error becomes an :class:`Analysis` with ``error`` and a no-trade signal.
@@ -274,7 +309,9 @@ def analyze(rt: Runtime, instrument: str, window_ends: list[datetime], run_id: s
     outside any ledger transaction (they leave in window order); the cache lookups and the ledger
     writes stay in this thread, in window order, so the rows and signals are those of the serial
     path. The rules provider decides inline (no pool). A ``budget`` block (see :class:`_Budget`)
-    turns a window whose call would exceed a spent limit into a recorded no-trade ``budget: …``."""
+    turns a window whose call would exceed a spent limit into a recorded no-trade ``budget: …``.
+    ``call_workers``: at most this many of the pool's calls (:func:`analyze_many`'s share).
+    ``deferred`` is appended to from this thread only (list appends are atomic)."""
     ends = sorted(set(window_ends))
     pkey = partition_key or (lambda e: f"{instrument}|{e.isoformat()}")
     out = [Analysis(instrument, e) for e in ends]
@@ -313,6 +350,15 @@ def analyze(rt: Runtime, instrument: str, window_ends: list[datetime], run_id: s
         low, high = swing_levels(frame, min(rt.spec.template.stop.swing_lookback, len(frame)))
         atr = float(last["atr"]) if not pd.isna(last["atr"]) else math.nan
         a.market = MarketContext(last_close=float(last["close"]), atr=atr, swing_low=low, swing_high=high)
+    if getattr(rt.provider, "reads_account", False) and any(not a.error for a in out):
+        try:
+            ctx = account_context(rt, instrument)
+        except Exception as e:  # noqa: BLE001 - fail closed: no account view, no call, a recorded no-trade
+            ctx = None
+            for a in out:
+                a.error = a.error or f"venue unreadable for the analyst's account view: {type(e).__name__}: {e}"
+        for a in out:
+            a.account = ctx
     todo = [a for a in out if a.frame is not None and not (a.error and a.error.startswith("bad data"))]
     jobs = [(a.frame, chart_title(rt, instrument, a.window_end), chart_overlays(rt), rt.spec.template.chart_bars)
             for a in todo] if charts else []
@@ -327,6 +373,8 @@ def analyze(rt: Runtime, instrument: str, window_ends: list[datetime], run_id: s
     #    admitted by the budget in window order
     # 3. writes (one transaction), in window order: calls recorded, signals recorded
     workers = _call_workers(rt)
+    if workers and call_workers is not None:
+        workers = max(1, min(workers, call_workers))
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llm-call") if workers else None
     order: dict = {}  # pooled calls leave in window order (see _start_call)
     plan: list[tuple] = []
@@ -376,6 +424,28 @@ def analyze(rt: Runtime, instrument: str, window_ends: list[datetime], run_id: s
                 repo.set_signal_charts(s, rt.spec.name, instrument, {a.window_end: a.chart for a in todo if a.chart})
         deferred.append(finish)
     return out
+
+
+def analyze_many(rt: Runtime, instruments: list[str], window_ends: list[datetime], run_id: str,
+                 **kwargs) -> dict[str, list[Analysis]]:
+    """:func:`analyze` for each of ``instruments`` (same keyword arguments), side by side when the
+    provider makes HTTP calls: ``min(len(instruments), max_concurrent_calls)`` instruments at once,
+    each with an equal share of ``max_concurrent_calls`` for its windows, so at most
+    ``max_concurrent_calls`` calls are in flight (a tick of 20 instruments with 20 allowed: 20
+    calls at once). The rules provider (no calls, no ``llm`` pool slot) and a strategy with a
+    ``budget`` run instruments one after another: a budget admits calls in a serial order, and
+    one instrument's spending must be seen by the next. Errors stay per instrument (see
+    :func:`analyze`); a crash of one instrument's analysis is re-raised after the others finish."""
+    limit = _call_workers(rt)
+    cfg = getattr(rt.spec.template.signal_provider, "budget", None)
+    side_by_side = min(len(instruments), limit) if limit and not (cfg is not None and cfg.limited) else 1
+    if side_by_side <= 1:
+        return {inst: analyze(rt, inst, window_ends, run_id, **kwargs) for inst in instruments}
+    share = max(1, limit // side_by_side)
+    with ThreadPoolExecutor(max_workers=side_by_side, thread_name_prefix="analysis") as pool:
+        futures = {inst: pool.submit(analyze, rt, inst, window_ends, run_id, call_workers=share, **kwargs)
+                   for inst in instruments}
+        return {inst: f.result() for inst, f in futures.items()}
 
 
 def _render(render, jobs, todo: list[Analysis]) -> list[bytes | None]:
@@ -493,7 +563,7 @@ def _prepare_signal(rt: Runtime, a: Analysis, s=None, skip_lookup: set | None = 
                         timeframe=spec.timeframe, summary=indicator_summary(frame),
                         chart_png=getattr(a, "_png", None) if getattr(provider, "reads_chart", True) else None,
                         chart_key=chart_key(spec.name, a.instrument, a.window_end) if a.chart or not getattr(provider, "reads_chart", True) else None,
-                        recent_bars=recent)
+                        recent_bars=recent, account=a.account if getattr(provider, "reads_account", False) else None)
     p = _Prep(req=req, t0=time.perf_counter())
     if s is not None and getattr(provider, "cacheable", False):
         try:
@@ -512,7 +582,7 @@ def _prepare_signal(rt: Runtime, a: Analysis, s=None, skip_lookup: set | None = 
         dialect = dict((hit.parameters or {}).get("dialect") or {}, http_calls=0, cache_hit=True, cached_from=hit.id)
         p.result = ProviderResult(signal=sig, prompt=hit.prompt, response_text=hit.response_text, usage=usage,
                                   latency_ms=(time.perf_counter() - p.t0) * 1000.0, request_json=hit.request_json,
-                                  template_name=hit.agent, chart_sha256=hit.chart_sha256, dialect=dialect)
+                                  template_name=hit.template or hit.agent, chart_sha256=hit.chart_sha256, dialect=dialect)
     return p
 
 
@@ -607,7 +677,7 @@ def _finish_signal(rt: Runtime, a: Analysis, s, lin: repo.Lineage | None, p: _Pr
                    if isinstance(m, dict) and m.get("role") == "system" and isinstance(m.get("content"), str)), None)
     call = repo.record_provider_call(
         s, lin, window_end=a.window_end, mode=spec.mode.value, provider=pname, model=model,
-        agent=template, template_sha256=template_sha256(template),
+        agent=getattr(provider, "agent", None) or pname, template=template, template_sha256=template_sha256(template),
         base_url_host=base_url_host(getattr(provider, "base_url", None)),
         parameters={**params, "dialect": result.dialect}, system_text=system, prompt=result.prompt,
         prompt_hash=result.signal.prompt_hash, chart_key=req.chart_key, chart_sha256=result.chart_sha256,

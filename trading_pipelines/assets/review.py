@@ -131,10 +131,9 @@ def build_review_assets(spec: StrategySpec) -> tuple[list, list[dg.AssetKey]]:
         rt = trading.runtime(spec)
         charts = context.run.tags.get(CHARTS_TAG, "on") != "off"
         results, failed, deferred = {}, [], []
-        for n, inst in enumerate(instruments, 1):
-            results[inst] = services.analyze(rt, inst, ends, context.run.run_id, partition_key=lambda e: window_key(spec, e),
-                                             charts=charts, render=trading.chart_renderer(),
-                                             render_async=trading.chart_submitter(), deferred=deferred)
+        results = services.analyze_many(rt, instruments, ends, context.run.run_id, partition_key=lambda e: window_key(spec, e),
+                                        charts=charts, render=trading.chart_renderer(),
+                                        render_async=trading.chart_submitter(), deferred=deferred)
         for finish in deferred:  # charts rendered in the background (providers that do not read them)
             finish()
         for n, inst in enumerate(instruments, 1):
@@ -437,10 +436,11 @@ def build_replay_job(spec: StrategySpec) -> dg.JobDefinition:
         book = services.replay_book_id(spec, instruments, ends[0], ends[-1])
         rt = trading.runtime(spec)
         deferred: list = []
-        for n, inst in enumerate(instruments, 1):
-            out = services.analyze(rt, inst, ends, context.run.run_id, partition_key=lambda e: window_key(spec, e),
-                                   charts=config.charts or llm, render=trading.chart_renderer(),
-                                   render_async=trading.chart_submitter(), deferred=deferred)
+        analysed = services.analyze_many(rt, instruments, ends, context.run.run_id,
+                                         partition_key=lambda e: window_key(spec, e), charts=config.charts or llm,
+                                         render=trading.chart_renderer(), render_async=trading.chart_submitter(),
+                                         deferred=deferred)
+        for n, (inst, out) in enumerate(analysed.items(), 1):
             context.log.info(f"analysis {n}/{len(instruments)}: {inst}, {len(out)} windows, "
                              f"{sum(1 for a in out if a.error or a.signal.no_trade_reason)} no-trade")
         # the account never reads charts: it walks the windows while the pool renders them

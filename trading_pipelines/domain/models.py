@@ -205,6 +205,7 @@ class OrderStatus(str, enum.Enum):
     CANCELLED = "CANCELLED"
     REJECTED = "REJECTED"
     DRY_RUN = "DRY_RUN"  # recorded, never sent
+    SENT = "SENT"  # delivered to a fire-and-forget venue (webhook: a 2xx); the venue reports nothing back
 
 
 class OrderRequest(Frozen):
@@ -257,7 +258,9 @@ class Order(Frozen):
 
 
 class Position(Frozen):
-    """An open position as the venue reports it. ``quantity`` base units (always positive)."""
+    """An open position as the venue reports it. ``quantity`` base units (always positive);
+    prices and ``margin`` in quote currency; ``liquidation_price`` (futures) as the venue computes
+    it, None when unknown or spot; ``margin_mode`` isolated|cross (futures), None for spot."""
 
     instrument: str
     side: PositionSide
@@ -267,6 +270,8 @@ class Position(Frozen):
     leverage: float = 1.0
     margin: float = 0.0
     opened_at: datetime
+    liquidation_price: float | None = None
+    margin_mode: Literal["isolated", "cross"] | None = None
 
     @property
     def unrealized_pnl(self) -> float:

@@ -129,7 +129,8 @@ class ProviderCallRow(Base):
     mode: Mapped[str] = mapped_column(String(8))
     provider: Mapped[str] = mapped_column(String(32))
     model: Mapped[str] = mapped_column(String(128))
-    agent: Mapped[str] = mapped_column(String(128))  # the prompt template's name
+    agent: Mapped[str] = mapped_column(String(128))  # the analyst (spot_analyst/futures_analyst; "rules"); before 0006: the template
+    template: Mapped[str | None] = mapped_column(String(128), nullable=True)  # the prompt template's name
     template_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)  # sha256 of the template file text
     base_url_host: Mapped[str | None] = mapped_column(String(256), nullable=True)  # host[:port], never credentials
     parameters: Mapped[dict | None] = mapped_column(JSON, nullable=True)

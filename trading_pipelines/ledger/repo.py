@@ -130,7 +130,8 @@ def _no_nul(v: Any) -> Any:
 
 
 def record_provider_call(s: Session, lin: Lineage, *, window_end: datetime, mode: str, provider: str, model: str,
-                         agent: str, prompt: str, prompt_hash: str, template_sha256: str | None = None,
+                         agent: str, prompt: str, prompt_hash: str, template: str | None = None,
+                         template_sha256: str | None = None,
                          base_url_host: str | None = None, parameters: dict | None = None, system_text: str | None = None,
                          chart_key: str | None = None, chart_sha256: str | None = None, request_json: dict | None = None,
                          response_text: str | None = None, parsed_signal: dict | None = None, error: str | None = None,
@@ -142,7 +143,8 @@ def record_provider_call(s: Session, lin: Lineage, *, window_end: datetime, mode
     usage = usage or {}
     row = ProviderCallRow(
         strategy=lin.strategy, instrument=lin.instrument, partition_key=lin.partition_key, run_id=lin.run_id,
-        window_end=window_end, mode=mode, provider=provider, model=model, agent=agent, template_sha256=template_sha256,
+        window_end=window_end, mode=mode, provider=provider, model=model, agent=agent, template=template,
+        template_sha256=template_sha256,
         base_url_host=base_url_host, parameters=_no_nul(_clean(parameters)), system_text=_no_nul(system_text),
         prompt=_no_nul(prompt), prompt_hash=prompt_hash, chart_key=chart_key, chart_sha256=chart_sha256,
         request_json=_no_nul(_clean(request_json)), response_text=_no_nul(response_text),

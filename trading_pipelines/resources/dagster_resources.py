@@ -114,7 +114,7 @@ class TradingResource(dg.ConfigurableResource):
         need, say, an OpenAI key)."""
         market = self.market_data.source(spec)
         return Runtime(spec=spec, engine=self.ledger.engine(), market=market, charts=self.charts.store(),
-                       provider=build_provider(spec.template.signal_provider, spec.prompt_template) if signals else None,
+                       provider=build_provider(spec.template.signal_provider, spec.prompt_template, mode=spec.mode) if signals else None,
                        venue=make_paper_venue(spec, market, self.ledger.venue_engine(), book), book=book,
                        frames=frame_store_from_env())
 

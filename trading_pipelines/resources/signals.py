@@ -60,6 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from trading_pipelines.config import OpenAIProviderConfig, RulesProviderConfig
 from trading_pipelines.domain.models import FuturesAction, Mode, Signal, SpotAction
 from trading_pipelines.domain.rules import fmt_num, rules_signal
+from trading_pipelines.llm.context import AccountContext
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +149,8 @@ class SignalRequest(BaseModel):
     during warm-up. ``chart_png``: PNG bytes or ``None``; ``chart_key``: where the chart is stored.
     ``recent_bars``: the last ~20 closed bars, oldest first, as dicts with ``open_time`` (ISO-8601
     UTC string) and ``o``, ``h``, ``l``, ``c`` (quote currency), ``v`` (base quantity).
+    ``account``: what the book's venue reports (:class:`~trading_pipelines.llm.context.AccountContext`),
+    for providers that read it (``reads_account``); ``None`` otherwise.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -161,6 +164,7 @@ class SignalRequest(BaseModel):
     chart_png: bytes | None = None
     chart_key: str | None = None
     recent_bars: list[dict[str, Any]] = Field(default_factory=list)
+    account: AccountContext | None = None
 
     @field_validator("window_end")
     @classmethod
@@ -478,7 +482,7 @@ def render_prompt(template_name: str, req: SignalRequest) -> str:
     ``window_end`` (``YYYY-MM-DDTHH:MM:SSZ``), ``indicators`` (list of ``(name, value)`` with
     formatted values, NaN → ``"n/a (warming up)"``), ``bars`` (list of dicts ``open_time``,
     ``open``, ``high``, ``low``, ``close``, ``volume``), ``chart_sha256``, ``chart_key``,
-    ``close``; filter ``num`` formats a number. Raises ``jinja2.TemplateNotFound`` /
+    ``close``, ``account`` (an ``AccountContext`` or ``None``); filter ``num`` formats a number. Raises ``jinja2.TemplateNotFound`` /
     ``jinja2.UndefinedError`` on a missing template or variable.
     """
     tpl = _jinja_env().get_template(template_name)
@@ -494,6 +498,7 @@ def render_prompt(template_name: str, req: SignalRequest) -> str:
         chart_sha256=req.chart_sha256,
         chart_key=req.chart_key,
         close=req.summary.get("close"),
+        account=req.account,
     )
 
 
@@ -529,6 +534,8 @@ class SignalProvider(ABC):
     model: str
     template_name: str
     reads_chart: bool = True  # the chart PNG is part of the request (and of the prompt hash)
+    reads_account: bool = False  # the request carries the book's AccountContext (and the prompt shows it)
+    agent: str | None = None  # the analyst (llm.agents) whose system text, template and schema the calls use
 
     @abstractmethod
     def generate(self, req: SignalRequest) -> ProviderResult: ...
@@ -713,6 +720,8 @@ class OpenAISignalProvider(SignalProvider):
         reasoning: bool = False,
         min_prompt_tokens: int = DEFAULT_MIN_PROMPT_TOKENS,
         max_entry_deviation_pct: float = DEFAULT_MAX_ENTRY_DEVIATION_PCT,
+        agent: str | None = None,
+        system_text: str | None = None,
     ) -> None:
         _check_template(template_name)
         if client is None and not api_key:
@@ -731,6 +740,9 @@ class OpenAISignalProvider(SignalProvider):
         self.min_prompt_tokens = min_prompt_tokens
         self.max_entry_deviation_pct = max_entry_deviation_pct
         self.retry_timeouts = retry_timeouts if client is None else True
+        self.agent = agent
+        self.system_text = system_text
+        self.reads_account = agent is not None
         self._secret = api_key
         self._client = client or openai.OpenAI(
             api_key=api_key, base_url=self.base_url, timeout=timeout_s, max_retries=max_retries,
@@ -752,9 +764,13 @@ class OpenAISignalProvider(SignalProvider):
 
     def call_parameters(self) -> dict[str, Any]:
         d = self._configured
-        return {"temperature": self.temperature if d.temperature else None, "token_param": d.token_param,
-                "max_tokens": self.max_tokens, "response_format": d.response_format, "image_detail": d.image_detail,
-                "send_chart": d.chart}
+        params = {"temperature": self.temperature if d.temperature else None, "token_param": d.token_param,
+                  "max_tokens": self.max_tokens, "response_format": d.response_format, "image_detail": d.image_detail,
+                  "send_chart": d.chart}
+        if self.agent is not None:  # the system message is part of the request: another one is another call
+            params["agent"] = self.agent
+            params["system_sha256"] = hashlib.sha256((self.system_text or "").encode("utf-8")).hexdigest()
+        return params
 
     def __repr__(self) -> str:
         return f"OpenAISignalProvider(model={self.model!r}, base_url={self.base_url!r}, template_name={self.template_name!r})"
@@ -781,7 +797,8 @@ class OpenAISignalProvider(SignalProvider):
             content = [{"type": "text", "text": prompt}, {"type": "image_url", "image_url": image}]
         else:
             content = prompt
-        body: dict[str, Any] = {"model": self.model, "messages": [{"role": "user", "content": content}]}
+        messages: list[dict[str, Any]] = [{"role": "system", "content": self.system_text}] if self.system_text else []
+        body: dict[str, Any] = {"model": self.model, "messages": [*messages, {"role": "user", "content": content}]}
         if d.temperature:
             body["temperature"] = self.temperature
         body[d.token_param] = self.max_tokens
@@ -1046,8 +1063,13 @@ def build_provider(
     cfg: RulesProviderConfig | OpenAIProviderConfig,
     template_name: str,
     environ: Mapping[str, str] = os.environ,
+    mode: Mode | None = None,
 ) -> SignalProvider:
     """Build the provider a strategy's ``template.signal_provider`` block describes.
+
+    ``mode`` picks the analyst (:func:`trading_pipelines.llm.agents.agent_for`): its system text
+    goes with every OpenAI call and its name is recorded with each; ``None`` builds a provider
+    with no agent (no system message, no account context).
 
     OpenAI: the key comes from ``environ[cfg.api_key_env]`` and the base URL from
     ``environ[cfg.base_url_env]`` (unset/empty → OpenAI's public endpoint). Raises
@@ -1063,7 +1085,14 @@ def build_provider(
                 f"signal provider 'openai' needs an API key in the environment variable {cfg.api_key_env} (unset or empty)"
             )
         base_url = (environ.get(cfg.base_url_env) or "").strip() or None
+        agent = None
+        if mode is not None:
+            from trading_pipelines.llm.agents import agent_for
+
+            agent = agent_for(mode)
         return OpenAISignalProvider(
+            agent=agent.name if agent else None,
+            system_text=agent.system if agent else None,
             model=cfg.model,
             base_url=base_url,
             api_key=key,

@@ -57,6 +57,21 @@ class Balance:
 
 
 @dataclass(frozen=True)
+class FuturesTerms:
+    """What a futures venue says about trading one perpetual now (for the futures analyst's prompt
+    and the executor). ``funding_rate`` a fraction per funding interval (0.0001 = 0.01 %), None when
+    the venue has none (a simulation); ``max_leverage`` the venue's limit for this symbol;
+    ``margin_mode`` isolated|cross as set on the account; ``mark_price`` quote currency."""
+
+    instrument: str
+    mark_price: float | None
+    funding_rate: float | None
+    next_funding_time: datetime | None
+    max_leverage: float | None
+    margin_mode: str | None
+
+
+@dataclass(frozen=True)
 class VenueEvent:
     """Something the venue did while advancing: a fill (entry, stop-loss, take-profit, exit,
     liquidation) or a rejection of a resting entry."""
@@ -108,6 +123,22 @@ class Venue(ABC):
     def fetch_my_trades(self, since: datetime | None = None) -> list[Fill]:
         """Fills with ``time`` strictly after ``since`` (all when None), oldest first."""
 
+    def create_bracket(self, entry: OrderRequest, stop_loss: OrderRequest, take_profit: OrderRequest, *,
+                       placed_at: datetime, position_side: str, leverage: float = 1.0, reserve: float = 0.0,
+                       margin_mode: str | None = None) -> list[Order]:
+        """Place an entry with its reduce-only stop-loss and take-profit (one-cancels-other), each
+        idempotent on its client order id; returns [entry, stop_loss, take_profit] as the venue
+        reports them. Venues with a native bracket (IBKR ``bracketOrder``, Binance spot OCO, a
+        webhook's single POST) override this; the default places the three in order."""
+        first = self.create_order(entry, placed_at=placed_at, position_side=position_side, leverage=leverage,
+                                  reserve=reserve)
+        return [first] + [self.create_order(r, placed_at=placed_at, position_side=position_side, leverage=leverage)
+                          for r in (stop_loss, take_profit)]
+
+    def futures_terms(self, instrument: str) -> FuturesTerms | None:
+        """Funding rate, leverage limit and margin mode of a perpetual (None: spot, or unknown)."""
+        return None
+
     @contextmanager
     def unit_of_work(self) -> Iterator["Venue"]:
         """Group several calls (a simulated venue keeps its state in memory until the block ends
@@ -131,4 +162,4 @@ class SimulatedVenue(Venue):
         account-wide figures are those of ``as_of``). The clock never moves backwards."""
 
 
-__all__ = ["Balance", "SimulatedVenue", "Venue", "VenueError", "VenueEvent"]
+__all__ = ["Balance", "FuturesTerms", "SimulatedVenue", "Venue", "VenueError", "VenueEvent"]
