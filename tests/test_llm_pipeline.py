@@ -95,3 +95,26 @@ def test_valid_answer_is_audited_and_traded(llm_env):
     assert intent.status == "SUBMITTED" and {o.role for o in orders} == {"entry", "stop_loss", "take_profit"}
     assert intent.book == "live" and {o.book for o in orders} == {"live"}
     assert audit and all("sk-test" not in str(a.detail) for a in audit)
+
+
+def test_the_ui_shows_per_signal_the_chart_prompt_raw_answer_tokens_and_cost(llm_env):
+    """The ``signals`` materialization of a one-window run: dagster-openai's usage keys and, per
+    instrument, the chart, the exact prompt, the raw answer, tokens and the estimated cost."""
+    stub, defs, instance, engine = llm_env
+    stub.push_json_answer({"action": "hold", "confidence": 0.4, "thesis": "range-bound"}, prompt_tokens=900,
+                          completion_tokens=40)
+    res = _run(defs, instance)
+    assert res.success
+    mat = next(e.event_specific_data.materialization for e in res.all_events if e.event_type_value == "ASSET_MATERIALIZATION"
+               and e.event_specific_data.materialization.asset_key.path[-1] == "signals")
+    md = {k: v.value for k, v in mat.metadata.items()}
+    # worked: gpt-4o-mini list price 0.15 / 0.60 USD per million prompt / completion tokens
+    assert (md["openai.calls"], md["openai.prompt_tokens"], md["openai.completion_tokens"], md["openai.total_tokens"]) == (1, 900, 40, 940)
+    assert md["openai.estimated_cost_usd"] == pytest.approx((900 * 0.15 + 40 * 0.60) / 1e6) and md["openai.cache_hits"] == 0
+    with session_scope(engine) as s:
+        call = s.execute(select(m.ProviderCallRow)).scalar_one()
+    view = md["signal/ETH/USDT"]
+    assert "![ETH/USDT](data:image/png;base64," in view  # the chart the model saw
+    assert call.prompt in view and '"range-bound"' in view  # the exact prompt and the raw answer
+    assert "900 prompt + 40 completion" in view and f"ledger call id: {call.id}" in view
+    assert "agent: spot_analyst" in md["calls"] and "| 2026-02-27-00:00 | ETH/USDT | hold | 900 | 40 | 0.000159 |" in md["calls"]

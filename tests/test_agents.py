@@ -1,0 +1,181 @@
+"""The two analysts, separate end to end (issue 7 item 1): spot_analyst and futures_analyst.
+
+Real pipeline: ``services.analyze`` on the shipped strategies' real candles, the real ``openai``
+SDK against tests/openai_stub_server.py over HTTP, the real paper venue holding a real position
+opened through the venue protocol, the SQLite ledger. The paper venue simulates no funding, so
+the futures test gives it the funding terms a real venue reports (ccxt's ``fetch_funding_rate``:
+a rate per 8 h interval and the next funding time) by replacing its ``futures_terms`` — the one
+stand-in here, named where it is made.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+import yaml
+from openai_stub_server import OpenAIStubServer
+from sqlalchemy import select
+
+from trading_pipelines import services
+from trading_pipelines.assets.partitions import window_end, window_partitions
+from trading_pipelines.config import STRATEGIES_DIR, parse_strategy
+from trading_pipelines.domain.models import Mode, OrderRequest, OrderRole, OrderType, Side
+from trading_pipelines.ledger import models as m
+from trading_pipelines.ledger.db import get_engine, session_scope
+from trading_pipelines.llm.agents import FUTURES_ANALYST, SPOT_ANALYST, agent_for
+from trading_pipelines.resources.dagster_resources import default_resources
+from trading_pipelines.resources.signals import InvalidSignalResponse, template_sha256
+from trading_pipelines.venues.protocol import FuturesTerms
+
+KEY = "sk-agents-test-key-000000000000"
+HOLD = {"action": "hold", "confidence": 0.5, "thesis": "no edge"}
+
+
+@pytest.fixture()
+def env(tmp_path, monkeypatch):
+    stub = OpenAIStubServer().start()
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.setenv("TRADING_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    monkeypatch.setenv("TRADING_CHART_DIR", str(tmp_path / "charts"))
+    monkeypatch.delenv("TRADING_VENUE_URL", raising=False)
+    monkeypatch.setenv("OPENAI_BASE_URL", stub.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+
+    def runtime(shipped: str, book: str = "live"):
+        attrs = yaml.safe_load((STRATEGIES_DIR / shipped / "defs.yaml").read_text())["attributes"]
+        attrs["name"] = f"{shipped}_llm"
+        attrs["template"]["signal_provider"] = {"kind": "openai", "model": "gpt-4o-mini", "send_chart": False}
+        spec = parse_strategy(attrs)
+        rt = default_resources()["trading"].runtime(spec)
+        if book != "live":
+            rt = services.Runtime(spec=spec, engine=rt.engine, market=rt.market, charts=rt.charts, provider=rt.provider,
+                                  venue=services.make_paper_venue(spec, rt.market, get_engine(f"sqlite:///{tmp_path / 'v.sqlite'}"), book),
+                                  book=book)
+        return rt
+
+    yield stub, runtime, get_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    stub.stop()
+
+
+def _ends(rt) -> list[datetime]:
+    return [window_end(rt.spec, k) for k in window_partitions(rt.spec).get_partition_keys()]
+
+
+def _messages(stub) -> list[dict]:
+    return stub.chat_requests[-1].body["messages"]
+
+
+def _open_position(rt, instrument: str, qty: float, at: datetime, leverage: float = 1.0) -> None:
+    """A market buy through the venue protocol, filled by advancing the venue one bar."""
+    req = OrderRequest(client_order_id=f"manual-{instrument}", instrument=instrument, side=Side.BUY, type=OrderType.MARKET,
+                       quantity=qty, role=OrderRole.ENTRY)
+    rt.venue.create_order(req, placed_at=at, position_side="long", leverage=leverage)
+    rt.venue.advance([instrument], at + rt.spec.bar_duration)
+
+
+def test_the_mode_picks_the_agent_and_each_validates_its_own_schema():
+    assert agent_for("spot") is SPOT_ANALYST and agent_for(Mode.FUTURES) is FUTURES_ANALYST
+    assert SPOT_ANALYST.template == "spot_review.j2" and FUTURES_ANALYST.template == "futures_review.j2"
+    assert SPOT_ANALYST.system != FUTURES_ANALYST.system and "long-only" in SPOT_ANALYST.system
+    assert "funding" in FUTURES_ANALYST.system and "liquidation" in FUTURES_ANALYST.system
+    # the futures agent's actions are not the spot agent's, and the other way round
+    with pytest.raises(InvalidSignalResponse, match="not allowed in futures mode"):
+        FUTURES_ANALYST.parse('{"action": "buy", "confidence": 0.9, "thesis": "x"}')
+    with pytest.raises(InvalidSignalResponse, match="not allowed in spot mode"):
+        SPOT_ANALYST.parse('{"action": "short", "confidence": 0.9, "thesis": "x"}')
+    assert FUTURES_ANALYST.parse('{"action": "short", "confidence": 0.9, "thesis": "x"}').action == "short"
+    assert FUTURES_ANALYST.version() == template_sha256("futures_review.j2") and len(FUTURES_ANALYST.version()) == 64
+    with pytest.raises(ValueError, match="no analyst for mode 'options'"):
+        agent_for("options")
+
+
+def test_the_futures_prompt_carries_wallet_positions_funding_and_leverage_from_the_venue(env):
+    stub, runtime, engine = env
+    rt = runtime("futures_1h_btc_eth")
+    ends = _ends(rt)
+    t0, t = ends[-4], ends[-1]
+    _open_position(rt, "BTC/USDT:USDT", 0.05, t0, leverage=3.0)
+    pos = rt.venue.fetch_positions()[0]
+    bal = rt.venue.fetch_balance()
+    fill = rt.venue.fetch_my_trades()[0].price
+    # worked: 0.05 BTC at the fill, 3x isolated: margin = 0.05 × fill / 3; fee 0.05 % of notional
+    assert pos.margin == pytest.approx(0.05 * fill / 3)
+    assert bal.cash == pytest.approx(10_000 - 0.05 * fill / 3 - 0.05 * fill * 0.0005)
+    nft = datetime(2026, 4, 16, 0, 0, tzinfo=timezone.utc)
+    # the stand-in (see the module doc): the terms a real venue reports for this perpetual
+    rt.venue.futures_terms = lambda inst: FuturesTerms(inst, None, 0.000125, nft, 125.0, "isolated")
+    stub.push_json_answer(HOLD, prompt_tokens=900)
+    out = services.analyze(rt, "ETH/USDT:USDT", [t], "run-futures")
+    assert not out[0].signal.no_trade_reason, out[0].signal.no_trade_reason
+    system, user = _messages(stub)
+    assert system == {"role": "system", "content": FUTURES_ANALYST.system}
+    prompt = user["content"]
+    assert isinstance(prompt, str)  # no chart: plain-string content
+    from trading_pipelines.resources.signals import _num  # the prompt's own number format
+
+    assert f"Wallet balance: {_num(bal.cash)}; available (not reserved): {_num(bal.free)}; equity" in prompt
+    row = (f"| BTC/USDT:USDT | long | 0.05 | {_num(pos.entry_price)} | {_num(pos.mark_price)} | "
+           f"{_num(pos.unrealized_pnl)} | {_num(pos.liquidation_price)} | 3x | ")
+    assert row in prompt, prompt
+    assert "Funding rate (ETH/USDT:USDT): 0.0125% per funding interval, next funding 2026-04-16T00:00:00+00:00" in prompt
+    assert "the strategy uses 3x (its limit 5x); the venue allows up to 125x. Margin mode: isolated." in prompt
+    with session_scope(engine) as s:
+        call = s.execute(select(m.ProviderCallRow)).scalars().one()
+        assert (call.mode, call.agent, call.template) == ("futures", "futures_analyst", "futures_review.j2")
+        assert call.template_sha256 == template_sha256("futures_review.j2")
+        assert call.system_text == FUTURES_ANALYST.system and call.prompt == prompt
+
+
+def test_the_spot_prompt_carries_balances_last_price_and_open_orders(env):
+    stub, runtime, engine = env
+    rt = runtime("spot_4h_majors")
+    ends = _ends(rt)
+    t0, t = ends[-4], ends[-1]
+    _open_position(rt, "ETH/USDT", 0.5, t0)
+    # a resting stop-loss on the holding (reduce-only), as a bracket leaves it
+    rt.venue.create_order(OrderRequest(client_order_id="manual-stop", instrument="ETH/USDT", side=Side.SELL, type=OrderType.STOP,
+                                       quantity=0.5, trigger_price=1500.0, role=OrderRole.STOP_LOSS, reduce_only=True),
+                          placed_at=ends[-3], position_side="long")
+    bal, pos = rt.venue.fetch_balance(), rt.venue.fetch_positions()[0]
+    stub.push_json_answer(HOLD, prompt_tokens=900)
+    out = services.analyze(rt, "ETH/USDT", [t], "run-spot")
+    assert not out[0].signal.no_trade_reason, out[0].signal.no_trade_reason
+    system, user = _messages(stub)
+    assert system["content"] == SPOT_ANALYST.system
+    prompt = user["content"]
+    from trading_pipelines.resources.signals import _num
+
+    close = float(out[0].frame["close"].iloc[-1])
+    assert f"Last price (close of the last closed bar): {_num(close)}" in prompt
+    assert f"Cash: {_num(bal.cash)}; free (not reserved by resting orders): {_num(bal.free)}; equity: {_num(bal.equity)}" in prompt
+    assert f"Holding 0.5 ETH/USDT bought at {_num(pos.entry_price)}" in prompt
+    assert "| stop_loss | sell | stop | 0.5 | n/a | 1500 |" in prompt
+    assert "Funding" not in prompt and "Wallet" not in prompt  # spot shows no futures terms
+    with session_scope(engine) as s:
+        call = s.execute(select(m.ProviderCallRow)).scalars().one()
+        assert (call.mode, call.agent, call.template) == ("spot", "spot_analyst", "spot_review.j2")
+
+
+def test_a_replay_prompt_says_the_book_is_not_known_at_analysis_time(env):
+    stub, runtime, _ = env
+    rt = runtime("futures_1h_btc_eth", book="replay-test")
+    stub.push_json_answer(HOLD, prompt_tokens=900)
+    services.analyze(rt, "BTC/USDT:USDT", [_ends(rt)[-1]], "run-replay")
+    prompt = _messages(stub)[1]["content"]
+    assert "This is a replay: the book's wallet and positions at this window are not known to you." in prompt
+    assert "Wallet balance" not in prompt
+    assert "the strategy uses 3x (its limit 5x). Margin mode: isolated." in prompt  # config-known terms stay
+
+
+def test_an_unreadable_venue_is_a_recorded_no_trade_and_no_call(env):
+    stub, runtime, engine = env
+    rt = runtime("spot_4h_majors")
+
+    def down():
+        raise ConnectionError("venue at 127.0.0.1:1 refused the connection")
+
+    rt.venue.fetch_balance = down  # the venue cannot be read: the analyst would see no account
+    out = services.analyze(rt, "BTC/USDT", [_ends(rt)[-1]], "run-down")
+    assert out[0].signal.no_trade_reason.startswith("venue unreadable for the analyst's account view: ConnectionError")
+    assert stub.chat_requests == []
