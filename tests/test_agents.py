@@ -179,3 +179,54 @@ def test_an_unreadable_venue_is_a_recorded_no_trade_and_no_call(env):
     out = services.analyze(rt, "BTC/USDT", [_ends(rt)[-1]], "run-down")
     assert out[0].signal.no_trade_reason.startswith("venue unreadable for the analyst's account view: ConnectionError")
     assert stub.chat_requests == []
+
+
+DIALECTS = ("openai", "openai-reasoning", "lmstudio", "vllm", "llamacpp", "ollama")
+ANSWERS = {"spot_4h_majors": {"action": "hold", "confidence": 0.6, "thesis": "EMA20 under EMA50, no entry"},
+           "futures_1h_btc_eth": {"action": "hold", "confidence": 0.6, "thesis": "funding flat, range-bound"}}
+
+
+@pytest.mark.parametrize("shipped", ["spot_4h_majors", "futures_1h_btc_eth"])
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_each_mode_runs_end_to_end_against_each_server_dialect(dialect, shipped, tmp_path, monkeypatch):
+    """Analysis → plan → validate → snapshot of the live book, through each stub dialect (the way
+    OpenAI, its reasoning models, LM Studio, vLLM, llama.cpp's server and Ollama refuse requests):
+    every window ends with a valid signal, the step-downs it took recorded with its call — never an
+    unexplained no-trade."""
+    with OpenAIStubServer(dialect=dialect) as stub:
+        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+        monkeypatch.setenv("TRADING_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+        monkeypatch.setenv("TRADING_CHART_DIR", str(tmp_path / "charts"))
+        monkeypatch.delenv("TRADING_VENUE_URL", raising=False)
+        monkeypatch.setenv("OPENAI_BASE_URL", stub.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        attrs = yaml.safe_load((STRATEGIES_DIR / shipped / "defs.yaml").read_text())["attributes"]
+        attrs["name"] = f"{shipped}_llm"
+        attrs["template"]["signal_provider"] = {"kind": "openai", "model": "gpt-4o-mini"}  # defaults: chart, json_schema
+        spec = parse_strategy(attrs)
+        rt = default_resources()["trading"].runtime(spec)
+        end = _ends(rt)[-1]
+        for _ in range(8):  # one answer per HTTP call, step-downs included
+            stub.push_json_answer(ANSWERS[shipped], prompt_tokens=900)
+        out = services.analyze_many(rt, list(spec.instruments), [end], "run-dialect")
+        for inst, (a,) in out.items():
+            assert a.signal.no_trade_reason is None, (inst, a.signal.no_trade_reason)
+            assert a.signal.action == "hold" and a.signal.thesis == ANSWERS[shipped]["thesis"]
+        outcome = services.account_window(rt, end, {i: a.signal for i, (a,) in out.items()},
+                                          {i: a.market for i, (a,) in out.items()}, "pk", "run-dialect")
+        assert {i.reason for i in outcome.intents.values()} == {f"hold: {ANSWERS[shipped]['thesis']}"}
+        with session_scope(get_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}")) as s:
+            calls = s.execute(select(m.ProviderCallRow).order_by(m.ProviderCallRow.id)).scalars().all()
+        assert len(calls) == len(spec.instruments)
+        assert {(c.mode, c.agent) for c in calls} == {(spec.mode.value, f"{spec.mode.value}_analyst")}
+        expected = {"openai": set(), "openai-reasoning": {"token_param", "temperature"}, "lmstudio": set(),
+                    "vllm": {"chart"}, "llamacpp": {"chart", "response_format"}, "ollama": {"chart"}}[dialect]
+        for c in calls:
+            d = c.parameters["dialect"]
+            own = {st["setting"] for st in d["step_downs"]}
+            learned = {st["setting"] for st in d["learned_step_downs"]}
+            # instruments run side by side: a call steps down itself or starts from what an
+            # earlier call of the provider learned — together exactly the dialect's refusals
+            assert own | learned == expected and own <= expected, (c.instrument, own, learned)
+            assert all(st["status"] in (400, 500) and st["message"] for st in d["step_downs"])
+        assert any(c.parameters["dialect"]["step_downs"] for c in calls) == bool(expected)
