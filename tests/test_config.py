@@ -40,7 +40,13 @@ def test_shipped_strategies():
     (lambda a: a.update(mode="margin"), "attributes.mode", "Input should be 'spot' or 'futures'"),
     (lambda a: a.update(futures={"leverage": 3}), "attributes", "spot mode takes no `futures` block"),
     (lambda a: a.update(timeframe="15m"), "attributes.timeframe", "Input should be"),
-    (lambda a: a.update(venue={"kind": "binance"}), "attributes", "venue.kind 'binance' has no adapter yet"),
+    (lambda a: a.update(venue={"kind": "binance"}), "attributes.venue", "does not match any of the expected tags: 'paper', 'ccxt', 'ibkr', 'webhook'"),
+    (lambda a: a.update(venue={"kind": "ccxt", "exchange": "binanceusdm"}), "attributes",
+     "venue.exchange 'binanceusdm' trades futures, strategy mode is spot (binance: spot, binanceusdm: futures)"),
+    (lambda a: a.update(venue={"kind": "ccxt", "exchange": "kraken"}), "attributes.venue.ccxt.exchange", "Input should be 'binance' or 'binanceusdm'"),
+    (lambda a: a.update(venue={"kind": "webhook"}), "attributes.venue.webhook.equity", "Field required"),
+    (lambda a: a.update(venue={"kind": "ccxt", "exchange": "binance", "api_key": "sk-in-the-file"}),
+     "attributes.venue.ccxt.api_key", "unknown field"),  # secrets never in the file: only the env var's name
 ])
 def test_bad_strategy_file_names_file_and_field(tmp_path, mutate, field, msg):
     path = _write(tmp_path, mutate)
@@ -57,6 +63,27 @@ def test_futures_leverage_above_max(tmp_path):
     p.write_text(yaml.safe_dump(doc))
     with pytest.raises(StrategyConfigError, match=r"attributes\.futures: .*leverage 10(\.0)? exceeds max_leverage 5"):
         load_strategy_file(p)
+
+
+def test_cross_margin_is_refused_at_load_not_a_label(tmp_path):
+    doc = yaml.safe_load((STRATEGIES_DIR / "futures_1h_btc_eth" / "defs.yaml").read_text())
+    doc["attributes"]["futures"]["margin_mode"] = "cross"
+    p = tmp_path / "defs.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    with pytest.raises(StrategyConfigError, match=r"attributes\.futures: .*margin_mode 'cross' is not supported: sizing, "
+                                                  r"liquidation prices, guards and the paper venue compute isolated margin only"):
+        load_strategy_file(p)
+
+
+@pytest.mark.parametrize("venue", [
+    {"kind": "paper"},
+    {"kind": "ccxt", "exchange": "binance", "api_key_env": "MY_KEY", "secret_env": "MY_SECRET"},
+    {"kind": "webhook", "equity": 25000, "url_env": "HOOK_URL"},
+])
+def test_one_strategy_file_names_any_venue(tmp_path, venue):
+    path = _write(tmp_path, lambda a: a.update(venue=venue))
+    spec = load_strategy_file(path)
+    assert spec.venue.kind == venue["kind"] and spec.venue.fee_rate == 0.001 and spec.venue.starting_cash == 10_000
 
 
 def test_bad_strategy_changes_nothing(tmp_path, monkeypatch):

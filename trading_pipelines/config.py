@@ -48,24 +48,65 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class PaperVenueConfig(_Strict):
-    """The simulated venue. Fees are fractions of notional (0.001 = 0.1 %); slippage in basis points."""
+class _VenueCosts(_Strict):
+    """What every venue config carries: the cost model of its replays and guards. ``fee_rate`` a
+    fraction of notional (0.001 = 0.1 %); ``slippage_bps`` basis points; ``starting_cash`` the quote
+    currency a replay book (always simulated) starts from."""
 
-    kind: Literal["paper"] = "paper"
     starting_cash: float = Field(default=10_000.0, gt=0, description="quote currency")
     fee_rate: float = Field(default=0.001, ge=0, lt=0.05)
     slippage_bps: float = Field(default=5.0, ge=0, le=500)
 
 
-class LiveVenueConfig(_Strict):
-    """A real venue. Orders reach it only with ``execution.dry_run: false``, ``live_ack`` set to the
-    strategy's name, and ``TRADING_PIPELINES_LIVE=1`` in the deployment's environment."""
+class PaperVenueConfig(_VenueCosts):
+    """The simulated venue (every replay book uses it, whatever the live venue is)."""
 
-    kind: Literal["binance", "ibkr", "webhook"]
+    kind: Literal["paper"] = "paper"
+
+
+class CcxtVenueConfig(_VenueCosts):
+    """A ccxt exchange: ``binance`` (spot) or ``binanceusdm`` (USDⓈ-M perpetuals). The API key and
+    secret come from the environment variables named here, never from the file. ``sandbox``:
+    ccxt's testnet URLs."""
+
+    kind: Literal["ccxt"]
+    exchange: Literal["binance", "binanceusdm"]
+    api_key_env: str = "BINANCE_API_KEY"
+    secret_env: str = "BINANCE_SECRET"
+    sandbox: bool = False
     account: str = "default"
 
 
-VenueConfig = Annotated[PaperVenueConfig | LiveVenueConfig, Field(discriminator="kind")]
+class IbkrVenueConfig(_VenueCosts):
+    """Interactive Brokers through ib_async: TWS or IB Gateway at ``host``:``port`` (Gateway 4002
+    paper / 4001 live; TWS 7497 / 7496). ``client_id`` fixed per deployment (orders re-bind after a
+    restart) and unique per connection; ``account`` the IB account code (empty: the only one)."""
+
+    kind: Literal["ibkr"]
+    host: str = "127.0.0.1"
+    port: int = Field(default=4002, ge=1, le=65535)
+    client_id: int = Field(default=17, ge=0)
+    account: str = ""
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class WebhookVenueConfig(_VenueCosts):
+    """Orders POSTed as signed JSON (HMAC-SHA256 over ``timestamp.body`` with the secret from
+    ``secret_env``) to the URL in ``url_env`` (a URL may carry a token: it is read from the
+    environment too). Fire and forget: a 2xx is SENT, nothing is monitored; ``equity`` is the quote
+    currency the sizing uses (a webhook reports no balance)."""
+
+    kind: Literal["webhook"]
+    url_env: str = "TRADING_WEBHOOK_URL"
+    secret_env: str = "TRADING_WEBHOOK_SECRET"
+    equity: float = Field(gt=0, description="quote currency the 1 % sizing is computed on")
+    timeout_s: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=10)
+    account: str = "default"
+
+
+VenueConfig = Annotated[PaperVenueConfig | CcxtVenueConfig | IbkrVenueConfig | WebhookVenueConfig,
+                        Field(discriminator="kind")]
 
 
 class DataConfig(_Strict):
@@ -227,6 +268,12 @@ class FuturesConfig(_Strict):
 
     @model_validator(mode="after")
     def _within(self) -> "FuturesConfig":
+        if self.margin_mode == "cross":
+            # refused rather than a label: sizing, the liquidation price, the stop-before-liquidation
+            # guard and the paper venue all compute isolated margin (per position); cross margin
+            # (wallet-backed, Binance's cross liquidation over all positions) is not implemented
+            raise ValueError("margin_mode 'cross' is not supported: sizing, liquidation prices, guards and the paper venue "
+                             "compute isolated margin only; use margin_mode: isolated")
         if self.leverage > self.max_leverage:
             raise ValueError(f"leverage {self.leverage} exceeds max_leverage {self.max_leverage}")
         return self
@@ -276,8 +323,12 @@ class StrategySpec(_Strict):
 
     @model_validator(mode="after")
     def _mode_rules(self) -> "StrategySpec":
-        if self.venue.kind != "paper":
-            raise ValueError(f"venue.kind {self.venue.kind!r} has no adapter yet: only 'paper' can run today")
+        v = self.venue
+        if v.kind == "ccxt" and (v.exchange == "binanceusdm") != (self.mode is Mode.FUTURES):
+            raise ValueError(f"venue.exchange {v.exchange!r} trades {'futures' if v.exchange == 'binanceusdm' else 'spot'}, "
+                             f"strategy mode is {self.mode.value} (binance: spot, binanceusdm: futures)")
+        if v.kind == "ibkr" and self.mode is not Mode.SPOT:
+            raise ValueError("venue.kind 'ibkr' trades equities here: spot mode only")
         if self.mode is Mode.FUTURES and self.futures is None:
             raise ValueError("futures mode needs a `futures` block (leverage, max_leverage, margin_mode)")
         if self.mode is Mode.SPOT and self.futures is not None:

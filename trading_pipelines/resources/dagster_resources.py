@@ -16,7 +16,8 @@ from trading_pipelines.ledger.models import LIVE_BOOK
 from trading_pipelines.resources.charts import ChartStore, LocalChartStore, MinioChartStore
 from trading_pipelines.resources.market_data import CcxtSource, CsvReplaySource, MarketDataSource
 from trading_pipelines.resources.signals import build_provider
-from trading_pipelines.services import Runtime, make_paper_venue
+from trading_pipelines.services import Runtime
+from trading_pipelines.venues.factory import make_venue
 
 
 def _value(v):
@@ -115,7 +116,7 @@ class TradingResource(dg.ConfigurableResource):
         market = self.market_data.source(spec)
         return Runtime(spec=spec, engine=self.ledger.engine(), market=market, charts=self.charts.store(),
                        provider=build_provider(spec.template.signal_provider, spec.prompt_template, mode=spec.mode) if signals else None,
-                       venue=make_paper_venue(spec, market, self.ledger.venue_engine(), book), book=book,
+                       venue=make_venue(spec, market, self.ledger.venue_engine(), book), book=book,
                        frames=frame_store_from_env())
 
 

@@ -1,0 +1,80 @@
+"""The venue a book trades on, chosen by the strategy's ``venue`` block.
+
+* Every **replay** book, whatever the live venue is, trades on the simulated paper exchange with
+  the venue block's cost model (``starting_cash``, ``fee_rate``, ``slippage_bps``): a replay never
+  reaches a real account.
+* The **live** book trades on the configured venue: ``paper`` (:class:`~.paper.PaperExchange`),
+  ``ccxt`` (:class:`~.ccxt_venue.CcxtVenue`: ``binance`` spot, ``binanceusdm`` futures), ``ibkr``
+  (:class:`~.ibkr.IbkrVenue`, connected and reconciled on start: the venue's state wins) or
+  ``webhook`` (:class:`~.webhook.WebhookVenue`). Orders reach a real venue only when the live
+  switch allows it (``services.live_trading_allowed``); until then its intents are DRY_RUN.
+
+Secrets (API key and secret, webhook URL and HMAC secret) are read from the environment
+variables the block names, at the moment the venue is built, and handed to the adapter only;
+:class:`VenueConfigError` names a missing variable, never a value.
+
+``CLIENTS`` lets a deployment or a test hand an adapter its client (a ccxt exchange whose
+transport answers with recorded responses, a fake ``IB`` standing in for TWS): ``{"ccxt":
+fn(exchange_id) -> ccxt.Exchange, "ibkr": fn() -> IB, "webhook": fn() -> httpx2.Client}``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Mapping
+
+from trading_pipelines.venues.protocol import Venue
+
+CLIENTS: dict[str, Callable] = {}
+
+
+class VenueConfigError(ValueError):
+    """A venue cannot be built (a secret's environment variable is unset). Names the variable."""
+
+
+def _secret(environ: Mapping[str, str], name: str, what: str, strategy: str) -> str:
+    value = (environ.get(name) or "").strip()
+    if not value:
+        raise VenueConfigError(f"strategy {strategy!r}: the {what} comes from the environment variable {name}, "
+                               f"which is unset or empty")
+    return value
+
+
+def make_venue(spec, market, venue_engine, book: str, environ: Mapping[str, str] = os.environ) -> Venue:
+    """The venue of ``book`` for strategy ``spec`` (see the module doc). ``venue_engine``: the
+    paper exchange's own store. Raises :class:`VenueConfigError` for a missing secret."""
+    from trading_pipelines.ledger.models import LIVE_BOOK
+    from trading_pipelines.services import make_paper_venue, venue_account
+
+    v = spec.venue
+    if book != LIVE_BOOK or v.kind == "paper":
+        return make_paper_venue(spec, market, venue_engine, book)
+    account = venue_account(spec.name, book)
+    if v.kind == "ccxt":
+        from trading_pipelines.venues.ccxt_venue import CcxtVenue
+
+        client = CLIENTS.get("ccxt")
+        return CcxtVenue(exchange_id=v.exchange, account=account, mode=spec.mode,
+                         api_key=_secret(environ, v.api_key_env, "API key", spec.name),
+                         secret=_secret(environ, v.secret_env, "API secret", spec.name), sandbox=v.sandbox,
+                         margin_mode=spec.futures.margin_mode if spec.futures else "isolated",
+                         exchange=client(v.exchange) if client else None, instruments=spec.instruments)
+    if v.kind == "ibkr":
+        from trading_pipelines.venues.ibkr import IbkrVenue
+
+        client = CLIENTS.get("ibkr")
+        venue = IbkrVenue(host=v.host, port=v.port, client_id=v.client_id, account=v.account,
+                          ib=client() if client else None, connect_timeout_s=v.connect_timeout_s)
+        venue.connect()  # reconcile on start: manual orders and positions are the venue's, and win
+        return venue
+    if v.kind == "webhook":
+        from trading_pipelines.venues.webhook import WebhookVenue
+
+        client = CLIENTS.get("webhook")
+        return WebhookVenue(url=_secret(environ, v.url_env, "webhook URL", spec.name), account=account,
+                            secret=_secret(environ, v.secret_env, "webhook HMAC secret", spec.name), equity=v.equity,
+                            timeout_s=v.timeout_s, max_retries=v.max_retries, client=client() if client else None)
+    raise VenueConfigError(f"strategy {spec.name!r}: unknown venue kind {v.kind!r}")
+
+
+__all__ = ["CLIENTS", "VenueConfigError", "make_venue"]
