@@ -6,6 +6,11 @@
     trading-pipelines review spot_4h_majors --last 1          # the live book
     trading-pipelines status --json [--strategy NAME]
     trading-pipelines confirm it-…   |   trading-pipelines cancel it-…
+    trading-pipelines intent create spot_4h_majors ETH/USDT buy [--capital 5000] [--json]
+    trading-pipelines intent show it-… [--json]
+    trading-pipelines intent execute it-… --mode DRY_RUN|LIVE [--acknowledge-risk] [--json]
+    trading-pipelines intent cancel it-… [--reason "…"] [--json]
+    trading-pipelines history --mode spot|futures [--strategy NAME] [--json]
 
 Runs go through the same Dagster instance (``DAGSTER_HOME``) and the same ledger as
 ``dagster dev``, so everything a CLI review did is there to inspect in the UI afterwards.
@@ -289,6 +294,117 @@ def cmd_decide(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- the intent lifecycle (trading_pipelines.operations)
+
+
+def _who() -> str:
+    return f"cli:{os.environ.get('USER', 'unknown')}"
+
+
+def _print_intent(rep: dict) -> None:
+    print(f"{rep['intent_id']}  {rep['strategy']}  {rep['instrument']}  {rep['mode']}  window ending {rep['window_end']}"
+          f"  ({rep['origin']}, book {rep['book']})")
+    print(f"status {rep['status']}: {rep['reason']}")
+    if rep["kind"] == "entry":
+        print(f"{rep['side']} {rep['quantity']:.10g} @ {rep['entry']:.10g}  stop {rep['stop']:.10g}  "
+              f"take-profit {rep['take_profit']:.10g}  risk {rep['risk_amount']:.2f} on equity {rep['equity']:.2f}")
+    elif rep["kind"] == "exit":
+        print(f"exit the {rep['instrument']} position (the venue's size at execution)")
+    if rep["guards"]:
+        print("guards:")
+        for g in rep["guards"]:
+            print(f"  {'PASS' if g['passed'] else 'FAIL'}  {g['guard']:<26} {g['message']}")
+    if rep["orders"]:
+        print("orders:")
+        for o in rep["orders"]:
+            price = o["price"] if o["price"] is not None else o["trigger_price"]
+            fills = "".join(f"  filled {f['quantity']:.10g} @ {f['price']:.10g}" for f in o.get("fills", []))
+            print(f"  {o['client_order_id']}  {o['role']:<11} {o['side']:<4} {o['type']:<6} {o['quantity']:.10g} @ "
+                  f"{price if price is not None else 'market'}  {o['status']}{fills}")
+    print("transitions:")
+    for h in rep["transitions"]:
+        print(f"  {h['at']}  {h['from'] or '-':>21} -> {h['to']:<21} {h['reason']}  [{h['run_id']}]")
+    if rep["audit"]:
+        print("audit:")
+        for a in rep["audit"]:
+            d = a["detail"]
+            what = ", ".join(f"{k}={d[k]}" for k in ("who", "mode", "from_status", "to_status", "role", "kind", "status",
+                                                      "previous_status", "reason") if d.get(k) not in (None, ""))
+            print(f"  {a['at']}  {a['event']:<20} {what}  [{a['run_id']}]")
+
+
+def _emit(rep: dict, as_json: bool) -> None:
+    if as_json:
+        json.dump(rep, sys.stdout, indent=2, default=str)
+        print()
+    else:
+        _print_intent(rep)
+
+
+def _intent_runtime(trading, intent_id: str):
+    from trading_pipelines import operations
+
+    strategy, _book = operations.intent_owner(trading.ledger.engine(), intent_id)
+    return operations.runtime_for(trading, _strategy(strategy))
+
+
+def cmd_intent(args) -> int:
+    """``intent create|show|execute|cancel``: the lifecycle of one intent (see trading_pipelines.operations).
+    Refusals exit 2 with the reason (nothing changed). ``create``/``execute`` exit 1 when the intent
+    did not come out VALIDATED / executed (rejected by a guard, no trade, cancelled by the re-check)."""
+    ensure_dagster_home()
+    from trading_pipelines import operations
+    from trading_pipelines.resources.dagster_resources import default_resources
+
+    trading = default_resources()["trading"]
+    run_id = f"cli:intent-{args.action}:{os.environ.get('USER', 'unknown')}"[:64]
+    try:
+        if args.action == "create":
+            rt = operations.runtime_for(trading, _strategy(args.strategy))
+            rep = operations.plan_manual(rt, args.instrument, args.side, args.capital, who=_who(), run_id=run_id)
+            ok = rep["status"] in ("VALIDATED", "AWAITING_CONFIRMATION")
+        elif args.action == "show":
+            rep, ok = operations.show_intent(trading.ledger.engine(), args.intent_id), True
+        elif args.action == "execute":
+            rt = _intent_runtime(trading, args.intent_id)
+            rep = operations.execute_intent(rt, args.intent_id, args.mode, args.acknowledge_risk, who=_who(), run_id=run_id)
+            ok = rep["status"] not in ("CANCELLED", "FAILED")
+        else:
+            rt = _intent_runtime(trading, args.intent_id)
+            rep, ok = operations.cancel_intent(rt, args.intent_id, args.reason, who=_who(), run_id=run_id), True
+    except (ValueError, KeyError) as e:  # operations.Refused is a ValueError
+        raise CliError(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)) from None
+    _emit(rep, args.json)
+    return 0 if ok else 1
+
+
+def cmd_history(args) -> int:
+    """Orders and intents of one mode (the live book unless --book), oldest first."""
+    ensure_dagster_home()
+    from trading_pipelines import operations
+    from trading_pipelines.resources.dagster_resources import default_resources
+
+    book = None if args.book == "all" else args.book
+    try:
+        rep = operations.history(default_resources()["trading"].ledger.engine(), args.mode, args.strategy, book)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    if args.json:
+        json.dump(rep, sys.stdout, indent=2, default=str)
+        print()
+        return 0
+    print(f"{rep['mode']} history{' of ' + args.strategy if args.strategy else ''} (book {args.book}): "
+          f"{len(rep['intents'])} intents, {len(rep['orders'])} orders")
+    for i in rep["intents"]:
+        print(f"  {i['window_end']}  {i['intent_id']}  {i['strategy']:<20} {i['instrument']:<14} {i['kind']:<5} "
+              f"{i['side'] or '':<4} {i['quantity']:.10g}  {i['status']:<21} {i['origin']:<8} orders {i['orders']}")
+    for o in rep["orders"]:
+        price = o["price"] if o["price"] is not None else o["trigger_price"]
+        print(f"  {o['placed_at']}  {o['client_order_id']}  {o['strategy']:<20} {o['instrument']:<14} {o['role']:<11} "
+              f"{o['side']:<4} {o['type']:<6} {o['quantity']:.10g} @ {price if price is not None else 'market'}  {o['status']}")
+    return 0
+
+
 def cmd_list(args) -> int:
     from trading_pipelines.config import load_strategies_report
 
@@ -326,6 +442,31 @@ def main(argv: list[str] | None = None) -> int:
         c = sub.add_parser(name, help=text)
         c.add_argument("intent_id")
         c.set_defaults(fn=cmd_decide)
+    it = sub.add_parser("intent", help="the lifecycle of one intent: create (a manual plan), show, execute, cancel")
+    isub = it.add_subparsers(dest="action", required=True)
+    c = isub.add_parser("create", help="plan and validate a manual intent for the strategy's latest closed window")
+    c.add_argument("strategy")
+    c.add_argument("instrument")
+    c.add_argument("side", help="buy | sell (spot); long | short | close (futures)")
+    c.add_argument("--capital", type=float, help="quote currency the 1%% risk is taken on (default: the book's equity)")
+    c = isub.add_parser("show", help="status, guards with their messages, orders, and the audit trail of transitions")
+    c.add_argument("intent_id")
+    c = isub.add_parser("execute", help="execute a validated intent once: DRY_RUN records the orders, LIVE sends them")
+    c.add_argument("intent_id")
+    c.add_argument("--mode", required=True, type=str.upper, choices=["DRY_RUN", "LIVE"])
+    c.add_argument("--acknowledge-risk", action="store_true", help="required for LIVE (with TRADING_PIPELINES_LIVE=1)")
+    c = isub.add_parser("cancel", help="cancel an intent that has not traded (a submitted entry: at the venue)")
+    c.add_argument("intent_id")
+    c.add_argument("--reason", help="why (recorded with the transition)")
+    for c in isub.choices.values():
+        c.add_argument("--json", action="store_true", help="print the intent report as one JSON object")
+    it.set_defaults(fn=cmd_intent)
+    h = sub.add_parser("history", help="intents and orders of one mode (spot | futures)")
+    h.add_argument("--mode", required=True, type=str.lower, choices=["spot", "futures"])
+    h.add_argument("--strategy")
+    h.add_argument("--book", default="live", help="live (default), a replay book id, or all")
+    h.add_argument("--json", action="store_true")
+    h.set_defaults(fn=cmd_history)
     ls = sub.add_parser("list", help="the strategies")
     ls.set_defaults(fn=cmd_list)
     args = p.parse_args(argv)

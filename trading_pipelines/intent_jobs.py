@@ -1,0 +1,160 @@
+"""Launchpad jobs of the intent lifecycle: ``plan_intent``, ``execute_intent``, ``cancel_intent``.
+
+One set for the code location, the strategy named in the op config (a job per strategy would
+triple the job list for no gain: the ops do not depend on a strategy's assets or partitions, and
+``execute``/``cancel`` find the strategy from the intent id). The UI launchpad fills in the
+config (:class:`PlanIntentConfig`, :class:`ExecuteIntentConfig`, :class:`CancelIntentConfig`);
+the work is :mod:`trading_pipelines.operations`. A refusal fails the run with its message and
+changes nothing; the op's output (and its metadata in the UI) is the intent report: status,
+guards with their messages, orders, and the audit trail of transitions with their causes.
+"""
+
+
+from typing import Optional
+
+import dagster as dg
+from pydantic import Field
+
+from trading_pipelines import operations
+from trading_pipelines.config import StrategySpec
+from trading_pipelines.operations import ExecutionMode
+from trading_pipelines.resources.dagster_resources import TradingResource
+
+PLAN_JOB, EXECUTE_JOB, CANCEL_JOB = "plan_intent", "execute_intent", "cancel_intent"
+_TAGS = {"purpose": "intent_lifecycle"}
+
+
+class PlanIntentConfig(dg.Config):
+    strategy: str = Field(description="The strategy (its name, as in `trading-pipelines list`).")
+    instrument: str = Field(description="One of the strategy's instruments, e.g. ETH/USDT or BTC/USDT:USDT.")
+    side: str = Field(description="buy | sell (spot); long | short | close (futures).")
+    capital: Optional[float] = Field(default=None, description="Quote currency the 1 % risk is taken on "
+                                                               "(default: the book's equity).")
+
+
+class ExecuteIntentConfig(dg.Config):
+    intent_id: str = Field(description="The intent to execute (it-…), VALIDATED or AWAITING_CONFIRMATION.")
+    mode: ExecutionMode = Field(default=ExecutionMode.DRY_RUN,
+                                description="DRY_RUN: record the orders that would be sent, send nothing. "
+                                            "LIVE: send through the venue (needs acknowledge_risk and "
+                                            "TRADING_PIPELINES_LIVE=1 in the deployment).")
+    acknowledge_risk: bool = Field(default=False, description="Required for LIVE: orders reach the venue.")
+
+
+class CancelIntentConfig(dg.Config):
+    intent_id: str = Field(description="The intent to cancel (it-…): not yet executed, or SUBMITTED with its entry resting.")
+    reason: Optional[str] = Field(default=None, description="Why (recorded with the transition).")
+
+
+def _who(context: dg.OpExecutionContext) -> str:
+    user = context.run.tags.get("dagster/user") or context.run.tags.get("user")
+    return user or f"dagster run {context.run.run_id[:8]}"
+
+
+def _md(report: dict) -> str:
+    lines = [f"**{report['intent_id']}** {report['status']} — {report['reason']}", "",
+             "| guard | passed | message |", "|---|---|---|"]
+    lines += [f"| {g['guard']} | {'PASS' if g['passed'] else 'FAIL'} | {g['message']} |" for g in report["guards"]]
+    if report["orders"]:
+        lines += ["", "| order | role | side | type | qty | price | trigger | status |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {o['client_order_id']} | {o['role']} | {o['side']} | {o['type']} | {o['quantity']:.10g} | "
+                  f"{o['price'] if o['price'] is not None else ''} | {o['trigger_price'] if o['trigger_price'] is not None else ''} "
+                  f"| {o['status']} |" for o in report["orders"]]
+    lines += ["", "| from | to | cause | run |", "|---|---|---|---|"]
+    lines += [f"| {t['from'] or ''} | {t['to']} | {t['reason']} | {t['run_id']} |" for t in report["transitions"]]
+    return "\n".join(lines)
+
+
+def _output(context: dg.OpExecutionContext, report: dict) -> dg.Output:
+    context.log.info(f"{report['intent_id']} {report['strategy']} {report['instrument']}: {report['status']} "
+                     f"({report['reason']})")
+    return dg.Output(report, metadata={
+        "intent_id": report["intent_id"], "strategy": report["strategy"], "instrument": report["instrument"],
+        "status": report["status"], "reason": report["reason"], "quantity": report["quantity"],
+        "orders": len(report["orders"]), "report": dg.MetadataValue.md(_md(report)),
+        "inspect": f"trading-pipelines intent show {report['intent_id']}"})
+
+
+def build_intent_jobs(specs: list[StrategySpec]) -> list[dg.JobDefinition]:
+    """The three launchpad jobs over ``specs`` (the code location's strategies)."""
+    by_name = {s.name: s for s in specs}
+
+    def spec_of(name: str) -> StrategySpec:
+        spec = by_name.get(name)
+        if spec is None:
+            raise dg.Failure(description=f"unknown strategy {name!r} (known: {', '.join(sorted(by_name))})",
+                             allow_retries=False)
+        return spec
+
+    def refused(e: Exception) -> dg.Failure:
+        return dg.Failure(description=f"refused: {e}", allow_retries=False)
+
+    def runtime_of_intent(trading: TradingResource, intent_id: str):
+        try:
+            strategy, _book = operations.intent_owner(trading.ledger.engine(), intent_id)
+        except operations.Refused as e:
+            raise refused(e) from None
+        return operations.runtime_for(trading, spec_of(strategy))
+
+    @dg.op(name="plan_manual_intent", pool="venue", tags=_TAGS,
+           description="Plan a manual intent for the strategy's latest closed window (technical stop, 1 % sizing, "
+                       "confidence 1.0) and validate it at once; every guard is recorded.")
+    def plan_op(context: dg.OpExecutionContext, config: PlanIntentConfig, trading: TradingResource) -> dg.Output:
+        rt = operations.runtime_for(trading, spec_of(config.strategy))
+        try:
+            report = operations.plan_manual(rt, config.instrument, config.side, config.capital, who=_who(context),
+                                            run_id=context.run.run_id)
+        except operations.Refused as e:
+            raise refused(e) from None
+        return _output(context, report)
+
+    @dg.op(name="execute_manual_intent", pool="venue", tags=_TAGS,
+           description="Execute one validated intent once: DRY_RUN records the orders that would be sent; LIVE sends "
+                       "them through the venue after the pre-submit re-check under the book lock.")
+    def execute_op(context: dg.OpExecutionContext, config: ExecuteIntentConfig, trading: TradingResource) -> dg.Output:
+        rt = runtime_of_intent(trading, config.intent_id)
+        try:
+            report = operations.execute_intent(rt, config.intent_id, config.mode, config.acknowledge_risk,
+                                               who=_who(context), run_id=context.run.run_id)
+        except operations.Refused as e:
+            raise refused(e) from None
+        return _output(context, report)
+
+    @dg.op(name="cancel_manual_intent", pool="venue", tags=_TAGS,
+           description="Cancel an intent that has not traded (a SUBMITTED one: its resting entry at the venue, "
+                       "after reconciling).")
+    def cancel_op(context: dg.OpExecutionContext, config: CancelIntentConfig, trading: TradingResource) -> dg.Output:
+        rt = runtime_of_intent(trading, config.intent_id)
+        try:
+            report = operations.cancel_intent(rt, config.intent_id, config.reason, who=_who(context),
+                                              run_id=context.run.run_id)
+        except operations.Refused as e:
+            raise refused(e) from None
+        return _output(context, report)
+
+    @dg.job(name=PLAN_JOB, tags=_TAGS, executor_def=dg.in_process_executor,
+            description="Plan (and validate) a manual intent on a strategy's live book. Config: strategy, instrument, "
+                        "side, optional capital.")
+    def plan_job():
+        plan_op()
+
+    @dg.job(name=EXECUTE_JOB, tags=_TAGS, executor_def=dg.in_process_executor,
+            description="Execute an intent once, DRY_RUN or LIVE (LIVE: acknowledge_risk and TRADING_PIPELINES_LIVE=1).")
+    def execute_job():
+        execute_op()
+
+    @dg.job(name=CANCEL_JOB, tags=_TAGS, executor_def=dg.in_process_executor,
+            description="Cancel an intent that has not traded, with a reason.")
+    def cancel_job():
+        cancel_op()
+
+    return [plan_job, execute_job, cancel_job]
+
+
+def op_name(job: str) -> str:
+    """The op of a launchpad job (its run config goes under ``ops.<op_name>.config``)."""
+    return {PLAN_JOB: "plan_manual_intent", EXECUTE_JOB: "execute_manual_intent", CANCEL_JOB: "cancel_manual_intent"}[job]
+
+
+__all__ = ["CANCEL_JOB", "CancelIntentConfig", "EXECUTE_JOB", "ExecuteIntentConfig", "PLAN_JOB", "PlanIntentConfig",
+           "build_intent_jobs", "op_name"]

@@ -1,0 +1,504 @@
+"""The intent lifecycle by hand: plan, inspect, execute (DRY_RUN or LIVE) and cancel one intent.
+
+The launchpad jobs (:mod:`trading_pipelines.intent_jobs`) and the CLI (``trading-pipelines
+intent …``, ``history``) call these functions; they are built on the per-step API of
+:mod:`trading_pipelines.services` (its book lock, guards, pre-submit re-check and send path), so a
+manual intent is planned, validated, sent and reconciled exactly as the pipeline's are.
+
+**Manual plans.** :func:`plan_manual` plans the latest *closed* window of the strategy: the window
+whose end is at or before now (for replay-data strategies, the last window of their data), with a
+manual signal (confidence 1.0, thesis ``manual plan by <who>``) through the planner the pipeline
+uses (technical stop, 1 %-risk sizing at the protective limit), on the book's equity or on
+``capital``; it is validated at once (every guard recorded). It never writes the window's
+``signals`` row (that is the pipeline's).
+
+**Manual intent ids** (:func:`manual_intent_id`): ``"it-" + 24 hex`` of sha256 over
+``manual|strategy|instrument|window_end(ISO, UTC)|side|capital|seq`` (``|book`` appended off the
+live book). The pipeline's id hashes ``strategy|instrument|window_end``, so the two never collide,
+and client order ids derive from it the usual way. ``capital`` is ``equity`` when the book's
+equity sizes the plan, else the amount (``%.10g``). ``seq`` is the n-th manual plan with these
+parameters in this window: a request whose newest same-parameter intent is still open (PENDING,
+VALIDATED, AWAITING_CONFIRMATION) returns that intent (a retried launch plans nothing new);
+otherwise (it was rejected, cancelled, dry-run, executed) the next ``seq`` is planned. Manual
+intents are marked by a ``manual_plan`` audit row.
+
+**Execution.** :func:`execute_intent` executes a VALIDATED or AWAITING_CONFIRMATION intent of the
+live book, once. A plan is good for one bar (as a manual confirmation is): once the venue's clock
+(a simulated venue) or the wall clock (a real one) reaches ``window_end + bar`` the intent is
+CANCELLED as expired. Otherwise the pre-submit re-check runs under the book lock (a failure
+CANCELS the intent with the reason, as in the pipeline), then
+
+* ``DRY_RUN``: the orders that would be sent are recorded with status DRY_RUN and the intent
+  becomes DRY_RUN; nothing reaches the venue.
+* ``LIVE``: the orders go through ``services._send`` (the venue protocol, idempotent per client
+  order id). Refused unless ``acknowledge_risk`` is true **and** the deployment's live switch
+  ``TRADING_PIPELINES_LIVE=1`` is set — on every venue, the simulated paper venue included (LIVE
+  means "as if real": one rule for all venues, so switching a strategy's venue never silently
+  widens what LIVE does). On a real (non-simulated) venue the strategy must also be acknowledged
+  live in its file (``execution.dry_run: false``, ``execution.live_ack: <name>``; see
+  :func:`services.live_trading_allowed`), so ``_send`` never downgrades a LIVE request to DRY_RUN.
+
+**Refusals** raise :class:`Refused` (a ``ValueError``) before anything is written: the ledger and
+the venue are unchanged. Every change is audited: status transitions with their cause
+(``repo.set_intent_status``: an ``intent_status`` audit row and an ``intent_status_history`` row),
+plus ``manual_plan``, ``execute`` and ``cancel`` rows naming who and why.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import math
+import os
+from datetime import datetime, timedelta, timezone
+
+import pandas as pd
+from sqlalchemy import select
+
+from trading_pipelines import services
+from trading_pipelines.assets.partitions import window_key
+from trading_pipelines.domain.indicators import swing_levels
+from trading_pipelines.domain.intents import ALLOWED
+from trading_pipelines.domain.models import (
+    FuturesAction,
+    IntentKind,
+    IntentStatus,
+    Mode,
+    Order,
+    OrderRequest,
+    OrderRole,
+    OrderStatus,
+    OrderType,
+    Signal,
+    SpotAction,
+)
+from trading_pipelines.domain.ids import client_order_id
+from trading_pipelines.domain.planning import MarketContext, plan_intent
+from trading_pipelines.ledger import repo
+from trading_pipelines.ledger.db import session_scope
+from trading_pipelines.ledger.models import (
+    LIVE_BOOK,
+    AuditRow,
+    FillRow,
+    GuardResultRow,
+    IntentRow,
+    IntentStatusRow,
+    OrderRow,
+)
+from trading_pipelines.resources.market_data import MarketDataError
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+NOT_EXECUTED = frozenset({IntentStatus.PENDING, IntentStatus.VALIDATED, IntentStatus.AWAITING_CONFIRMATION})
+"""Statuses of an intent that has not been executed (anything else: executed, or finished)."""
+
+EXECUTABLE = frozenset({IntentStatus.VALIDATED, IntentStatus.AWAITING_CONFIRMATION})
+"""Statuses :func:`execute_intent` accepts."""
+
+_NEVER_SENT = frozenset({IntentStatus.NO_TRADE, IntentStatus.REJECTED, IntentStatus.CANCELLED, IntentStatus.FAILED})
+"""Finished without an order reaching the venue (nothing to cancel, nothing to execute)."""
+
+
+class ExecutionMode(str, enum.Enum):
+    DRY_RUN = "DRY_RUN"  # record the orders that would be sent; nothing reaches the venue
+    LIVE = "LIVE"  # send through the venue protocol
+
+
+class Refused(ValueError):
+    """An operation refused before it changed anything; the message says why."""
+
+
+# ---------------------------------------------------------------- ids and windows
+
+
+def manual_intent_id(strategy: str, instrument: str, window_end: datetime, side: str, capital: float | None,
+                     seq: int, book: str = LIVE_BOOK) -> str:
+    """The id of the ``seq``-th manual plan of (strategy, instrument, window, side, capital) on
+    ``book`` (see the module doc). ``"it-" + 24 hex``: client order ids derive from it."""
+    if window_end.tzinfo is None:
+        raise ValueError(f"naive datetime {window_end!r}: window ends must be timezone-aware UTC")
+    cap = "equity" if capital is None else f"{capital:.10g}"
+    raw = (f"manual|{strategy}|{instrument}|{window_end.astimezone(timezone.utc).isoformat()}|{side}|{cap}|{seq}"
+           + ("" if book == LIVE_BOOK else f"|{book}"))
+    return "it-" + hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+
+def latest_closed_window(spec, now: datetime | None = None) -> datetime:
+    """The end (UTC) of the strategy's latest closed window: the last window boundary at or before
+    ``now`` (default: the wall clock), bounded by ``data.windows_end`` (replay data: the last
+    window of its data). Raises :class:`Refused` when no window has closed yet."""
+    bar = spec.bar_duration
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    bound = min(now, spec.data.windows_end) if spec.data.windows_end is not None else now
+    end = _EPOCH + ((bound - _EPOCH) // bar) * bar
+    start = spec.data.windows_start
+    first_start = _EPOCH + -((_EPOCH - start) // bar) * bar  # the first boundary at or after windows_start
+    if end < first_start + bar:
+        raise Refused(f"{spec.name} has no closed {spec.timeframe} window at {bound.isoformat()} "
+                      f"(its first window ends {(first_start + bar).isoformat()})")
+    return end
+
+
+def _actions(mode: Mode) -> list[str]:
+    enum_ = SpotAction if mode is Mode.SPOT else FuturesAction
+    return [a.value for a in enum_ if a.value != "hold"]
+
+
+def _market(rt: services.Runtime, instrument: str, window_end: datetime) -> MarketContext:
+    """The planner's market context at ``window_end``, exactly as the pipeline's analysis computes
+    it (chunked indicator frame sliced point in time); :class:`Refused` on bad or stale data."""
+    try:
+        frame = services.indicator_frame(rt, instrument, window_end)
+    except (MarketDataError, ValueError) as e:
+        raise Refused(f"cannot plan {instrument} for the window ending {window_end.isoformat()}: bad data: {e}") from None
+    stale = services.freshness(rt, frame, window_end)
+    if stale:
+        raise Refused(f"cannot plan {instrument} for the window ending {window_end.isoformat()}: {stale}")
+    if len(frame) < min(rt.spec.template.lookback_bars, 30):
+        raise Refused(f"cannot plan {instrument}: only {len(frame)} bars before {window_end.isoformat()}")
+    if frame["volume"].iloc[-1] <= 0:
+        raise Refused(f"cannot plan {instrument}: the newest bar ({frame.index[-1].isoformat()}) has zero volume")
+    last = frame.iloc[-1]
+    low, high = swing_levels(frame, min(rt.spec.template.stop.swing_lookback, len(frame)))
+    return MarketContext(last_close=float(last["close"]), atr=float(last["atr"]) if not pd.isna(last["atr"]) else math.nan,
+                         swing_low=low, swing_high=high)
+
+
+# ---------------------------------------------------------------- plan
+
+
+def plan_manual(rt: services.Runtime, instrument: str, side: str, capital: float | None = None, *,
+                who: str = "unknown", run_id: str = "manual", now: datetime | None = None) -> dict:
+    """Plan and validate a manual intent for the latest closed window (see the module doc).
+    ``side``: buy|sell (spot), long|short|close (futures); ``capital`` (quote currency) sizes the
+    plan instead of the book's equity. Returns :func:`intent_report` of the intent (VALIDATED,
+    REJECTED with the failed guards, or NO_TRADE with the planner's reason). Raises
+    :class:`Refused` for a bad request, bad or stale data, or a venue already past the window."""
+    spec = rt.spec
+    side = (side or "").strip().lower()
+    if rt.book != LIVE_BOOK:
+        raise Refused(f"manual plans are for the live book, not {rt.book!r}")
+    if instrument not in spec.instruments:
+        raise Refused(f"{spec.name} does not trade {instrument!r} (instruments: {list(spec.instruments)})")
+    if side not in _actions(spec.mode):
+        raise Refused(f"side {side!r} is not a {spec.mode.value} side of {spec.name} (one of: {', '.join(_actions(spec.mode))})")
+    if capital is not None and not (capital > 0 and math.isfinite(capital)):
+        raise Refused(f"capital must be a positive amount of quote currency, got {capital}")
+    window_end = latest_closed_window(spec, now)
+    market = _market(rt, instrument, window_end)
+    lin = repo.Lineage(spec.name, instrument, window_key(spec, window_end), run_id, rt.book)
+    request = {"strategy": spec.name, "instrument": instrument, "window_end": window_end.isoformat(), "side": side,
+               "capital": capital}
+    with services._step(rt) as s:
+        seq, existing = 1, None
+        while True:
+            iid = manual_intent_id(spec.name, instrument, window_end, side, capital, seq, rt.book)
+            row = s.get(IntentRow, iid)
+            if row is None:
+                break
+            if IntentStatus(row.status) in NOT_EXECUTED:
+                existing = row
+                break
+            seq += 1
+        if existing is not None:  # the same request again while its intent is open: that intent
+            repo.audit(s, lin, "manual_plan_repeated", intent_id=iid, status=existing.status, who=who, **request)
+            return intent_report(s, iid)
+        late = services._late(s, rt, window_end, lin)
+        if late is not None:
+            raise Refused(f"the {spec.name} venue is at {late.isoformat()}, past the window ending "
+                          f"{window_end.isoformat()}: a past window plans no trade")
+        equity = rt.venue.fetch_balance().equity
+        sizing = equity if capital is None else capital
+        thesis = f"manual plan by {who}"
+        signal = Signal(strategy=spec.name, instrument=instrument, window_end=window_end, mode=spec.mode, action=side,
+                        confidence=1.0, thesis=thesis, provider="manual", model="none",
+                        prompt_hash=hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest())
+        intent = plan_intent(signal, spec.instrument(instrument), sizing, market, rt.plan_params, rt.book)
+        intent = intent.model_copy(update={"intent_id": iid})
+        repo.audit(s, lin, "manual_plan", intent_id=iid, who=who, seq=seq, equity=equity, sizing_equity=sizing,
+                   last_close=market.last_close, atr=market.atr, **request)
+        repo.record_intent(s, lin, intent)
+        if intent.kind is not IntentKind.NONE:
+            services._validate(s, rt, lin, intent)
+        return intent_report(s, iid)
+
+
+# ---------------------------------------------------------------- execute
+
+
+def _lineage(row: IntentRow, run_id: str) -> repo.Lineage:
+    return repo.Lineage(row.strategy, row.instrument, row.partition_key, run_id, row.book)
+
+
+def _refuse_unexecutable(row: IntentRow, mode: ExecutionMode) -> None:
+    status = IntentStatus(row.status)
+    if row.book != LIVE_BOOK:
+        raise Refused(f"intent {row.intent_id} is on the replay book {row.book!r}: a replay is a finished simulation, "
+                      f"only live-book intents are executed by hand")
+    if status in EXECUTABLE:
+        if mode is ExecutionMode.DRY_RUN and IntentStatus.DRY_RUN not in ALLOWED[status]:
+            raise Refused(f"intent {row.intent_id} is {status.value}: it cannot become DRY_RUN from there "
+                          f"(execute it LIVE or cancel it)")
+        return
+    if status is IntentStatus.PENDING:
+        raise Refused(f"intent {row.intent_id} is PENDING: it was never validated, nothing to execute")
+    if status in _NEVER_SENT:
+        raise Refused(f"intent {row.intent_id} is {status.value}, not executable"
+                      + (f" ({row.reason})" if row.reason else ""))
+    raise Refused(f"intent {row.intent_id} is {status.value}: already executed, it is never executed twice")
+
+
+def _refuse_live(rt: services.Runtime, acknowledge_risk: bool, environ) -> None:
+    if not acknowledge_risk:
+        raise Refused("LIVE execution refused: acknowledge_risk is not set (the CLI's --acknowledge-risk); LIVE "
+                      "sends real orders through the venue")
+    if environ.get(services.LIVE_SWITCH_ENV) != "1":
+        raise Refused(f"LIVE execution refused: the deployment's live switch {services.LIVE_SWITCH_ENV}=1 is not set "
+                      f"(required for LIVE on every venue, the simulated paper venue included)")
+    if not rt.venue.simulated:
+        ex = rt.spec.execution
+        allowed, why = services.live_trading_allowed(rt.spec.name, ex.dry_run, ex.live_ack, environ)
+        if not allowed:
+            raise Refused(f"LIVE execution refused on the {rt.venue.name} venue: {why}")
+
+
+def _dry_run_orders(rt: services.Runtime, intent, placed_at: datetime) -> list[Order]:
+    """The orders :func:`services._send` would place for ``intent``, as DRY_RUN orders."""
+    if intent.kind is IntentKind.ENTRY:
+        slip = rt.limits.max_entry_slippage_pct
+        requests = services.order_requests(intent, slip, rt.spec.instrument(intent.instrument).tick_size)
+    else:
+        pos = next((p for p in rt.venue.fetch_positions() if p.instrument == intent.instrument), None)
+        if pos is None:  # the re-check's position_exists guard stands before this
+            raise Refused(f"no {intent.instrument} position to exit")
+        requests = [OrderRequest(client_order_id=client_order_id(intent.intent_id, OrderRole.EXIT),
+                                 instrument=intent.instrument, side=pos.side.exit_side, type=OrderType.MARKET,
+                                 quantity=pos.quantity, role=OrderRole.EXIT, reduce_only=True)]
+    return [Order(client_order_id=r.client_order_id, venue_order_id=None, request=r, status=OrderStatus.DRY_RUN,
+                  placed_at=placed_at) for r in requests]
+
+
+def execute_intent(rt: services.Runtime, intent_id: str, mode: ExecutionMode | str = ExecutionMode.DRY_RUN,
+                   acknowledge_risk: bool = False, *, who: str = "unknown", run_id: str = "manual",
+                   environ=None) -> dict:
+    """Execute one VALIDATED / AWAITING_CONFIRMATION intent of the live book, once, in ``mode``
+    (see the module doc). Returns :func:`intent_report` of the intent afterwards (DRY_RUN,
+    SUBMITTED — or CANCELLED/FAILED when it expired or the pre-submit re-check failed). Raises
+    :class:`Refused` (nothing changed) for an unknown, unexecutable or already executed intent,
+    and for LIVE without ``acknowledge_risk`` or without the live switch."""
+    environ = os.environ if environ is None else environ
+    try:
+        mode = ExecutionMode(mode.upper() if isinstance(mode, str) else mode)
+    except ValueError:
+        raise Refused(f"mode {mode!r} is not DRY_RUN or LIVE") from None
+    with session_scope(rt.engine) as s:  # refusals first, outside the book lock: nothing is touched
+        row = _row(s, intent_id)
+        _refuse_unexecutable(row, mode)
+    if mode is ExecutionMode.LIVE:
+        _refuse_live(rt, acknowledge_risk, environ)
+    with services._step(rt) as s:
+        row = _row(s, intent_id)
+        _refuse_unexecutable(row, mode)  # again under the lock: another run may have executed it meanwhile
+        intent = repo.intent_from_row(row)
+        previous = intent.status
+        lin = _lineage(row, run_id)
+        services._late(s, rt, intent.window_end, lin)
+        clock = services.venue_clock(rt)
+        at = clock if rt.venue.simulated else datetime.now(timezone.utc)
+        expiry = intent.window_end + rt.spec.bar_duration
+        repo.audit(s, lin, "execute", intent_id=intent_id, mode=mode.value, who=who, previous_status=previous.value,
+                   acknowledge_risk=bool(acknowledge_risk))
+        if at is not None and at >= expiry:
+            repo.set_intent_status(s, lin, intent_id, IntentStatus.CANCELLED,
+                                   f"expired: {mode.value} execution by {who} at {at.isoformat()}, the plan was valid "
+                                   f"until {expiry.isoformat()} (one bar after its window)")
+            return intent_report(s, intent_id)
+        if previous is IntentStatus.VALIDATED:
+            ok, why = services.sane_to_send(intent, services._stored_guards(s, intent_id))
+            if not ok:
+                repo.set_intent_status(s, lin, intent_id, IntentStatus.FAILED, f"not sent: {why}")
+                return intent_report(s, intent_id)
+        if not services._recheck(s, rt, lin, intent, check_fresh=False):  # CANCELLED with the pre-submit reason
+            return intent_report(s, intent_id)
+        placed_at = max(intent.window_end, clock) if clock else intent.window_end
+        if mode is ExecutionMode.DRY_RUN:
+            orders = _dry_run_orders(rt, intent, placed_at)
+            repo.record_orders(s, lin, intent_id, rt.spec.mode.value, rt.venue.name, orders,
+                               status_override=OrderStatus.DRY_RUN.value)
+            repo.set_intent_status(s, lin, intent_id, IntentStatus.DRY_RUN,
+                                   f"dry run by {who}: {len(orders)} orders recorded, nothing sent to {rt.venue.name}: "
+                                   + ", ".join(o.client_order_id for o in orders))
+        else:
+            services._send(s, rt, lin, intent, placed_at=placed_at)
+        services._finish(s, rt, lin, intent)
+        return intent_report(s, intent_id)
+
+
+# ---------------------------------------------------------------- cancel
+
+
+def cancel_intent(rt: services.Runtime, intent_id: str, reason: str | None = None, *, who: str = "unknown",
+                  run_id: str = "manual") -> dict:
+    """Cancel an intent that has not traded: VALIDATED / AWAITING_CONFIRMATION are marked
+    CANCELLED; a SUBMITTED one has its resting entry (and its bracket) cancelled at the venue,
+    after the ledger is reconciled with the venue (committed even when the cancel is refused).
+    Refused (:class:`Refused`): an unknown intent, one whose entry filled (exit the position
+    instead), one executed otherwise (DRY_RUN, SENT, monitored, closed …) or already finished."""
+    with session_scope(rt.engine) as s:
+        _row(s, intent_id)
+    with services._step(rt) as s:  # the venue is the source of truth: the ledger first
+        row = _row(s, intent_id)
+        services._reconcile(s, rt, _lineage(row, run_id))
+    with services._step(rt) as s:
+        row = _row(s, intent_id)
+        lin = _lineage(row, run_id)
+        status = IntentStatus(row.status)
+        cancelled_at_venue: list[str] = []
+        if status is IntentStatus.SUBMITTED:
+            primary = [o for o in s.execute(select(OrderRow).where(OrderRow.intent_id == intent_id)).scalars()
+                       if o.role in (OrderRole.ENTRY.value, OrderRole.EXIT.value)]
+            at_venue = [rt.venue.fetch_order(o.client_order_id) for o in primary]
+            filled = [v for v in at_venue if v is not None and (v.status is OrderStatus.FILLED or v.filled_quantity > 0)]
+            if filled:
+                raise Refused(f"intent {intent_id} already traded ({filled[0].request.role.value} "
+                              f"{filled[0].client_order_id} filled at {filled[0].average_price}); exit the position instead")
+            for o, v in zip(primary, at_venue):
+                if v is not None and v.status is OrderStatus.NEW:
+                    rt.venue.cancel_order(o.client_order_id)
+                    cancelled_at_venue.append(o.client_order_id)
+        elif status in _NEVER_SENT or status is IntentStatus.PENDING:
+            raise Refused(f"intent {intent_id} is {status.value}: nothing to cancel")
+        elif status not in EXECUTABLE:
+            raise Refused(f"intent {intent_id} is {status.value}: already executed, it cannot be cancelled"
+                          + (" (exit the position instead)" if status is not IntentStatus.DRY_RUN else ""))
+        why = f"cancelled by {who}" + (f": {reason}" if reason else "")
+        repo.set_intent_status(s, lin, intent_id, IntentStatus.CANCELLED, why)
+        repo.audit(s, lin, "cancel", intent_id=intent_id, previous_status=status.value, who=who, reason=reason,
+                   cancelled_at_venue=cancelled_at_venue)
+        services._finish(s, rt, lin, repo.intent_from_row(row))
+        return intent_report(s, intent_id)
+
+
+# ---------------------------------------------------------------- reads
+
+
+def _row(s, intent_id: str) -> IntentRow:
+    row = s.get(IntentRow, intent_id)
+    if row is None:
+        raise Refused(f"unknown intent {intent_id!r}")
+    return row
+
+
+def _iso(v):
+    return v.isoformat() if isinstance(v, datetime) else v
+
+
+def _order_dict(o: OrderRow, fills: list[FillRow] | None = None) -> dict:
+    d = {"client_order_id": o.client_order_id, "intent_id": o.intent_id, "strategy": o.strategy, "book": o.book,
+         "instrument": o.instrument, "mode": o.mode, "venue": o.venue, "role": o.role, "side": o.side, "type": o.type,
+         "quantity": o.quantity, "price": o.price, "trigger_price": o.trigger_price, "reduce_only": o.reduce_only,
+         "status": o.status, "filled_quantity": o.filled_quantity, "average_price": o.average_price,
+         "placed_at": _iso(o.placed_at)}
+    if fills is not None:
+        d["fills"] = [{"fill_id": f.fill_id, "quantity": f.quantity, "price": f.price, "fee": f.fee, "time": _iso(f.time)}
+                      for f in fills]
+    return d
+
+
+_INTENT_FIELDS = ("intent_id", "strategy", "book", "instrument", "mode", "window_end", "partition_key", "kind", "side",
+                  "position_side", "quantity", "entry", "stop", "take_profit", "leverage", "margin_mode",
+                  "liquidation_price", "risk_amount", "notional", "margin", "equity", "status", "reason", "created_at",
+                  "updated_at")
+
+
+def intent_report(s, intent_id: str) -> dict:
+    """One intent as a JSON-able dict: its fields, ``origin`` (manual | pipeline), ``guards`` (each
+    with its message, pre-submit re-checks included), ``orders`` (each with its fills),
+    ``transitions`` (every status reached, with its cause and run) and ``audit`` (the audit rows
+    that name the intent or one of its orders, oldest first). Raises :class:`Refused` if unknown."""
+    row = _row(s, intent_id)
+    guards = [{"guard": g.guard, "passed": g.passed, "message": g.message, "run_id": g.run_id}
+              for g in s.execute(select(GuardResultRow).where(GuardResultRow.intent_id == intent_id)
+                                 .order_by(GuardResultRow.id)).scalars()]
+    orders = list(s.execute(select(OrderRow).where(OrderRow.intent_id == intent_id)
+                            .order_by(OrderRow.placed_at, OrderRow.client_order_id)).scalars())
+    cids = {o.client_order_id for o in orders}
+    fills: dict[str, list] = {}
+    if cids:
+        for f in s.execute(select(FillRow).where(FillRow.client_order_id.in_(cids)).order_by(FillRow.time)).scalars():
+            fills.setdefault(f.client_order_id, []).append(f)
+    transitions = [{"from": h.from_status, "to": h.to_status, "reason": h.reason, "run_id": h.run_id, "at": _iso(h.at)}
+                   for h in s.execute(select(IntentStatusRow).where(IntentStatusRow.intent_id == intent_id)
+                                      .order_by(IntentStatusRow.id)).scalars()]
+    prefix = f"tp-{intent_id[3:]}-"
+    stmt = select(AuditRow).where(AuditRow.strategy == row.strategy, AuditRow.book == row.book)
+    if row.created_at is not None:
+        stmt = stmt.where(AuditRow.at >= row.created_at - timedelta(minutes=1))
+    audit = [{"at": _iso(a.at), "event": a.event, "run_id": a.run_id, "detail": a.detail}
+             for a in s.execute(stmt.order_by(AuditRow.id)).scalars()
+             if isinstance(a.detail, dict) and (a.detail.get("intent_id") == intent_id
+                                                or str(a.detail.get("client_order_id") or "").startswith(prefix))]
+    report = {k: _iso(getattr(row, k)) for k in _INTENT_FIELDS}
+    report["origin"] = "manual" if any(a["event"] == "manual_plan" for a in audit) else "pipeline"
+    report.update(guards=guards, orders=[_order_dict(o, fills.get(o.client_order_id, [])) for o in orders],
+                  transitions=transitions, audit=audit)
+    return report
+
+
+def show_intent(engine, intent_id: str) -> dict:
+    """:func:`intent_report` in its own read transaction."""
+    with session_scope(engine) as s:
+        return intent_report(s, intent_id)
+
+
+def history(engine, mode: Mode | str, strategy: str | None = None, book: str | None = LIVE_BOOK) -> dict:
+    """Intents and orders of one mode (spot | futures), oldest first: ``{"mode", "strategy",
+    "book", "intents": [...], "orders": [...]}``; intents with their order count, no-trades left
+    out (they place nothing). ``book`` None: every book (replays included)."""
+    try:
+        mode = Mode(mode.lower() if isinstance(mode, str) else mode)
+    except ValueError:
+        raise Refused(f"mode {mode!r} is not spot or futures") from None
+    with session_scope(engine) as s:
+        ist = select(IntentRow).where(IntentRow.mode == mode.value, IntentRow.status != IntentStatus.NO_TRADE.value)
+        ost = select(OrderRow).where(OrderRow.mode == mode.value)
+        if strategy:
+            ist, ost = ist.where(IntentRow.strategy == strategy), ost.where(OrderRow.strategy == strategy)
+        if book:
+            ist, ost = ist.where(IntentRow.book == book), ost.where(OrderRow.book == book)
+        orders = list(s.execute(ost.order_by(OrderRow.placed_at, OrderRow.client_order_id)).scalars())
+        per_intent: dict[str, int] = {}
+        for o in orders:
+            per_intent[o.intent_id] = per_intent.get(o.intent_id, 0) + 1
+        manual = {a.detail.get("intent_id") for a in s.execute(select(AuditRow).where(AuditRow.event == "manual_plan"))
+                  .scalars() if isinstance(a.detail, dict)}
+        intents = [{"intent_id": r.intent_id, "strategy": r.strategy, "book": r.book, "instrument": r.instrument,
+                    "mode": r.mode, "window_end": _iso(r.window_end), "kind": r.kind, "side": r.side,
+                    "quantity": r.quantity, "entry": r.entry, "stop": r.stop, "take_profit": r.take_profit,
+                    "status": r.status, "reason": r.reason, "origin": "manual" if r.intent_id in manual else "pipeline",
+                    "orders": per_intent.get(r.intent_id, 0)}
+                   for r in s.execute(ist.order_by(IntentRow.window_end, IntentRow.instrument, IntentRow.created_at)).scalars()]
+        return {"mode": mode.value, "strategy": strategy, "book": book, "intents": intents,
+                "orders": [_order_dict(o) for o in orders]}
+
+
+# ---------------------------------------------------------------- runtimes
+
+
+def runtime_for(trading, spec):
+    """The live book's runtime of ``spec`` without a signal provider (manual operations never ask
+    for a signal, so they need no provider key)."""
+    return trading.runtime(spec, signals=False)
+
+
+def intent_owner(engine, intent_id: str) -> tuple[str, str]:
+    """(strategy, book) of a recorded intent; :class:`Refused` if unknown."""
+    with session_scope(engine) as s:
+        row = _row(s, intent_id)
+        return row.strategy, row.book
+
+
+__all__ = ["EXECUTABLE", "ExecutionMode", "NOT_EXECUTED", "Refused", "cancel_intent", "execute_intent", "history",
+           "intent_owner", "intent_report", "latest_closed_window", "manual_intent_id", "plan_manual", "runtime_for",
+           "show_intent"]
