@@ -98,6 +98,8 @@ def test_the_futures_prompt_carries_wallet_positions_funding_and_leverage_from_t
     _open_position(rt, "BTC/USDT:USDT", 0.05, t0, leverage=3.0)
     pos = rt.venue.fetch_positions()[0]
     bal = rt.venue.fetch_balance()
+    # worked: isolated long, 3x, mmr 0.4 % → liquidation at entry × (1 − 1/3 + 0.004)
+    assert pos.liquidation_price == pytest.approx(pos.entry_price * (1 - 1 / 3 + 0.004)) and pos.margin_mode == "isolated"
     fill = rt.venue.fetch_my_trades()[0].price
     # worked: 0.05 BTC at the fill, 3x isolated: margin = 0.05 × fill / 3; fee 0.05 % of notional
     assert pos.margin == pytest.approx(0.05 * fill / 3)
@@ -116,7 +118,7 @@ def test_the_futures_prompt_carries_wallet_positions_funding_and_leverage_from_t
 
     assert f"Wallet balance: {_num(bal.cash)}; available (not reserved): {_num(bal.free)}; equity" in prompt
     row = (f"| BTC/USDT:USDT | long | 0.05 | {_num(pos.entry_price)} | {_num(pos.mark_price)} | "
-           f"{_num(pos.unrealized_pnl)} | {_num(pos.liquidation_price)} | 3x | ")
+           f"{_num(pos.unrealized_pnl)} | {_num(pos.liquidation_price)} | 3x | isolated |")
     assert row in prompt, prompt
     assert "Funding rate (ETH/USDT:USDT): 0.0125% per funding interval, next funding 2026-04-16T00:00:00+00:00" in prompt
     assert "the strategy uses 3x (its limit 5x); the venue allows up to 125x. Margin mode: isolated." in prompt

@@ -117,7 +117,8 @@ def test_a_ui_backfill_trades_in_time_order_on_a_replay_book_and_rerunning_it_ch
             assert not [x for x in state["statuses"] if "late review" in x[3]]
             assert len(state["equity"]) == 40
             assert state["fills"], "the backfill traded nothing"
-            assert {x[2] for x in state["statuses"]} >= {"NO_TRADE", "FILLED"}
+            assert {x[2] for x in state["statuses"]} >= {"NO_TRADE", "MONITORING"} or \
+                {x[2] for x in state["statuses"]} >= {"NO_TRADE", "CLOSED"}
             with session_scope(engine) as s:
                 live = s.execute(select(func.count()).select_from(m.IntentRow).where(m.IntentRow.book == "live")).scalar_one()
             assert live == 0  # the live book is never touched by a backfill

@@ -128,8 +128,9 @@ def test_position_monitor_records_the_stop_loss_exit(env):
     assert rt.book == "live"
     placed = window_end(spec, "2025-10-10-12:00")  # 16:00Z
     intent = TradeIntent(intent_id="it-" + "a" * 24, strategy=SPOT, instrument="BTC/USDT", window_end=placed, mode=Mode.SPOT,
-                         kind=IntentKind.ENTRY, side=Side.BUY, position_side=PositionSide.LONG, quantity=0.01, entry=114000.0,
-                         stop=110000.0, take_profit=130000.0, risk_amount=40.0, notional=1140.0, margin=1140.0, equity=10000.0)
+                         kind=IntentKind.ENTRY, side=Side.BUY, position_side=PositionSide.LONG, quantity=0.01, entry=119018.98,
+                         stop=110000.0, take_profit=130000.0, risk_amount=90.19, notional=1190.19, margin=1190.19, equity=10000.0)
+    # the entry is a protective limit 0.5 % above the 12:00 close 119 018.98 (domain.costs): 119 613.67 ≥ the fill
     # another instrument's review has moved the account on a day (the paper exchange advances every
     # instrument holding orders with the account, so BTC is behind the clock only for an order placed
     # after that move); the BTC order's clock starts at its placement
@@ -153,7 +154,11 @@ def test_position_monitor_records_the_stop_loss_exit(env):
     assert pos.status == "closed" and pos.exit_reason == "stop_loss" and pos.exit_price == 109945.0
     assert pos.entry_price == 119078.5
     assert pos.realized_pnl == pytest.approx((109945.0 - pos.entry_price) * 0.01)
-    assert status == "FILLED" and len(audit) == 2
+    assert status == "CLOSED" and len(audit) == 2
+    with session_scope(engine) as s:
+        reason = s.get(m.IntentRow, intent.intent_id).reason
+    # worked: 0.01 × (109945.0 − 119078.5) = −91.335 (in binary floating point −91.33500000000013: −91.34 to the cent)
+    assert reason == "position closed by its stop_loss at 109945.0: realized P&L -91.34 (quote currency, before fees)"
     assert legs == {"entry": "FILLED", "stop_loss": "FILLED", "take_profit": "CANCELLED"}
     assert monitor_strategy(spec, trading) == []  # nothing new: idempotent
 

@@ -68,8 +68,9 @@ def test_manual_intent_waits_then_confirm_sends_the_bracket(manual):
     with pytest.raises(ValueError, match="not AWAITING_CONFIRMATION"):
         services.confirm(rt, intent.intent_id)        # a second confirm sends nothing
     review("2026-02-27-04:00")                        # the next bar fills the entry
-    assert _intent(engine).status == "FILLED"
-    with pytest.raises(ValueError, match="is FILLED: nothing to cancel"):
+    assert _intent(engine).status == "MONITORING"  # entry filled: position open, brackets resting
+    assert _intent(engine).reason.startswith("entry filled at ") and "stop-loss and take-profit resting" in _intent(engine).reason
+    with pytest.raises(ValueError, match="is MONITORING: nothing to cancel"):
         services.cancel(rt, intent.intent_id)
 
 

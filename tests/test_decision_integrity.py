@@ -68,13 +68,17 @@ def test_a_rerun_sends_the_validated_decision_not_a_new_one(rt):
 
 
 def test_resting_entries_reserve_cash_so_the_account_is_never_overcommitted(rt):
-    """At 2025-09-01 00:00 BTC (≈5 614 USDT) and ETH (≈2 793) entries rest; SOL's ≈2 098 no longer
-    fits in the ≈1 493 USDT left free, so its balance guard fails. Cash never goes negative."""
-    results = {inst: _review(rt, inst, T0, "buy") for inst in rt.spec.instruments}
+    """At 2026-01-05 00:00 BTC (4 969.52 USDT, its cost at its protective limit) and ETH (3 973.77)
+    entries rest; SOL's 2 978.46 no longer fits in the 10 000 − 4 969.52 − 3 973.77 = 1 056.70 USDT
+    left free, so its balance guard fails. Cash never goes negative. (Sizes and costs at the
+    protective limit, domain.costs: at 2025-09-01, the date this test used, all three now fit.)"""
+    t0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    results = {inst: _review(rt, inst, t0, "buy") for inst in rt.spec.instruments}
     assert [results[i][0][0].status for i in ("BTC/USDT", "ETH/USDT")] == [IntentStatus.SUBMITTED] * 2
     sol_guards = {g.guard: g for g in results["SOL/USDT"][1]}
-    assert not sol_guards["balance"].passed and "is free" in sol_guards["balance"].message
-    snap, _ = services.snapshot(rt, _lin(rt, "BTC/USDT", T0 + H4), T0 + H4)
+    assert not sol_guards["balance"].passed
+    assert sol_guards["balance"].message == "needs 2978.46 (notional + fee at 134.79) but only 1056.70 is free"
+    snap, _ = services.snapshot(rt, _lin(rt, "BTC/USDT", t0 + H4), t0 + H4)
     assert len(snap.positions) == 2 and snap.cash > 0
 
 
@@ -206,7 +210,7 @@ def test_cancel_reads_the_venue_not_a_stale_ledger(rt):
     (eth, _), _ = _review(rt, "ETH/USDT", T0, "buy")
     assert eth.status is IntentStatus.SUBMITTED
     _plan(rt, "BTC/USDT", T0 + H4, "hold")
-    with pytest.raises(ValueError, match="FILLED: nothing to cancel|already traded"):
+    with pytest.raises(ValueError, match="MONITORING: nothing to cancel|already traded"):
         services.cancel(rt, eth.intent_id)
     [pos] = rt.venue.fetch_positions()                            # the refused cancel left the venue's fill alone
     assert pos.instrument == "ETH/USDT"
@@ -215,14 +219,14 @@ def test_cancel_reads_the_venue_not_a_stale_ledger(rt):
 
 def test_a_refused_cancel_still_brings_the_ledger_up_to_date(rt):
     """The second half of the test above: cancel reads the venue first and the ledger keeps what
-    it learnt (ETH's entry FILLED) even though the cancel itself is refused."""
+    it learnt (ETH's entry filled: MONITORING) even though the cancel itself is refused."""
     (eth, _), _ = _review(rt, "ETH/USDT", T0, "buy")
     assert eth.status is IntentStatus.SUBMITTED
     _plan(rt, "BTC/USDT", T0 + H4, "hold")
-    with pytest.raises(ValueError, match="FILLED: nothing to cancel|already traded"):
+    with pytest.raises(ValueError, match="MONITORING: nothing to cancel|already traded"):
         services.cancel(rt, eth.intent_id)
     with session_scope(rt.engine) as s:
-        assert s.get(m.IntentRow, eth.intent_id).status == "FILLED"
+        assert s.get(m.IntentRow, eth.intent_id).status == "MONITORING"
 
 
 def test_a_liquidation_is_in_the_ledger(tmp_path):

@@ -19,6 +19,8 @@ from trading_pipelines import services
 from trading_pipelines.assets.partitions import range_tags, window_end
 from trading_pipelines.assets.review import BOOK_TAG
 from trading_pipelines.config import DEFAULT_DATA_DIR, load_strategies
+from trading_pipelines.domain.costs import protective_limit
+from trading_pipelines.domain.models import Side
 from trading_pipelines.ledger import models as m
 from trading_pipelines.ledger.db import get_engine, session_scope
 from trading_pipelines.ledger.repo import status_report
@@ -159,11 +161,14 @@ def test_entry_sized_by_one_percent_risk_with_all_guards(spot_run):
     entries = [i for i in rep["intents"] if i["kind"] == "entry"]
     assert len(entries) == 4  # ETH and SOL at 00:00 (filled) and again at 04:00 (rejected: duplicate position)
     for i in entries:
-        # quantity × |entry − stop| ≤ 1 % of equity, and within one lot of it (rounded down).
-        risk = i["quantity"] * abs(i["entry"] - i["stop"])
+        # sized at the worst fill, the protective limit entry × 1.005 on the tick (domain.costs):
+        # quantity × |limit − stop| ≤ 1 % of equity, and within one lot of it (rounded down).
+        spec_i = load_strategies()[SPOT].instrument(i["instrument"])
+        limit = protective_limit(Side.BUY, i["entry"], 0.5, spec_i.tick_size)
+        risk = i["quantity"] * abs(limit - i["stop"])
         assert risk <= i["equity"] * 0.01 + 1e-9
-        lot = load_strategies()[SPOT].instrument(i["instrument"]).lot_step
-        assert (i["quantity"] + lot) * abs(i["entry"] - i["stop"]) > i["equity"] * 0.01
+        lot = spec_i.lot_step
+        assert (i["quantity"] + lot) * abs(limit - i["stop"]) > i["equity"] * 0.01
         names = [g["guard"] for g in i["guards"]]
         assert names[:8] == ["fresh_window", "market_hours", "duplicate_position", "position_limit", "balance",
                              "risk_limit", "daily_loss", "min_notional"]
@@ -174,7 +179,7 @@ def test_entry_sized_by_one_percent_risk_with_all_guards(spot_run):
     for i in second:
         # sized on the book's equity as of that window end (after the first entries' fees and marks)
         assert i["status"] == "REJECTED" and "duplicate_position" in i["reason"]
-        assert i["equity"] == pytest.approx(9973.722743567, abs=1e-6)
+        assert i["equity"] == pytest.approx(9976.153207336, abs=1e-6)
 
 
 def test_stop_loss_exit_is_recorded_with_realized_pnl(spot_run):
@@ -186,7 +191,9 @@ def test_stop_loss_exit_is_recorded_with_realized_pnl(spot_run):
     assert closed, "prices fell through the ATR stops on 2026-02-27"
     assert {p["instrument"] for p in closed} == {"ETH/USDT", "SOL/USDT"}
     assert not [p for p in rep["positions"] if p["status"] != "closed"]
-    worked = {"ETH/USDT": (2046.41, 1948.71, 1947.74, 1.0343), "SOL/USDT": (87.67, 83.14, 83.10, 22.271)}
+    # sizes at the protective limit (close × 1.005 on the tick, domain.costs): ETH limit 2 055.61,
+    # 100 / (2 055.61 − 1 948.71 = 106.90) = 0.93545 → 0.9354; SOL limit 88.06, 100 / 4.92 = 20.3252 → 20.325
+    worked = {"ETH/USDT": (2046.41, 1948.71, 1947.74, 0.9354), "SOL/USDT": (87.67, 83.14, 83.10, 20.325)}
     for p in closed:
         assert p["exit_reason"] in ("stop_loss", "take_profit", "exit")
         assert p["realized_pnl"] == pytest.approx((p["exit_price"] - p["entry_price"]) * p["quantity"])
@@ -199,8 +206,8 @@ def test_stop_loss_exit_is_recorded_with_realized_pnl(spot_run):
         assert (p["entry_price"], p["exit_price"], p["quantity"]) == (entry, exit_price, qty)
         assert exit_price == round(stop * (1 - 0.0005), 2)
     pnl = {p["instrument"]: p["realized_pnl"] for p in closed}
-    assert pnl["ETH/USDT"] == pytest.approx((1947.74 - 2046.41) * 1.0343)   # −102.054381
-    assert pnl["SOL/USDT"] == pytest.approx((83.10 - 87.67) * 22.271)      # −101.77847
+    assert pnl["ETH/USDT"] == pytest.approx((1947.74 - 2046.41) * 0.9354)   # −92.295918
+    assert pnl["SOL/USDT"] == pytest.approx((83.10 - 87.67) * 20.325)      # −92.88525
     # The stop-loss order of each closed position filled; its take-profit sibling was cancelled (OCO).
     for p in closed:
         legs = {o["role"]: o for o in rep["orders"] if o["instrument"] == p["instrument"] and o["reduce_only"]}
@@ -218,18 +225,18 @@ def test_snapshot_equity_is_cash_plus_positions(spot_run):
     last = rep["snapshots"][-1]
     realized = sum(p["realized_pnl"] for p in rep["positions"] if p["status"] == "closed")
     assert last["realized_pnl"] == pytest.approx(realized)
-    # worked: 10 000 − 102.054381 − 101.77847 (stops) − 7.934368015 (four fills at 0.1 %) = 9 788.232780985,
+    # worked: 10 000 − 92.295918 − 92.88525 (stops) − 7.20702816 (four fills at 0.1 %) = 9 807.61180384,
     # all in cash (no position left)
-    assert sum(fees.values()) == pytest.approx(7.934368015, abs=1e-9)
+    assert sum(fees.values()) == pytest.approx(7.20702816, abs=1e-9)
     assert last["equity"] == pytest.approx(10_000 + realized - sum(fees.values()), abs=1e-9)
-    assert last["equity"] == pytest.approx(9788.232780985, abs=1e-6)
+    assert last["equity"] == pytest.approx(9807.61180384, abs=1e-6)
     assert last["cash"] == pytest.approx(last["equity"]) and last["positions"] == []
-    # 08:00: both positions open, marked at the 04:00 bar's close: 10 000 − entry fees − 22.208156
+    # 08:00: both positions open, marked at the 04:00 bar's close: 10 000 − entry fees − 20.150688
     snap08 = next(x for x in rep["snapshots"] if x["as_of"].startswith("2026-02-27T08:00"))
-    assert snap08["unrealized_pnl"] == pytest.approx((2032.69 - 2046.41) * 1.0343 + (87.31 - 87.67) * 22.271)
+    assert snap08["unrealized_pnl"] == pytest.approx((2032.69 - 2046.41) * 0.9354 + (87.31 - 87.67) * 20.325)
     assert snap08["equity"] == pytest.approx(10_000 - fees["ETH/USDT/entry"] - fees["SOL/USDT/entry"]
                                              + snap08["unrealized_pnl"])
-    assert snap08["equity"] == pytest.approx(9973.722743567, abs=1e-6)
+    assert snap08["equity"] == pytest.approx(9976.153207336, abs=1e-6)
     assert rep["snapshots"][0]["equity"] == 10_000.0  # the first window only places orders
 
 
@@ -279,7 +286,7 @@ def test_asset_metadata_makes_the_ui_useful(spot_run):
     assert smeta["counts"].value == {"hold": 5, "buy": 4, "sell": 3}
     assert "| 2026-02-27-00:00 | ETH/USDT | buy |" in smeta["signals"].value
     pmeta = meta("portfolio_snapshots", result.run_id, WINDOWS[-1])
-    assert pmeta["book"].value == "live" and pmeta["equity"].value == pytest.approx(9788.232780985)
+    assert pmeta["book"].value == "live" and pmeta["equity"].value == pytest.approx(9807.61180384)
     assert pmeta["point_in_time"].value is True
     # a single window (what a tick runs): chart previews inline, and the window's own bars
     [single] = _run_each(spot_run["defs"], instance, SPOT, [WINDOWS[0]])
@@ -331,7 +338,7 @@ def test_replay_book_is_its_own_account(spot_run):
         row = s.get(m.BookRow, (book, SPOT))
     assert row.kind == "replay" and row.windows_done == 4
     assert [x["equity"] for x in rep["snapshots"]] == pytest.approx([x["equity"] for x in live_before["snapshots"]])
-    assert rep["snapshots"][-1]["equity"] == pytest.approx(9788.232780985, abs=1e-6)
+    assert rep["snapshots"][-1]["equity"] == pytest.approx(9807.61180384, abs=1e-6)
     assert {p["instrument"] for p in rep["positions"] if p["exit_reason"] == "stop_loss"} == {"ETH/USDT", "SOL/USDT"}
     assert len(rep["intents"]) == 12 and all(i["book"] == book for i in rep["intents"])
     for k in ("intents", "orders", "positions", "snapshots"):
@@ -395,8 +402,11 @@ def test_futures_long_fills_with_leverage_and_margin(tmp_path, monkeypatch, per_
     assert btc["stop"] > btc["liquidation_price"]
     entry = next(o for o in rep["orders"] if o["intent_id"] == btc["intent_id"] and o["role"] == "entry")
     assert entry["status"] == "FILLED" and entry["fills"][0]["time"].startswith("2026-04-13T21:00")
-    # worked: BTC entry 73 149.36 (the 21:00 open) × (1 + 3 bps) = 73 171.30 on the 0.1 tick, 0.079 BTC
-    assert entry["fills"][0]["price"] == 73171.3 and entry["quantity"] == 0.079
+    # worked: BTC entry 73 149.36 (the 21:00 open) × (1 + 3 bps) = 73 171.30 on the 0.1 tick, within the
+    # protective limit 73 149.36 × 1.005 = 73 515.1 (domain.costs); sized on it: 100 / (73 515.1 − 71 894.7
+    # = 1 620.4) = 0.0617 → 0.061 BTC
+    assert entry["price"] == 73515.1 and entry["type"] == "limit"
+    assert entry["fills"][0]["price"] == 73171.3 and entry["quantity"] == 0.061
     snap = rep["snapshots"][-1]
     [pos] = [p for p in snap["positions"] if p["instrument"] == "BTC/USDT:USDT"]
     unreal = (pos["mark_price"] - pos["entry_price"]) * pos["quantity"]
@@ -407,7 +417,8 @@ def test_futures_long_fills_with_leverage_and_margin(tmp_path, monkeypatch, per_
     assert unreal == pytest.approx(snap["unrealized_pnl"] - sum(
         (p["mark_price"] - p["entry_price"]) * p["quantity"] * (1 if p["side"] == "long" else -1)
         for p in snap["positions"] if p["instrument"] != "BTC/USDT:USDT"))
-    # both instruments long at 21:00; the 22:00 snapshot (as before the rework): equity 10 009.24
+    # both instruments long at 21:00 (BTC 0.061 @ 73 171.3, ETH 1.623 @ 2 253.17); the 22:00 snapshot marks
+    # them at 73 179.71 and 2 260.07: unrealized 0.061 × 8.41 + 1.623 × 6.90 = 11.71171, equity 10 007.65
     assert snap["as_of"].startswith("2026-04-13T22:00")
-    assert snap["equity"] == pytest.approx(10009.24012584, abs=1e-6)
-    assert snap["unrealized_pnl"] == pytest.approx(14.36779, abs=1e-6)
+    assert snap["equity"] == pytest.approx(10007.651537895, abs=1e-6)
+    assert snap["unrealized_pnl"] == pytest.approx(11.71171, abs=1e-6)

@@ -93,30 +93,54 @@ LIMITS = RiskLimits(risk_per_trade_pct=1.0, max_open_positions=3, max_daily_loss
 # --------------------------------------------------------------------------- balance
 
 
-def test_balance_spot_counts_notional_plus_fee():
-    # need = 2 000 × (1 + 0.001) = 2 002
-    assert guard_balance(spot_entry(), acct(free_cash=2_002.0), LIMITS).passed
-    r = guard_balance(spot_entry(), acct(free_cash=2_001.99), LIMITS)
-    assert not r.passed and "2002.00" in r.message and "2001.99" in r.message
+def test_balance_spot_counts_notional_plus_fee_at_the_protective_limit():
+    # the entry is priced at its protective limit 100 × 1.005 = 100.5 (domain.costs), as the venue reserves it:
+    # need = 20 × 100.5 = 2 010 + fee 2.01 = 2 012.01
+    assert guard_balance(spot_entry(), acct(free_cash=2_012.01), LIMITS).passed
+    r = guard_balance(spot_entry(), acct(free_cash=2_012.00), LIMITS)
+    assert not r.passed and "2012.01" in r.message and "2012.00" in r.message and "at 100.5" in r.message
 
 
 def test_balance_spot_fee_tips_it_over():
-    # free 2 000 covers the notional but not the 2.00 fee
-    assert not guard_balance(spot_entry(), acct(free_cash=2_000.0), LIMITS).passed
-    assert guard_balance(spot_entry(), acct(free_cash=2_000.0), RiskLimits(1.0, 3, 3.0, fee_rate=0.0)).passed
+    # free 2 010 covers the notional at the limit but not the 2.01 fee
+    assert not guard_balance(spot_entry(), acct(free_cash=2_010.0), LIMITS).passed
+    assert guard_balance(spot_entry(), acct(free_cash=2_010.0), RiskLimits(1.0, 3, 3.0, fee_rate=0.0)).passed
+
+
+def test_balance_without_slippage_band_is_the_planned_notional():
+    # max_entry_slippage_pct 0: need = 2 000 × (1 + 0.001) = 2 002 (the old rule)
+    limits = RiskLimits(1.0, 3, 3.0, fee_rate=0.001, max_entry_slippage_pct=0.0)
+    assert guard_balance(spot_entry(), acct(free_cash=2_002.0), limits).passed
+    assert not guard_balance(spot_entry(), acct(free_cash=2_001.99), limits).passed
 
 
 def test_balance_futures_counts_margin_plus_fee_on_notional():
-    # need = margin 400 + notional 2 000 × 0.0004 = 400.80
+    # at the limit 100.5: need = margin 20 × 100.5 / 5 = 402 + notional 2 010 × 0.0004 = 0.804 → 402.804
     limits = RiskLimits(1.0, 3, 3.0, max_leverage=5.0, fee_rate=0.0004)
-    assert guard_balance(futures_entry(), acct(free_cash=400.80), limits).passed
-    r = guard_balance(futures_entry(), acct(free_cash=400.50), limits)
-    assert not r.passed and "400.80" in r.message and "margin" in r.message
+    assert guard_balance(futures_entry(), acct(free_cash=402.81), limits).passed
+    r = guard_balance(futures_entry(), acct(free_cash=402.50), limits)
+    assert not r.passed and "402.80" in r.message and "margin" in r.message
+
+
+def test_balance_futures_short_is_priced_at_the_top_of_the_band():
+    # a short's margin grows with its fill price: priced at 100 × 1.005 = 100.5 too → 402.804
+    limits = RiskLimits(1.0, 3, 3.0, max_leverage=5.0, fee_rate=0.0004)
+    r = guard_balance(futures_entry(PositionSide.SHORT), acct(free_cash=402.80), limits)
+    assert not r.passed and "402.80" in r.message
+    assert guard_balance(futures_entry(PositionSide.SHORT), acct(free_cash=402.81), limits).passed
 
 
 def test_balance_futures_does_not_need_the_full_notional():
-    # free 1 000 < notional 2 000, but ≥ margin 400 + fee 2.00 (0.1 %)
+    # free 1 000 < notional 2 010, but ≥ margin 402 + fee 2.01 (0.1 %)
     assert guard_balance(futures_entry(), acct(free_cash=1_000.0), LIMITS).passed
+
+
+def test_balance_rounds_the_limit_down_to_the_tick():
+    # reference 100.003, 0.5 % → 100.503015 → 100.50 on a 0.01 tick (never above the band)
+    it = spot_entry(entry=100.003)
+    limits = RiskLimits(1.0, 3, 3.0, fee_rate=0.0)
+    assert "at 100.5)" in guard_balance(it, acct(), limits, tick_size=0.01).message
+    assert "at 100.503015)" in guard_balance(it, acct(), limits).message
 
 
 # --------------------------------------------------------------------------- risk_limit

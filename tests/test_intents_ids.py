@@ -21,10 +21,11 @@ WINDOW_END = datetime(2024, 3, 1, 4, tzinfo=UTC)
 EXPECTED = {
     S.PENDING: {S.VALIDATED, S.REJECTED, S.NO_TRADE},
     S.VALIDATED: {S.SUBMITTED, S.AWAITING_CONFIRMATION, S.DRY_RUN, S.CANCELLED, S.FAILED},
-    S.AWAITING_CONFIRMATION: {S.SUBMITTED, S.CANCELLED},
-    S.SUBMITTED: {S.FILLED, S.CANCELLED, S.FAILED},
+    S.AWAITING_CONFIRMATION: {S.SUBMITTED, S.CANCELLED, S.DRY_RUN},
+    S.SUBMITTED: {S.MONITORING, S.CLOSED, S.SENT, S.CANCELLED, S.FAILED},
+    S.MONITORING: {S.CLOSED},
 }
-TERMINAL = {S.REJECTED, S.NO_TRADE, S.DRY_RUN, S.FILLED, S.CANCELLED, S.FAILED}
+TERMINAL = {S.REJECTED, S.NO_TRADE, S.DRY_RUN, S.CLOSED, S.SENT, S.CANCELLED, S.FAILED}
 
 
 # --------------------------------------------------------------------------- state machine
@@ -37,10 +38,13 @@ def test_every_status_has_an_entry():
 @pytest.mark.parametrize(
     "path",
     [
-        [S.PENDING, S.VALIDATED, S.SUBMITTED, S.FILLED],
+        [S.PENDING, S.VALIDATED, S.SUBMITTED, S.MONITORING, S.CLOSED],
+        [S.PENDING, S.VALIDATED, S.SUBMITTED, S.CLOSED],
+        [S.PENDING, S.VALIDATED, S.SUBMITTED, S.SENT],
         [S.PENDING, S.VALIDATED, S.SUBMITTED, S.CANCELLED],
         [S.PENDING, S.VALIDATED, S.SUBMITTED, S.FAILED],
-        [S.PENDING, S.VALIDATED, S.AWAITING_CONFIRMATION, S.SUBMITTED, S.FILLED],
+        [S.PENDING, S.VALIDATED, S.AWAITING_CONFIRMATION, S.SUBMITTED, S.MONITORING, S.CLOSED],
+        [S.PENDING, S.VALIDATED, S.AWAITING_CONFIRMATION, S.DRY_RUN],
         [S.PENDING, S.VALIDATED, S.AWAITING_CONFIRMATION, S.CANCELLED],
         [S.PENDING, S.VALIDATED, S.DRY_RUN],
         [S.PENDING, S.VALIDATED, S.CANCELLED],
@@ -70,13 +74,15 @@ def test_transition_table_exhaustive(cur, new):
     ("cur", "new"),
     [
         (S.PENDING, S.SUBMITTED),  # skipping validation
-        (S.PENDING, S.FILLED),
+        (S.PENDING, S.MONITORING),
         (S.VALIDATED, S.REJECTED),  # guards already passed
         (S.NO_TRADE, S.VALIDATED),  # a no-trade never becomes an order
         (S.REJECTED, S.VALIDATED),
         (S.DRY_RUN, S.SUBMITTED),
-        (S.FILLED, S.CANCELLED),
-        (S.AWAITING_CONFIRMATION, S.FILLED),
+        (S.MONITORING, S.CANCELLED),  # an open position is exited, never "cancelled"
+        (S.CLOSED, S.MONITORING),
+        (S.SENT, S.MONITORING),  # a webhook reports nothing back
+        (S.AWAITING_CONFIRMATION, S.MONITORING),
     ],
 )
 def test_invalid_transitions_raise(cur, new):

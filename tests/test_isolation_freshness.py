@@ -240,7 +240,7 @@ def test_bad_rows_in_one_instrument_are_its_no_trades_and_the_others_trade(env, 
     assert len(eth_entries) == 1 and eth_entries[0].status == "FILLED"
     eth_open_0400 = 2045.39  # the ETH row opening 2026-02-27T04:00, filled × (1 + 5 bps) on the 0.01 tick
     assert eth_entries[0].average_price == round(eth_open_0400 * 1.0005, 2) == 2046.41
-    assert ints[("ETH/USDT", ends[0])].status == "FILLED"
+    assert ints[("ETH/USDT", ends[0])].status == "CLOSED"  # its bracket closed the position within the windows
 
     # signal_usable fails, naming BAD/USDT in all 6 windows and nothing else
     check = checks(res)["signal_usable"]
@@ -399,7 +399,7 @@ def test_a_missing_bar_makes_its_window_stale_and_plans_no_entry(env):
     assert stale_intent.reason == f"signal failed: {reason}"
     assert not [o for o in ords if o.intent_id == stale_intent.intent_id]
     nxt = ints[("ETH/USDT", ends[2])]
-    assert nxt.kind == "entry" and nxt.status == "FILLED"
+    assert nxt.kind == "entry" and nxt.status == "MONITORING"  # entry filled, its bracket resting
     [entry] = [o for o in ords if o.intent_id == nxt.intent_id and o.role == "entry"]
     assert entry.average_price == round(2032.69 * 1.0005, 2)  # the 08:00 open (ETH row 2026-02-27T08:00)
     # BTC, with a complete file, is untouched: two holds
@@ -518,7 +518,7 @@ def test_a_broken_user_strategy_does_not_hide_the_good_one(env, capsys):
     assert rep["signals"] == {"buy": 2, "no_trade": 0} and rep["trades"] == 1
     [trade] = rep["trade_list"]
     assert (trade["instrument"], trade["side"], trade["opened_at"], trade["entry_price"], trade["quantity"]) == (
-        "ETH/USDT", "long", "2026-02-27T04:00:00+00:00", 2046.41, 1.0343)
+        "ETH/USDT", "long", "2026-02-27T04:00:00+00:00", 2046.41, 0.9354)  # sized at the 2 055.61 protective limit
     sigs, ints, ords = ledger(env.engine(), "good_4h_user")
     assert len(sigs) == 2 and all(s.no_trade_reason is None for s in sigs.values())
     [entry] = [o for o in ords if o.role == "entry"]

@@ -57,14 +57,15 @@ def test_spot_buy_worked_plan():
     assert it.entry == 62_000.0
     # stop = 62 000 − 2 × 850.37 = 60 299.26 (on the 0.01 tick)
     assert it.stop == 60_299.26
-    # size = 10 000 × 1 % / 1 700.74 = 0.058797… BTC → 0.05879 at lot 0.00001
-    assert it.quantity == 0.05879
-    # target = 62 000 + 2 × 1 700.74 = 65 401.48
+    # sized at the worst fill, the protective limit 62 000 × 1.005 = 62 310 (domain.costs, 0.5 %):
+    # size = 10 000 × 1 % / (62 310 − 60 299.26 = 2 010.74) = 0.049733… BTC → 0.04973 at lot 0.00001
+    assert it.quantity == 0.04973
+    # target = 62 000 + 2 × 1 700.74 = 65 401.48 (R measured from the close)
     assert it.take_profit == 65_401.48
-    # notional = 0.05879 × 62 000 = 3 644.98; spot margin = notional; risk = 0.05879 × 1 700.74 = 99.9865…
-    assert it.notional == pytest.approx(3_644.98)
+    # notional = 0.04973 × 62 000 = 3 083.26; spot margin = notional; risk at the limit = 0.04973 × 2 010.74 = 99.9941…
+    assert it.notional == pytest.approx(3_083.26)
     assert it.margin == it.notional
-    assert it.risk_amount == pytest.approx(99.9865046)
+    assert it.risk_amount == pytest.approx(99.9941002)
     assert it.risk_amount <= 100.0
     assert it.leverage == 1.0 and it.liquidation_price is None and it.margin_mode is None
     assert it.equity == 10_000.0
@@ -79,13 +80,19 @@ def test_spot_ignores_leverage_param():
 
 def test_spot_buy_swing_stop():
     # stop = swing low 60 500 − 0.25 × 850.37 = 60 287.4075 → floor to tick → 60 287.40; distance 1 712.60
-    # size = 100 / 1 712.60 = 0.058390… → 0.05839; target = 62 000 + 2 × 1 712.60 = 65 425.20
+    # size at the 62 310 limit = 100 / 2 022.60 = 0.049441… → 0.04944; target = 62 000 + 2 × 1 712.60 = 65 425.20
     it = plan_intent(signal("buy"), BTC, 10_000.0, BTC_MARKET, PlanParams(stop_method="swing"))
     assert it.kind is IntentKind.ENTRY
     assert it.stop == 60_287.4
-    assert it.quantity == 0.05839
+    assert it.quantity == 0.04944
     assert it.take_profit == 65_425.2
-    assert it.risk_amount == pytest.approx(0.05839 * 1_712.6)
+    assert it.risk_amount == pytest.approx(0.04944 * 2_022.6)
+
+
+def test_spot_buy_without_slippage_band_sizes_on_the_close():
+    # max_entry_slippage_pct 0: the limit is the close, size = 100 / 1 700.74 = 0.05879 (the old numbers)
+    it = plan_intent(signal("buy"), BTC, 10_000.0, BTC_MARKET, PlanParams(max_entry_slippage_pct=0.0))
+    assert it.quantity == 0.05879 and it.risk_amount == pytest.approx(99.9865046)
 
 
 # --------------------------------------------------------------------------- futures entry
@@ -98,33 +105,33 @@ def test_futures_short_worked_plan():
     assert it.side is Side.SELL and it.position_side is PositionSide.SHORT
     # stop = 3 000 + 2 × 40 = 3 080; distance 80
     assert it.stop == 3_080.0
-    # size = 100 / 80 = 1.25 ETH (a multiple of lot 0.001)
-    assert it.quantity == 1.25
+    # a short's protective limit is 3 000 × 0.995 = 2 985: size = 100 / (3 080 − 2 985 = 95) = 1.0526… → 1.052 ETH
+    assert it.quantity == 1.052
     # target = 3 000 − 2 × 80 = 2 840
     assert it.take_profit == 2_840.0
-    # notional = 1.25 × 3 000 = 3 750; margin = 3 750 / 3 = 1 250
-    assert it.notional == pytest.approx(3_750.0)
-    assert it.margin == pytest.approx(1_250.0)
+    # notional = 1.052 × 3 000 = 3 156; margin = 3 156 / 3 = 1 052
+    assert it.notional == pytest.approx(3_156.0)
+    assert it.margin == pytest.approx(1_052.0)
     assert it.leverage == 3.0 and it.margin_mode == "isolated"
     # liquidation = 3 000 × (1 + 1/3 − 0.005) = 3 985
     assert it.liquidation_price == pytest.approx(3_985.0)
-    assert it.risk_amount == pytest.approx(100.0)
+    assert it.risk_amount == pytest.approx(1.052 * 95)   # 99.94
 
 
 def test_futures_short_plan_passes_the_risk_guard():
     p = PlanParams(leverage=3.0, margin_mode="isolated")
     it = plan_intent(signal("short", mode=Mode.FUTURES, instrument="ETH/USDT"), ETH_PERP, 10_000.0, ETH_MARKET, p)
-    # risk 100 ≤ 1 % of 10 000; 3× ≤ 5×; stop 3 080 < liquidation 3 985
+    # risk 99.94 ≤ 1 % of 10 000; 3× ≤ 5×; stop 3 080 < liquidation 3 985
     acct = AccountView(free_cash=10_000.0, equity=10_000.0, day_start_equity=10_000.0)
     assert guard_risk_limit(it, acct, RiskLimits(1.0, 3, 3.0, max_leverage=5.0)).passed
 
 
 def test_futures_long():
-    # stop 3 000 − 80 = 2 920; liquidation 3 000 × (1 − 1/3 + 0.005) = 2 015
+    # stop 3 000 − 80 = 2 920; limit 3 015 → size 100 / 95 → 1.052; liquidation 3 000 × (1 − 1/3 + 0.005) = 2 015
     p = PlanParams(leverage=3.0, margin_mode="cross")
     it = plan_intent(signal("long", mode=Mode.FUTURES, instrument="ETH/USDT"), ETH_PERP, 10_000.0, ETH_MARKET, p)
     assert it.side is Side.BUY and it.position_side is PositionSide.LONG
-    assert it.stop == 2_920.0 and it.take_profit == 3_160.0 and it.quantity == 1.25
+    assert it.stop == 2_920.0 and it.take_profit == 3_160.0 and it.quantity == 1.052
     assert it.liquidation_price == pytest.approx(2_015.0)
     assert it.margin_mode == "cross"
 

@@ -254,6 +254,9 @@ class RiskConfig(_Strict):
     min_confidence: float = Field(default=0.55, ge=0, le=1)
     min_exit_confidence: float | None = Field(default=None, ge=0, le=1, description="minimum confidence of a sell/close "
                                               "signal; None: min_confidence")
+    max_entry_slippage_pct: float = Field(default=0.5, ge=0, le=10, description="entries are limit orders this percent "
+                                          "beyond the last close (the protective limit), filled at the next open or expired; "
+                                          "the size is computed at that limit, so the risk at any fill is at most the planned risk")
 
     @property
     def exit_confidence(self) -> float:

@@ -66,7 +66,7 @@ from trading_pipelines.domain.planning import MarketContext, PlanParams, plan_in
 from trading_pipelines.ledger import repo
 from trading_pipelines.llm.context import AccountContext, OrderView, PositionView
 from trading_pipelines.ledger.db import session_scope
-from trading_pipelines.ledger.models import LIVE_BOOK, BookRow, GuardResultRow, IntentRow, OrderRow
+from trading_pipelines.ledger.models import LIVE_BOOK, BookRow, FillRow, GuardResultRow, IntentRow, OrderRow, PositionRow
 from trading_pipelines.resources.charts import ChartRef, ChartStore, chart_key, render_chart
 from trading_pipelines.resources.market_data import MarketDataError, MarketDataSource
 from trading_pipelines.resources.signals import (
@@ -118,6 +118,7 @@ class Runtime:
     frames: object | None = None  # io_managers.FrameStore: indicator chunks as Parquet (None: not stored)
     _reconciled: object = field(default=None, repr=False)  # venue revision at the last reconcile
     _day_start: dict = field(default_factory=dict, repr=False)  # UTC day → that day's starting equity
+    _venue_reasons: dict = field(default_factory=dict, repr=False)  # client order id → why the venue ended it
 
     @property
     def instruments(self) -> tuple[str, ...]:
@@ -129,7 +130,7 @@ class Runtime:
         r, f = self.spec.risk, self.spec.futures
         return RiskLimits(risk_per_trade_pct=r.risk_per_trade_pct, max_open_positions=r.max_open_positions,
                           max_daily_loss_pct=r.max_daily_loss_pct, max_leverage=f.max_leverage if f else 1.0,
-                          fee_rate=getattr(self.spec.venue, "fee_rate", 0.0))
+                          fee_rate=self.spec.venue.fee_rate, max_entry_slippage_pct=r.max_entry_slippage_pct)
 
     @property
     def plan_params(self) -> PlanParams:
@@ -137,7 +138,8 @@ class Runtime:
         return PlanParams(risk_per_trade_pct=r.risk_per_trade_pct, min_confidence=r.min_confidence,
                           stop_method=t.stop.method, atr_multiple=t.stop.atr_multiple, buffer_atr=t.stop.buffer_atr,
                           take_profit_r=t.take_profit_r, leverage=f.leverage if f else 1.0,
-                          margin_mode=f.margin_mode if f else None, min_exit_confidence=r.exit_confidence)
+                          margin_mode=f.margin_mode if f else None, min_exit_confidence=r.exit_confidence,
+                          max_entry_slippage_pct=r.max_entry_slippage_pct)
 
     def lineage(self, instrument: str, partition_key: str, run_id: str) -> repo.Lineage:
         return repo.Lineage(self.spec.name, instrument, partition_key, run_id, self.book)
@@ -835,7 +837,10 @@ def _audit_events(s, rt: Runtime, lin: repo.Lineage, events: list[VenueEvent]) -
     for ev in events:
         repo.audit(s, repo.Lineage(rt.spec.name, ev.instrument, lin.partition_key, lin.run_id, rt.book), "venue_event",
                    kind=ev.kind, role=ev.role, client_order_id=ev.client_order_id, price=ev.price,
-                   quantity=ev.quantity, time=ev.time.isoformat(), realized_pnl=ev.realized_pnl)
+                   quantity=ev.quantity, time=ev.time.isoformat(), realized_pnl=ev.realized_pnl,
+                   reason=getattr(ev, "reason", "") or None)
+        if getattr(ev, "reason", ""):
+            rt._venue_reasons[ev.client_order_id] = f"{ev.kind}: {ev.reason}"
 
 
 def _reconcile(s, rt: Runtime, lin: repo.Lineage) -> None:
@@ -959,17 +964,52 @@ def sane_to_send(intent: TradeIntent, guards: tuple[GuardResult, ...] | list[Gua
 
 
 def _sync_intent_statuses(s, rt: Runtime, lin: repo.Lineage) -> None:
-    """SUBMITTED intents become FILLED when the venue filled their entry/exit order (CANCELLED if cancelled)."""
-    for row in s.execute(select(IntentRow).where(IntentRow.strategy == rt.spec.name, IntentRow.book == rt.book,
-                                                 IntentRow.status == IntentStatus.SUBMITTED.value)).scalars():
+    """The lifecycle from what the venue reported (call after :func:`repo.reconcile`):
+
+    * SUBMITTED → MONITORING when the entry filled (position open, stop-loss and take-profit
+      resting); → CLOSED when an exit filled; → SENT when a fire-and-forget venue took the orders;
+      → CANCELLED when the venue cancelled, expired or rejected the entry.
+    * MONITORING → CLOSED once the position that entry opened is closed — by its stop-loss,
+      take-profit, an exit, a liquidation or the venue itself — with the exit price and the
+      realized P&L (quote currency) in the reason."""
+    rows = s.execute(select(IntentRow).where(IntentRow.strategy == rt.spec.name, IntentRow.book == rt.book,
+                                             IntentRow.status.in_((IntentStatus.SUBMITTED.value, IntentStatus.MONITORING.value)))
+                     ).scalars().all()
+    for row in rows:
         primary = s.execute(select(OrderRow).where(OrderRow.intent_id == row.intent_id,
                                                    OrderRow.role.in_(("entry", "exit")))).scalars().first()
         if primary is None:
             continue
-        if primary.status == OrderStatus.FILLED.value:
-            repo.set_intent_status(s, lin, row.intent_id, IntentStatus.FILLED, f"{primary.role} filled at {primary.average_price}")
-        elif primary.status in (OrderStatus.CANCELLED.value, OrderStatus.REJECTED.value):
-            repo.set_intent_status(s, lin, row.intent_id, IntentStatus.CANCELLED, f"venue {primary.status.lower()} the {primary.role}")
+        if row.status == IntentStatus.SUBMITTED.value:
+            if primary.status == OrderStatus.FILLED.value and primary.role == "entry":
+                repo.set_intent_status(s, lin, row.intent_id, IntentStatus.MONITORING,
+                                       f"entry filled at {primary.average_price}: position open, stop-loss and take-profit resting")
+            elif primary.status == OrderStatus.FILLED.value:
+                repo.set_intent_status(s, lin, row.intent_id, IntentStatus.CLOSED, f"exit filled at {primary.average_price}")
+                continue
+            elif primary.status == OrderStatus.SENT.value:
+                repo.set_intent_status(s, lin, row.intent_id, IntentStatus.SENT,
+                                       f"delivered to {primary.venue}, which reports nothing back: not monitored")
+                continue
+            elif primary.status in (OrderStatus.CANCELLED.value, OrderStatus.REJECTED.value):
+                why = rt._venue_reasons.get(primary.client_order_id)
+                repo.set_intent_status(s, lin, row.intent_id, IntentStatus.CANCELLED,
+                                       f"venue {primary.status.lower()} the {primary.role}" + (f" ({why})" if why else ""))
+                continue
+            else:
+                continue
+        fill = s.execute(select(FillRow).where(FillRow.client_order_id == primary.client_order_id)
+                         .order_by(FillRow.time)).scalars().first()
+        if fill is None:
+            continue
+        pos = s.execute(select(PositionRow).where(PositionRow.strategy == rt.spec.name, PositionRow.book == rt.book,
+                                                  PositionRow.instrument == row.instrument, PositionRow.opened_at == fill.time)
+                        ).scalars().first()
+        if pos is not None and pos.status == "closed":
+            how = (f"closed by its {pos.exit_reason} at {pos.exit_price}" if pos.exit_price is not None
+                   else f"closed at the venue ({pos.exit_reason}), no closing fill reported")
+            repo.set_intent_status(s, lin, row.intent_id, IntentStatus.CLOSED,
+                                   f"position {how}: realized P&L {pos.realized_pnl:+.2f} (quote currency, before fees)")
 
 
 def _execute(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> None:
@@ -1011,7 +1051,7 @@ def _recheck(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent, check_fresh
     recheck = [guard_fresh_window(intent, acct)] if check_fresh else []
     if intent.kind is IntentKind.ENTRY:
         recheck += [guard_duplicate_position(intent, acct, rt.limits), guard_position_limit(intent, acct, rt.limits),
-                    guard_balance(intent, acct, rt.limits)]
+                    guard_balance(intent, acct, rt.limits, rt.spec.instrument(intent.instrument).tick_size)]
     else:
         recheck.append(guard_position_exists(intent, acct))
     failed = [g for g in recheck if not g.passed]
@@ -1023,17 +1063,26 @@ def _recheck(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent, check_fresh
     return False
 
 
-def order_requests(intent: TradeIntent) -> list[OrderRequest]:
-    """The bracket of an entry intent: a market entry plus a reduce-only stop-loss (stop-market)
-    and take-profit (limit), one-cancels-other, live once the entry fills. Raises ``ValueError``
-    for anything but an entry (an exit's size is the venue's position, see :func:`_send`)."""
+def order_requests(intent: TradeIntent, max_entry_slippage_pct: float | None = None,
+                   tick_size: float | None = None) -> list[OrderRequest]:
+    """The bracket of an entry intent: a protective-limit entry (a LIMIT priced at
+    :func:`~trading_pipelines.domain.costs.protective_limit` of the planned entry, the last close,
+    ``max_entry_slippage_pct`` percent beyond it on the ``tick_size`` grid; immediate-or-cancel at
+    the next open: the paper venue expires it when the bar opens beyond the limit) plus a reduce-only
+    stop-loss (stop-market) and take-profit (limit), one-cancels-other, live once the entry fills.
+    ``max_entry_slippage_pct`` None: the planner's default (0.5 %). Raises ``ValueError`` for
+    anything but an entry (an exit's size is the venue's position, see :func:`_send`)."""
+    from trading_pipelines.domain.costs import DEFAULT_MAX_ENTRY_SLIPPAGE_PCT, protective_limit
+
     if intent.kind is not IntentKind.ENTRY:
         raise ValueError(f"intent {intent.intent_id} is not an entry")
     entry_cid = client_order_id(intent.intent_id, OrderRole.ENTRY)
     exit_side = intent.side.opposite
+    slip = DEFAULT_MAX_ENTRY_SLIPPAGE_PCT if max_entry_slippage_pct is None else max_entry_slippage_pct
+    limit = protective_limit(intent.side, intent.entry, slip, tick_size)
     return [
-        OrderRequest(client_order_id=entry_cid, instrument=intent.instrument, side=intent.side, type=OrderType.MARKET,
-                     quantity=intent.quantity, role=OrderRole.ENTRY),
+        OrderRequest(client_order_id=entry_cid, instrument=intent.instrument, side=intent.side, type=OrderType.LIMIT,
+                     quantity=intent.quantity, price=limit, role=OrderRole.ENTRY),
         OrderRequest(client_order_id=client_order_id(intent.intent_id, OrderRole.STOP_LOSS), instrument=intent.instrument,
                      side=exit_side, type=OrderType.STOP, quantity=intent.quantity, trigger_price=intent.stop,
                      role=OrderRole.STOP_LOSS, reduce_only=True, parent_client_order_id=entry_cid, oco_group=entry_cid),
@@ -1056,11 +1105,16 @@ def _send(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent, placed_at: dat
     venue, paper = rt.venue, rt.spec.venue
     with venue.unit_of_work():
         if intent.kind is IntentKind.ENTRY:
+            # one cost model (domain.costs): the limit the planner sized on, the reserve the balance guard asked for
+            slip, tick = rt.limits.max_entry_slippage_pct, rt.spec.instrument(intent.instrument).tick_size
             reserve = entry_reserve(intent.quantity, intent.entry, intent.leverage, intent.mode.value == "futures",
-                                    getattr(paper, "fee_rate", 0.0), getattr(paper, "slippage_bps", 0.0))
-            orders = [venue.create_order(r, placed_at=placed_at, position_side=intent.position_side.value,
-                                         leverage=intent.leverage, reserve=reserve if r.role is OrderRole.ENTRY else 0.0)
-                      for r in order_requests(intent)]
+                                    getattr(paper, "fee_rate", 0.0), side=intent.side, max_entry_slippage_pct=slip,
+                                    tick_size=tick)
+            # one call for the bracket: venues with a native one (IBKR bracketOrder, Binance spot OCO,
+            # a webhook's single POST) place it whole; each leg stays idempotent on its client order id
+            orders = venue.create_bracket(*order_requests(intent, slip, tick), placed_at=placed_at,
+                                          position_side=intent.position_side.value, leverage=intent.leverage,
+                                          reserve=reserve, margin_mode=intent.margin_mode)
         else:
             pos = next((p for p in venue.fetch_positions() if p.instrument == intent.instrument), None)
             if pos is None:

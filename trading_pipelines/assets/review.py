@@ -379,7 +379,8 @@ def account_results(spec: StrategySpec, k: dict, book: str, outcomes: list[servi
               it.stop or "", it.take_profit or "", it.reason[:100]] for w, i, it, _, _ in recent]))})
     insane = []
     for w, i, it, g, _ in rows:
-        if it.status in (IntentStatus.SUBMITTED, IntentStatus.FILLED, IntentStatus.VALIDATED, IntentStatus.AWAITING_CONFIRMATION):
+        if it.status in (IntentStatus.SUBMITTED, IntentStatus.MONITORING, IntentStatus.CLOSED, IntentStatus.SENT,
+                         IntentStatus.VALIDATED, IntentStatus.AWAITING_CONFIRMATION):
             ok, why = services.sane_to_send(it.model_copy(update={"status": IntentStatus.VALIDATED}), g)
             if not ok:
                 insane.append((window_key(spec, w), i, why))

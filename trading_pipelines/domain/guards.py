@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from trading_pipelines.domain.costs import DEFAULT_MAX_ENTRY_SLIPPAGE_PCT, cash_price, entry_cost
 from trading_pipelines.domain.models import (
     GuardResult,
     InstrumentSpec,
@@ -43,11 +44,16 @@ class AccountView:
 
 @dataclass(frozen=True)
 class RiskLimits:
+    """``fee_rate`` a fraction of notional (the venue's); ``max_entry_slippage_pct`` percent, the
+    entry's protective band (see :mod:`~trading_pipelines.domain.costs`): the balance guard prices
+    an entry at its protective limit, as the venue reserves it."""
+
     risk_per_trade_pct: float
     max_open_positions: int
     max_daily_loss_pct: float
     max_leverage: float = 1.0
     fee_rate: float = 0.0
+    max_entry_slippage_pct: float = DEFAULT_MAX_ENTRY_SLIPPAGE_PCT
 
 
 @dataclass(frozen=True)
@@ -66,19 +72,29 @@ def _fail(name: str, msg: str) -> GuardResult:
     return GuardResult(guard=name, passed=False, message=msg)
 
 
-def guard_balance(intent: TradeIntent, acct: AccountView, limits: RiskLimits) -> GuardResult:
-    """Spot: notional × (1 + fee) ≤ free cash. Futures: margin + notional × fee ≤ free collateral."""
-    fee = intent.notional * limits.fee_rate
-    need = (intent.notional if intent.mode is Mode.SPOT else intent.margin) + fee
-    what = "notional" if intent.mode is Mode.SPOT else "margin"
+def guard_balance(intent: TradeIntent, acct: AccountView, limits: RiskLimits,
+                  tick_size: float | None = None) -> GuardResult:
+    """The entry's cost at its protective limit ≤ free cash: spot notional + fee, futures initial
+    margin + fee on the notional (:func:`costs.entry_cost` at :func:`costs.cash_price`) — the very
+    amount the venue reserves with the order, so an entry this guard passed is never refused for
+    funds when it fills. ``tick_size`` rounds the limit as the order's is rounded (without it the
+    limit is unrounded: for a buy a little higher, so never a smaller need).
+    Worked example: 20 @ 100, 0.5 % band → 100.5; spot, 0.1 % fee → 2 010 + 2.01 = 2 012.01."""
+    if intent.side is None or intent.entry is None:
+        return _fail("balance", "entry without side or reference price")
+    price = cash_price(intent.side, intent.entry, limits.max_entry_slippage_pct, tick_size)
+    futures = intent.mode is Mode.FUTURES
+    need = entry_cost(intent.quantity, price, intent.leverage if futures else 1.0, futures, limits.fee_rate)
+    what = f"{'margin' if futures else 'notional'} + fee at {price:.10g}"
     if need <= acct.free_cash + _EPS:
-        return _ok("balance", f"needs {need:.2f} ({what} + fee) of {acct.free_cash:.2f} free")
-    return _fail("balance", f"needs {need:.2f} ({what} + fee) but only {acct.free_cash:.2f} is free")
+        return _ok("balance", f"needs {need:.2f} ({what}) of {acct.free_cash:.2f} free")
+    return _fail("balance", f"needs {need:.2f} ({what}) but only {acct.free_cash:.2f} is free")
 
 
 def guard_risk_limit(intent: TradeIntent, acct: AccountView, limits: RiskLimits) -> GuardResult:
-    """Risk at the stop ≤ risk_per_trade_pct of equity; futures: leverage ≤ max and the stop
-    triggers before the liquidation price."""
+    """Risk at the stop (the planner's ``risk_amount``: from the protective limit, the worst fill)
+    ≤ risk_per_trade_pct of equity; futures: leverage ≤ max and the stop triggers before the
+    liquidation price."""
     cap = acct.equity * limits.risk_per_trade_pct / 100.0
     if intent.risk_amount > cap * (1 + 1e-9) + _EPS:
         return _fail("risk_limit", f"risk {intent.risk_amount:.2f} exceeds {limits.risk_per_trade_pct}% of equity ({cap:.2f})")
@@ -168,7 +184,7 @@ def run_guards(
         guard_market_hours(hours),
         guard_duplicate_position(intent, acct, limits),
         guard_position_limit(intent, acct, limits),
-        guard_balance(intent, acct, limits),
+        guard_balance(intent, acct, limits, instrument.tick_size),
         guard_risk_limit(intent, acct, limits),
         guard_daily_loss(intent, acct, limits),
         guard_min_notional(intent, instrument),

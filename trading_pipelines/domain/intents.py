@@ -1,9 +1,11 @@
 """The intent state machine. Every status change goes through :func:`transition`.
 
-PENDING ─► VALIDATED ─► SUBMITTED ─► FILLED
+PENDING ─► VALIDATED ─► SUBMITTED ─► MONITORING ─► CLOSED      (entry filled; position closed)
+   │          │  │          ├──────► CLOSED                     (an exit filled)
+   │          │  │          ├──────► SENT                       (a webhook took it: not monitored)
    │          │  │          └──────► CANCELLED / FAILED
-   │          │  ├─► AWAITING_CONFIRMATION ─► SUBMITTED / CANCELLED
-   │          │  └─► DRY_RUN
+   │          │  ├─► AWAITING_CONFIRMATION ─► SUBMITTED / CANCELLED / DRY_RUN
+   │          │  └─► DRY_RUN / FAILED
    │          └─► CANCELLED
    ├─► REJECTED
    └─► NO_TRADE
@@ -16,12 +18,14 @@ from trading_pipelines.domain.models import IntentStatus as S
 ALLOWED: dict[S, frozenset[S]] = {
     S.PENDING: frozenset({S.VALIDATED, S.REJECTED, S.NO_TRADE}),
     S.VALIDATED: frozenset({S.SUBMITTED, S.AWAITING_CONFIRMATION, S.DRY_RUN, S.CANCELLED, S.FAILED}),
-    S.AWAITING_CONFIRMATION: frozenset({S.SUBMITTED, S.CANCELLED}),
-    S.SUBMITTED: frozenset({S.FILLED, S.CANCELLED, S.FAILED}),
+    S.AWAITING_CONFIRMATION: frozenset({S.SUBMITTED, S.CANCELLED, S.DRY_RUN}),
+    S.SUBMITTED: frozenset({S.MONITORING, S.CLOSED, S.SENT, S.CANCELLED, S.FAILED}),
+    S.MONITORING: frozenset({S.CLOSED}),
     S.REJECTED: frozenset(),
     S.NO_TRADE: frozenset(),
     S.DRY_RUN: frozenset(),
-    S.FILLED: frozenset(),
+    S.CLOSED: frozenset(),
+    S.SENT: frozenset(),
     S.CANCELLED: frozenset(),
     S.FAILED: frozenset(),
 }

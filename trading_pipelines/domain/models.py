@@ -130,7 +130,12 @@ class IntentKind(str, enum.Enum):
 
 
 class IntentStatus(str, enum.Enum):
-    """Intent lifecycle. Transitions are enforced by :mod:`trading_pipelines.domain.intents`."""
+    """Intent lifecycle. Transitions are enforced by :mod:`trading_pipelines.domain.intents`.
+
+    SUBMITTED: the orders are at the venue, the entry (or exit) not yet filled. MONITORING: the
+    entry filled, the position is open with its stop-loss and take-profit resting. CLOSED: the
+    position is closed (its realized P&L in the reason), or an exit filled. SENT: delivered to a
+    fire-and-forget venue (a webhook), which reports nothing back."""
 
     PENDING = "PENDING"
     NO_TRADE = "NO_TRADE"
@@ -139,7 +144,9 @@ class IntentStatus(str, enum.Enum):
     AWAITING_CONFIRMATION = "AWAITING_CONFIRMATION"
     DRY_RUN = "DRY_RUN"
     SUBMITTED = "SUBMITTED"
-    FILLED = "FILLED"
+    MONITORING = "MONITORING"
+    CLOSED = "CLOSED"
+    SENT = "SENT"
     CANCELLED = "CANCELLED"
     FAILED = "FAILED"
 

@@ -1,9 +1,12 @@
 """The PLAN step: turn a signal into a trade intent (pure).
 
-Entry reference price is the last closed bar's close (the order itself is a market order that
-fills at the next bar's open). The stop is technical (see :mod:`stops`), the size follows the
-fixed-fractional risk rule (see :mod:`sizing`), the target is ``take_profit_r`` × the stop
-distance. Anything that prevents a sound plan (a hold, low confidence — entries against
+Entry reference price is the last closed bar's close. The order itself is a protective limit
+(IOC at the next bar's open, priced ``max_entry_slippage_pct`` beyond the close: see
+:mod:`costs`), so the worst price it can fill at is that limit. The stop is technical (see
+:mod:`stops`), the size follows the fixed-fractional risk rule *at the limit* (see :mod:`sizing`):
+``quantity = equity × risk_pct / |limit − stop|``, and ``risk_amount`` is the loss at the stop
+from the limit, ``quantity × |limit − stop|`` — the most the trade can lose at its stop. The
+target is ``take_profit_r`` × the stop distance from the close. Anything that prevents a sound plan (a hold, low confidence — entries against
 ``min_confidence``, exits against ``min_exit_confidence`` —, indicators still warming
 up, a size below one lot) becomes a NO_TRADE intent with its reason — never an exception.
 """
@@ -12,8 +15,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Literal
 
+from trading_pipelines.domain.costs import DEFAULT_MAX_ENTRY_SLIPPAGE_PCT, protective_limit
 from trading_pipelines.domain.ids import intent_id
 from trading_pipelines.domain.models import (
     InstrumentSpec,
@@ -31,7 +36,8 @@ from trading_pipelines.domain.stops import take_profit, technical_stop
 
 @dataclass(frozen=True)
 class PlanParams:
-    """Planning parameters from the strategy file. ``risk_per_trade_pct`` in percent."""
+    """Planning parameters from the strategy file. ``risk_per_trade_pct`` and
+    ``max_entry_slippage_pct`` (the entry's protective band beyond the last close) in percent."""
 
     risk_per_trade_pct: float = 1.0
     min_confidence: float = 0.55
@@ -44,6 +50,7 @@ class PlanParams:
     take_profit_r: float = 2.0
     leverage: float = 1.0
     margin_mode: Literal["isolated", "cross"] | None = None
+    max_entry_slippage_pct: float = DEFAULT_MAX_ENTRY_SLIPPAGE_PCT
 
 
 @dataclass(frozen=True)
@@ -96,7 +103,10 @@ def plan_intent(signal: Signal, instrument: InstrumentSpec, equity: float, marke
             atr_multiple=p.atr_multiple, swing_low=market.swing_low, swing_high=market.swing_high, buffer_atr=p.buffer_atr,
         )
         target = take_profit(pos_side, entry, stop, p.take_profit_r, instrument.tick_size)
-        qty = risk_position_size(equity, p.risk_per_trade_pct, entry, stop, instrument.lot_step)
+        limit = protective_limit(pos_side.entry_side, entry, p.max_entry_slippage_pct, instrument.tick_size)
+        if (limit <= stop) if pos_side is PositionSide.LONG else (limit >= stop):
+            raise ValueError(f"protective limit {limit} is not on the entry side of the stop {stop}")
+        qty = risk_position_size(equity, p.risk_per_trade_pct, limit, stop, instrument.lot_step)
     except ValueError as e:
         return no_trade(f"cannot plan: {e}")
     if qty <= 0 or not math.isfinite(qty):
@@ -120,7 +130,7 @@ def plan_intent(signal: Signal, instrument: InstrumentSpec, equity: float, marke
         leverage=leverage,
         margin_mode=p.margin_mode if signal.mode is Mode.FUTURES else None,
         liquidation_price=liq,
-        risk_amount=qty * abs(entry - stop),
+        risk_amount=qty * float(abs(Decimal(str(limit)) - Decimal(str(stop)))),
         notional=notional,
         margin=notional / leverage,
         status=IntentStatus.PENDING,

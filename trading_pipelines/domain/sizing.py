@@ -3,6 +3,16 @@
 Rule (the "1 % rule", e.g. Van Tharp, *Trade Your Way to Financial Freedom*, ch. 14):
     quantity = equity × risk_pct / 100 / |entry − stop|, rounded *down* to the lot step,
 so that a stop-out loses at most ``risk_pct`` percent of equity (before fees and slippage).
+
+**Sized on the worst fill.** The planner passes as ``entry`` the *worst price the entry can fill
+at* — its protective limit (:func:`trading_pipelines.domain.costs.protective_limit`), not the last
+close — so the loss at the stop is within ``risk_pct`` whatever the next open does: an open beyond
+the limit does not fill at all. This is the fixed-fractional rule with the entry price taken at its
+adverse bound (Van Tharp's "R" is the loss from the *actual* entry to the stop; Ralph Vince, *The
+Mathematics of Money Management*, 1992, sizes on the largest loss per unit, which for a protected
+entry is ``|limit − stop|``). Worked example (AAPL 2017-08-01): equity 100 000, 1 %, close
+150.050003, limit 150.80, stop 146.73 → 1 000 / 4.07 = 245.7 → 245 shares (301 when sized on the
+close, which risked 3 786.58 at the 159.31 fill of 2017-08-02).
 """
 
 from __future__ import annotations

@@ -4,8 +4,18 @@ It fills orders against real bars with the rules of :mod:`trading_pipelines.doma
 bar, up to a clock that only moves forward (:meth:`PaperExchange.advance`):
 
 1. isolated futures are liquidated before anything else a bar does;
-2. market orders placed at or before a bar's open fill at that open plus slippage (an entry it
-   cannot fund, or a second position on the instrument, is rejected with its bracket legs);
+2. orders placed at or before a bar's open are executed at that open: an entry is a protective
+   limit, immediate-or-cancel (:mod:`trading_pipelines.domain.costs`): a buy fills at the open plus
+   slippage, capped at its limit, when the bar opens at or below the limit, and otherwise EXPIRES
+   (status CANCELLED, an ``expired`` event with the reason, e.g. "gap: open 159.28 above
+   protective limit 150.80", its bracket legs cancelled); sells mirror that. A market order (an
+   exit, or an unprotected entry) fills at the open plus slippage. An entry it cannot fund (the
+   cost at the fill price, :func:`~trading_pipelines.domain.costs.entry_cost`, against the cash not
+   reserved by *other* resting entries), or a second position on the instrument, is rejected with
+   its bracket legs. Once an entry fills, its bracket is re-anchored to the fill: a take-profit at
+   or short of the fill (a long's at or below it) is cancelled (a ``cancelled`` event with the
+   reason) rather than "taking profit" at a loss in the bar the position opened; a stop at or
+   beyond the fill stays armed and fills in that bar (the position is past its invalidation level);
 3. the bracket (stop-loss + take-profit, one-cancels-other) of an open position is checked
    against the bar's range (stop first when one bar reaches both, unless it opened through the
    target);
@@ -30,6 +40,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Callable, Iterable, Iterator
 
 import pandas as pd
@@ -51,16 +62,24 @@ from trading_pipelines.domain.models import (
     PositionSide,
     Side,
 )
-from trading_pipelines.domain.paper import bracket_exit, market_fill_price, realized_pnl
+from trading_pipelines.domain.costs import entry_cost
+from trading_pipelines.domain.paper import bracket_exit, bracket_leg_wrong_side, entry_fill_price, market_fill_price, realized_pnl
 from trading_pipelines.domain.sizing import liquidation_price, round_to_tick
 from trading_pipelines.ledger.db import session_scope
 from trading_pipelines.ledger.models import PaperAccountRow, PaperFillRow, PaperOrderRow
-from trading_pipelines.venues.protocol import Balance, SimulatedVenue, VenueError, VenueEvent
+from trading_pipelines.venues.protocol import Balance, FuturesTerms, SimulatedVenue, VenueError, VenueEvent
 
 BarsFn = Callable[[str, datetime, datetime], pd.DataFrame]
 """(instrument, start, end) → bars with open_time ≥ start and close ≤ end (see MarketDataSource.bars_between)."""
 
 _EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class PaperVenueEvent(VenueEvent):
+    """A :class:`VenueEvent` that says why (an expiry, a rejection, a re-anchoring cancel)."""
+
+    reason: str = ""
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -292,8 +311,22 @@ class PaperExchange(SimulatedVenue):
             return b.clocks.get(instrument)
 
     def fetch_positions(self) -> list[Position]:
+        """Open positions at the last bar's close; futures with their isolated liquidation price
+        (the one :meth:`_liquidate` acts on) and margin mode ``isolated``."""
         with self._book() as (_, b):
-            return [p.domain() for p in b.positions.values()]
+            out = [p.domain() for p in b.positions.values()]
+        if self.mode is not Mode.FUTURES:
+            return out
+        return [p.model_copy(update={"margin_mode": "isolated", "liquidation_price": liquidation_price(
+            p.entry_price, p.leverage, p.side, self.mmr.get(p.instrument, 0.0))}) for p in out]
+
+    def futures_terms(self, instrument: str) -> FuturesTerms | None:
+        """The simulated perpetual's terms: isolated margin; no funding is simulated (None) and the
+        venue sets no leverage limit of its own (the strategy's ``max_leverage`` applies)."""
+        if self.mode is not Mode.FUTURES:
+            return None
+        return FuturesTerms(instrument=instrument, mark_price=None, funding_rate=None, next_funding_time=None,
+                            max_leverage=None, margin_mode="isolated")
 
     def fetch_open_orders(self, instrument: str | None = None) -> list[Order]:
         with self._book() as (_, b):
@@ -329,9 +362,16 @@ class PaperExchange(SimulatedVenue):
                            unrealized_pnl=unreal, fees_paid=b.fees_paid)
 
     def entry_cost(self, quantity: float, price: float, leverage: float) -> float:
-        """Cash an entry needs: spot notional + fee; futures initial margin + fee (quote currency)."""
-        notional = quantity * price
-        return (notional / leverage if self.mode is Mode.FUTURES else notional) + notional * self.fee_rate
+        """Cash an entry needs: spot notional + fee; futures initial margin + fee (quote currency),
+        by the one cost model (:func:`trading_pipelines.domain.costs.entry_cost`)."""
+        return entry_cost(quantity, price, leverage, self.mode is Mode.FUTURES, self.fee_rate)
+
+    def _fmt(self, instrument: str, price: float) -> str:
+        tick = self.tick_sizes.get(instrument)
+        if tick:
+            decimals = max(0, -Decimal(str(tick)).normalize().as_tuple().exponent)
+            return f"{price:.{decimals}f}"
+        return f"{price:.10g}"
 
     # ------------------------------------------------------------------ orders
     def create_order(self, request: OrderRequest, *, placed_at: datetime, position_side: str, leverage: float = 1.0,
@@ -396,10 +436,29 @@ class PaperExchange(SimulatedVenue):
     def _reserved(self, b: _Book, exclude: str | None = None) -> float:
         return sum(o.reserved for o in b.orders.values() if o.role == OrderRole.ENTRY.value and o.client_order_id != exclude)
 
+    def _on_tick(self, instrument: str, price: float) -> float:
+        tick = self.tick_sizes.get(instrument)
+        return round_to_tick(price, tick) if tick else price  # exchanges fill on the price grid
+
+    def _reanchor(self, b: _Book, entry: _Order, fill: float, time: datetime) -> list[VenueEvent]:
+        """Re-check the entry's bracket against its fill (see the module doc): a take-profit on the
+        wrong side of the fill is cancelled; a stop on the wrong side stays (it fills this bar)."""
+        legs = [o for o in b.orders.values() if o.parent_client_order_id == entry.client_order_id]
+        stop = next((o for o in legs if o.role == OrderRole.STOP_LOSS.value), None)
+        target = next((o for o in legs if o.role == OrderRole.TAKE_PROFIT.value), None)
+        _, bad_target = bracket_leg_wrong_side(PositionSide(entry.position_side or "long"), fill,
+                                               stop.trigger_price if stop else None, target.price if target else None)
+        if not bad_target:
+            return []
+        beyond = "above" if (entry.position_side or "long") == PositionSide.LONG.value else "below"
+        why = (f"re-anchored: take-profit {self._fmt(entry.instrument, target.price)} is not {beyond} the fill "
+               f"{self._fmt(entry.instrument, fill)}; cancelled, the stop stays")
+        self._end(b, target, OrderStatus.CANCELLED)
+        return [PaperVenueEvent("cancelled", entry.instrument, target.client_order_id, target.role, target.price,
+                                target.quantity, time, reason=why)]
+
     def _fill(self, b: _Book, o: _Order, price: float, time: datetime) -> float:
-        tick = self.tick_sizes.get(o.instrument)
-        if tick:  # exchanges fill on the price grid
-            price = round_to_tick(price, tick)
+        price = self._on_tick(o.instrument, price)
         fee = o.quantity * price * self.fee_rate
         o.filled_at, o.fill_price = time, price
         self._end(b, o, OrderStatus.FILLED)
@@ -438,31 +497,48 @@ class PaperExchange(SimulatedVenue):
             events.append(liquidated)
         resting = sorted((o for o in b.orders.values() if o.instrument == instrument), key=lambda o: o.placed_at)
         for o in resting:
-            if o.type != OrderType.MARKET.value or o.placed_at > bar.open_time or o.status != OrderStatus.NEW.value:
+            protected = o.type == OrderType.LIMIT.value and o.role == OrderRole.ENTRY.value and o.price is not None
+            if (o.type != OrderType.MARKET.value and not protected) or o.placed_at > bar.open_time \
+                    or o.status != OrderStatus.NEW.value:
                 continue
             pos = b.positions.get(instrument)
-            price = market_fill_price(Side(o.side), bar, self.slippage_bps)
+            if protected:  # IOC at this open: fills within its limit or expires
+                price = entry_fill_price(Side(o.side), o.price, bar, self.slippage_bps)
+                if price is None:
+                    beyond = "above" if o.side == Side.BUY.value else "below"
+                    why = (f"gap: open {self._fmt(instrument, bar.open)} {beyond} protective limit "
+                           f"{self._fmt(instrument, o.price)}")
+                    self._end(b, o, OrderStatus.CANCELLED)
+                    self._cancel_children(b, o.client_order_id)
+                    events.append(PaperVenueEvent("expired", instrument, o.client_order_id, o.role, bar.open, o.quantity,
+                                                  bar.open_time, reason=why))
+                    continue
+            else:
+                price = market_fill_price(Side(o.side), bar, self.slippage_bps)
             if o.role == OrderRole.ENTRY.value:
                 reason = None
                 if pos is not None:  # the venue refuses a second position (one-way mode)
                     reason = "position already open"
                 else:
-                    need = self.entry_cost(o.quantity, price, o.leverage)
+                    need = self.entry_cost(o.quantity, self._on_tick(instrument, price), o.leverage)
                     free = b.cash - self._reserved(b, exclude=o.client_order_id)
                     if need > free + _EPS:
                         reason = f"insufficient funds: needs {need:.2f}, {free:.2f} free"
                 if reason:
                     self._end(b, o, OrderStatus.REJECTED)
                     self._cancel_children(b, o.client_order_id)
-                    events.append(VenueEvent("rejected", instrument, o.client_order_id, o.role, price, o.quantity, bar.open_time))
+                    events.append(PaperVenueEvent("rejected", instrument, o.client_order_id, o.role, price, o.quantity,
+                                                  bar.open_time, reason=reason))
                     continue
                 price = self._fill(b, o, price, bar.open_time)
                 self._open_position(b, o, price, bar.open_time)
                 events.append(VenueEvent("fill", instrument, o.client_order_id, o.role, price, o.quantity, bar.open_time))
+                events.extend(self._reanchor(b, o, price, bar.open_time))
             else:  # exit
                 if pos is None:  # nothing to reduce: the venue refuses a reduce-only order
                     self._end(b, o, OrderStatus.REJECTED)
-                    events.append(VenueEvent("rejected", instrument, o.client_order_id, o.role, price, o.quantity, bar.open_time))
+                    events.append(PaperVenueEvent("rejected", instrument, o.client_order_id, o.role, price, o.quantity,
+                                                  bar.open_time, reason="no position to reduce"))
                     continue
                 events.append(self._close_with(b, o, pos, price, bar.open_time))
         pos = b.positions.get(instrument)
@@ -543,4 +619,4 @@ class PaperExchange(SimulatedVenue):
             self._end(b, o, OrderStatus.CANCELLED)
 
 
-__all__ = ["BarsFn", "PaperExchange"]
+__all__ = ["BarsFn", "PaperExchange", "PaperVenueEvent"]

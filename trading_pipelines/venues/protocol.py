@@ -84,6 +84,7 @@ class VenueEvent:
     quantity: float
     time: datetime
     realized_pnl: float | None = None
+    reason: str = ""  # why, for an expiry, a rejection or a cancel the venue decided
 
 
 class Venue(ABC):
