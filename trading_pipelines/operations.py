@@ -305,7 +305,7 @@ def execute_intent(rt: services.Runtime, intent_id: str, mode: ExecutionMode | s
         lin = _lineage(row, run_id)
         services._late(s, rt, intent.window_end, lin)
         clock = services.venue_clock(rt)
-        at = clock if rt.venue.simulated else datetime.now(timezone.utc)
+        at = clock  # simulated: the venue's clock; real venues: services.WALL_CLOCK
         expiry = intent.window_end + rt.spec.bar_duration
         repo.audit(s, lin, "execute", intent_id=intent_id, mode=mode.value, who=who, previous_status=previous.value,
                    acknowledge_risk=bool(acknowledge_risk))
@@ -358,7 +358,7 @@ def cancel_intent(rt: services.Runtime, intent_id: str, reason: str | None = Non
         if status is IntentStatus.SUBMITTED:
             primary = [o for o in s.execute(select(OrderRow).where(OrderRow.intent_id == intent_id)).scalars()
                        if o.role in (OrderRole.ENTRY.value, OrderRole.EXIT.value)]
-            at_venue = [rt.venue.fetch_order(o.client_order_id) for o in primary]
+            at_venue = [rt.venue.fetch_order(o.client_order_id, instrument=o.instrument) for o in primary]
             filled = [v for v in at_venue if v is not None and (v.status is OrderStatus.FILLED or v.filled_quantity > 0)]
             if filled:
                 raise Refused(f"intent {intent_id} already traded ({filled[0].request.role.value} "

@@ -29,7 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 from sqlalchemy import Engine, select
@@ -856,8 +856,24 @@ def _reconcile(s, rt: Runtime, lin: repo.Lineage) -> None:
     rt._reconciled = current
 
 
+WALL_CLOCK = lambda: datetime.now(timezone.utc)  # noqa: E731 - the real venues' "now" (UTC); tests pin it
+"""What a real venue's account is at: now, UTC."""
+
+
 def venue_clock(rt: Runtime) -> datetime | None:
-    return rt.venue.clock() if isinstance(rt.venue, SimulatedVenue) else None
+    """The book's clock: a simulated venue's (the last bar it processed), or the wall clock for a
+    real venue (its account lives in the present)."""
+    return rt.venue.clock() if isinstance(rt.venue, SimulatedVenue) else WALL_CLOCK()
+
+
+def _guard_clock(rt: Runtime, window_end: datetime) -> datetime | None:
+    """``AccountView.as_of`` for the fresh-window guard: a simulated venue's clock; for a real
+    venue the wall clock once the next bar has closed (the window is no longer the current one,
+    its bar is stale), else None — a window is tradable live only during the bar after it."""
+    if isinstance(rt.venue, SimulatedVenue):
+        return rt.venue.clock()
+    now = WALL_CLOCK()
+    return now if now >= window_end + rt.spec.bar_duration else None
 
 
 def _late(s, rt: Runtime, window_end: datetime, lin: repo.Lineage) -> datetime | None:
@@ -879,7 +895,7 @@ def account_view(s, rt: Runtime, window_end: datetime) -> AccountView:
     resting = tuple(sorted({o.request.instrument for o in rt.venue.fetch_open_orders() if o.request.role is OrderRole.ENTRY}))
     day = _day_start(s, rt, window_end)
     return AccountView(free_cash=bal.free, equity=bal.equity, day_start_equity=day if day is not None else bal.equity,
-                       positions=positions, resting_entries=resting, as_of=venue_clock(rt))
+                       positions=positions, resting_entries=resting, as_of=_guard_clock(rt, window_end))
 
 
 def snapshot_now(rt: Runtime, as_of: datetime) -> PortfolioSnapshot:
@@ -917,6 +933,33 @@ def _plan(s, rt: Runtime, lin: repo.Lineage, signal: Signal, market: MarketConte
         intent = plan_intent(signal, spec, equity, market, rt.plan_params, rt.book)
     repo.record_intent(s, lin, intent)
     return repo.intent_from_row(s.get(IntentRow, intent.intent_id))
+
+
+def _adopt(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> bool:
+    """Crash recovery on a real venue: a PENDING intent whose client order ids the venue already
+    knows was sent by a run that died before the ledger recorded it (the venue commits first, the
+    ledger after). The ledger adopts the venue's orders — nothing is validated against them or sent
+    again — recording a passed guard ``venue_adopted`` that says so, and the intent goes
+    VALIDATED → SUBMITTED. Simulated venues keep their state in the step's unit of work (a crash
+    loses both sides), so they have nothing to adopt. Returns whether orders were adopted."""
+    if rt.venue.simulated or intent.status is not IntentStatus.PENDING or intent.kind is IntentKind.NONE:
+        return False
+    roles = (OrderRole.ENTRY, OrderRole.STOP_LOSS, OrderRole.TAKE_PROFIT) if intent.kind is IntentKind.ENTRY else (OrderRole.EXIT,)
+    found = [o for o in (rt.venue.fetch_order(client_order_id(intent.intent_id, r), instrument=intent.instrument)
+                           for r in roles) if o is not None]
+    if not found:
+        return False
+    cids = ", ".join(o.client_order_id for o in found)
+    repo.record_guards(s, lin, intent.intent_id, [GuardResult(
+        guard="venue_adopted", passed=True,
+        message=f"{rt.venue.name} already holds this intent's orders ({cids}): a run that crashed before recording "
+                f"them sent them; the ledger adopts what the venue reports, nothing is sent again")])
+    repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.VALIDATED, "orders found at the venue (crash recovery)")
+    repo.record_orders(s, lin, intent.intent_id, rt.spec.mode.value, rt.venue.name, found)
+    repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.SUBMITTED,
+                           f"{len(found)} orders adopted from {rt.venue.name} after a crash: {cids}")
+    repo.audit(s, lin, "venue_orders_adopted", intent_id=intent.intent_id, client_order_ids=[o.client_order_id for o in found])
+    return True
 
 
 def _stored_guards(s, intent_id_: str) -> tuple[GuardResult, ...]:
@@ -1172,8 +1215,11 @@ def account_window(rt: Runtime, window_end: datetime, signals: dict[str, Signal]
         for inst in sorted(signals):
             lin = rt.lineage(inst, partition_key, run_id)
             intent = _plan(s, rt, lin, signals[inst], markets.get(inst), late)
-            intent, g = _validate(s, rt, lin, intent)
-            _execute(s, rt, lin, intent)
+            if _adopt(s, rt, lin, intent):
+                intent, g = repo.intent_from_row(s.get(IntentRow, intent.intent_id)), _stored_guards(s, intent.intent_id)
+            else:
+                intent, g = _validate(s, rt, lin, intent)
+                _execute(s, rt, lin, intent)
             intents[inst], guards[inst] = intent, g
         _reconcile(s, rt, lin0)
         for inst, intent in intents.items():
@@ -1280,7 +1326,7 @@ def cancel(rt: Runtime, intent_id_: str, run_id: str = "cli") -> tuple[TradeInte
         if status is IntentStatus.SUBMITTED:
             primary = [o for o in s.execute(select(OrderRow).where(OrderRow.intent_id == intent_id_)).scalars()
                        if o.role in ("entry", "exit")]
-            at_venue = [rt.venue.fetch_order(o.client_order_id) for o in primary]
+            at_venue = [rt.venue.fetch_order(o.client_order_id, instrument=o.instrument) for o in primary]
             if any(v is not None and v.status is OrderStatus.FILLED for v in at_venue):
                 raise ValueError(f"intent {intent_id_} already traded; exit the position instead")
             for o in primary:

@@ -318,7 +318,7 @@ def reconcile(s: Session, strategy: str, book: str, mode: str, venue) -> dict[st
     changed = {"orders": 0, "fills": 0, "positions_opened": 0, "positions_closed": 0}
     for row in s.execute(select(OrderRow).where(OrderRow.strategy == strategy, OrderRow.book == book,
                                                 OrderRow.status == "NEW")).scalars():
-        o = venue.fetch_order(row.client_order_id)
+        o = venue.fetch_order(row.client_order_id, instrument=row.instrument)
         if o is not None and o.status.value != row.status:
             row.status, row.filled_quantity, row.average_price = o.status.value, o.filled_quantity, o.average_price
             changed["orders"] += 1

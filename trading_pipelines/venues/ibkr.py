@@ -529,7 +529,7 @@ class IbkrVenue(Venue):
                 ib.cancelOrder(t.order)
 
     # ------------------------------------------------------------------ the other verbs
-    def fetch_order(self, client_order_id: str) -> Order | None:
+    def fetch_order(self, client_order_id: str, instrument: str | None = None) -> Order | None:
         """The order with this client order id (``orderRef``; ``ib-<permId>`` for a manual
         order), looked up as in the module doc; None if IB never saw it."""
         def run(ib):

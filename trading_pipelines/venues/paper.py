@@ -333,7 +333,7 @@ class PaperExchange(SimulatedVenue):
             rows = [o for o in b.orders.values() if instrument is None or o.instrument == instrument]
             return [o.domain() for o in sorted(rows, key=lambda o: o.placed_at)]
 
-    def fetch_order(self, client_order_id: str) -> Order | None:
+    def fetch_order(self, client_order_id: str, instrument: str | None = None) -> Order | None:
         with self._book() as (s, b):
             o = b.orders.get(client_order_id) or next((d for d in b.done if d.client_order_id == client_order_id), None)
             return o.domain() if o is not None else self._history(s, client_order_id)

@@ -100,8 +100,10 @@ class Venue(ABC):
         (one-way mode); ``reserve``: quote currency to hold back while an entry rests."""
 
     @abstractmethod
-    def fetch_order(self, client_order_id: str) -> Order | None:
-        """The order with this client order id, or None if the venue never saw it."""
+    def fetch_order(self, client_order_id: str, instrument: str | None = None) -> Order | None:
+        """The order with this client order id, or None if the venue never saw it. ``instrument``:
+        the symbol when the caller knows it (venues that look orders up per symbol — Binance —
+        need it after a restart; the others ignore it)."""
 
     @abstractmethod
     def cancel_order(self, client_order_id: str) -> Order:

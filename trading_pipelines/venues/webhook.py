@@ -381,7 +381,7 @@ class WebhookVenue(Venue):
             self._brackets[entry.client_order_id] = orders
             return list(orders)
 
-    def fetch_order(self, client_order_id: str) -> Order | None:
+    def fetch_order(self, client_order_id: str, instrument: str | None = None) -> Order | None:
         """The order this process delivered under ``client_order_id`` (entry or bracket leg), else
         None. Limit: kept in memory only, so after a restart this is None for everything; a
         re-send is then safe because the receiver deduplicates on Idempotency-Key."""
