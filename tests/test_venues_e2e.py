@@ -226,3 +226,7 @@ def test_ccxt_binance_spot(env):
     assert posts[0]["params"]["newClientOrderId"].endswith("en")
     assert len(fake.calls("POST", "/api/v3/orderList/oco")) == 1
     assert float(posts[0]["params"]["price"]) == pytest.approx(market.last_close * 1.005, abs=0.011)
+    # the plan used the exchange's rules from load_markets (LOT_SIZE 0.00001, PRICE_FILTER 0.01, NOTIONAL 5)
+    rt2 = default_resources()["trading"].runtime(spec)
+    assert rt2.instrument("BTC/USDT").model_dump(include={"lot_step", "min_qty", "tick_size", "min_notional"}) == \
+        rt2.venue.instrument_rules("BTC/USDT") == {"lot_step": 0.00001, "min_qty": 0.00001, "tick_size": 0.01, "min_notional": 5.0}

@@ -11,6 +11,8 @@
     trading-pipelines intent execute it-… --mode DRY_RUN|LIVE [--acknowledge-risk] [--json]
     trading-pipelines intent cancel it-… [--reason "…"] [--json]
     trading-pipelines history --mode spot|futures [--strategy NAME] [--json]
+    trading-pipelines ibkr search AAPL [--host 127.0.0.1 --port 4002 --client-id 17] [--json]
+    trading-pipelines ibkr contracts STRATEGY [--json]      # resolve and record each instrument's conid
 
 Runs go through the same Dagster instance (``DAGSTER_HOME``) and the same ledger as
 ``dagster dev``, so everything a CLI review did is there to inspect in the UI afterwards.
@@ -416,6 +418,36 @@ def cmd_list(args) -> int:
     return 2 if errors else 0
 
 
+def cmd_ibkr(args) -> int:
+    """``ibkr search`` / ``ibkr contracts``: a connection error or an unresolvable symbol → exit 2."""
+    from trading_pipelines import operations
+    from trading_pipelines.resources.dagster_resources import default_resources
+    from trading_pipelines.venues import factory
+    from trading_pipelines.venues.protocol import VenueError
+
+    try:
+        if args.action == "search":
+            from trading_pipelines.venues.ibkr import IbkrVenue
+
+            client = factory.CLIENTS.get("ibkr")
+            venue = IbkrVenue(host=args.host, port=args.port, client_id=args.client_id, account="",
+                              ib=client() if client else None)
+            venue.connect()
+            rows = operations.search_contracts(venue, args.pattern)
+        else:
+            ensure_dagster_home()
+            trading = default_resources()["trading"]
+            rows = operations.resolve_contracts(operations.runtime_for(trading, _strategy(args.strategy)), run_id="cli:ibkr")
+    except (VenueError, ValueError) as e:
+        raise CliError(str(e)) from None
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        for r in rows:
+            print("  ".join(f"{k}={v}" for k, v in r.items()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="trading-pipelines", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -467,6 +499,18 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("--book", default="live", help="live (default), a replay book id, or all")
     h.add_argument("--json", action="store_true")
     h.set_defaults(fn=cmd_history)
+    ib = sub.add_parser("ibkr", help="Interactive Brokers: symbol search and contract resolution (TWS / IB Gateway)")
+    ibsub = ib.add_subparsers(dest="action", required=True)
+    c = ibsub.add_parser("search", help="IB's symbol search (reqMatchingSymbols): conids and listings")
+    c.add_argument("pattern")
+    c.add_argument("--host", default="127.0.0.1")
+    c.add_argument("--port", type=int, default=4002, help="Gateway 4002 paper / 4001 live; TWS 7497 / 7496")
+    c.add_argument("--client-id", type=int, default=17)
+    c = ibsub.add_parser("contracts", help="resolve an ibkr strategy's instruments (qualifyContracts) and record them")
+    c.add_argument("strategy")
+    for c in ibsub.choices.values():
+        c.add_argument("--json", action="store_true")
+    ib.set_defaults(fn=cmd_ibkr)
     ls = sub.add_parser("list", help="the strategies")
     ls.set_defaults(fn=cmd_list)
     args = p.parse_args(argv)

@@ -21,6 +21,7 @@ from trading_pipelines.operations import ExecutionMode
 from trading_pipelines.resources.dagster_resources import TradingResource
 
 PLAN_JOB, EXECUTE_JOB, CANCEL_JOB = "plan_intent", "execute_intent", "cancel_intent"
+CONTRACTS_JOB = "resolve_ibkr_contracts"
 _TAGS = {"purpose": "intent_lifecycle"}
 
 
@@ -39,6 +40,10 @@ class ExecuteIntentConfig(dg.Config):
                                             "LIVE: send through the venue (needs acknowledge_risk and "
                                             "TRADING_PIPELINES_LIVE=1 in the deployment).")
     acknowledge_risk: bool = Field(default=False, description="Required for LIVE: orders reach the venue.")
+
+
+class ContractsConfig(dg.Config):
+    strategy: str
 
 
 class CancelIntentConfig(dg.Config):
@@ -148,13 +153,34 @@ def build_intent_jobs(specs: list[StrategySpec]) -> list[dg.JobDefinition]:
     def cancel_job():
         cancel_op()
 
-    return [plan_job, execute_job, cancel_job]
+    @dg.op(name="resolve_contracts", pool="venue", tags={"purpose": "contracts"},
+           description="Resolve each instrument of an ibkr strategy to its IB contract (qualifyContracts: conid, "
+                       "primary exchange, currency) and record it in the ledger's audit trail.")
+    def contracts_op(context: dg.OpExecutionContext, config: ContractsConfig, trading: TradingResource) -> dg.Output:
+        rt = operations.runtime_for(trading, spec_of(config.strategy))
+        try:
+            rows = operations.resolve_contracts(rt, run_id=context.run.run_id)
+        except operations.Refused as e:
+            raise refused(e) from None
+        table = "| instrument | conid | symbol | sec type | primary exchange | currency |\n|---|---|---|---|---|---|\n" + "\n".join(
+            f"| {r['instrument']} | {r['conid']} | {r['symbol']} | {r['sec_type']} | {r['primary_exchange']} | {r['currency']} |"
+            for r in rows)
+        return dg.Output(rows, metadata={"contracts": dg.MetadataValue.md(table),
+                                         "conids": dg.MetadataValue.json({r["instrument"]: r["conid"] for r in rows})})
+
+    @dg.job(name=CONTRACTS_JOB, tags={"purpose": "contracts"}, executor_def=dg.in_process_executor,
+            description="Resolve and record an ibkr strategy's IB contracts (conids). Config: strategy.")
+    def contracts_job():
+        contracts_op()
+
+    return [plan_job, execute_job, cancel_job, contracts_job]
 
 
 def op_name(job: str) -> str:
     """The op of a launchpad job (its run config goes under ``ops.<op_name>.config``)."""
-    return {PLAN_JOB: "plan_manual_intent", EXECUTE_JOB: "execute_manual_intent", CANCEL_JOB: "cancel_manual_intent"}[job]
+    return {PLAN_JOB: "plan_manual_intent", EXECUTE_JOB: "execute_manual_intent", CANCEL_JOB: "cancel_manual_intent",
+            CONTRACTS_JOB: "resolve_contracts"}[job]
 
 
-__all__ = ["CANCEL_JOB", "CancelIntentConfig", "EXECUTE_JOB", "ExecuteIntentConfig", "PLAN_JOB", "PlanIntentConfig",
+__all__ = ["CONTRACTS_JOB", "ContractsConfig", "CANCEL_JOB", "CancelIntentConfig", "EXECUTE_JOB", "ExecuteIntentConfig", "PLAN_JOB", "PlanIntentConfig",
            "build_intent_jobs", "op_name"]

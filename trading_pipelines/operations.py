@@ -87,6 +87,7 @@ from trading_pipelines.ledger.models import (
     OrderRow,
 )
 from trading_pipelines.resources.market_data import MarketDataError
+from trading_pipelines.venues.protocol import VenueError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -214,7 +215,7 @@ def plan_manual(rt: services.Runtime, instrument: str, side: str, capital: float
         signal = Signal(strategy=spec.name, instrument=instrument, window_end=window_end, mode=spec.mode, action=side,
                         confidence=1.0, thesis=thesis, provider="manual", model="none",
                         prompt_hash=hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest())
-        intent = plan_intent(signal, spec.instrument(instrument), sizing, market, rt.plan_params, rt.book)
+        intent = plan_intent(signal, rt.instrument(instrument), sizing, market, rt.plan_params, rt.book)
         intent = intent.model_copy(update={"intent_id": iid})
         repo.audit(s, lin, "manual_plan", intent_id=iid, who=who, seq=seq, equity=equity, sizing_equity=sizing,
                    last_close=market.last_close, atr=market.atr, **request)
@@ -267,7 +268,7 @@ def _dry_run_orders(rt: services.Runtime, intent, placed_at: datetime) -> list[O
     """The orders :func:`services._send` would place for ``intent``, as DRY_RUN orders."""
     if intent.kind is IntentKind.ENTRY:
         slip = rt.limits.max_entry_slippage_pct
-        requests = services.order_requests(intent, slip, rt.spec.instrument(intent.instrument).tick_size)
+        requests = services.order_requests(intent, slip, rt.instrument(intent.instrument).tick_size)
     else:
         pos = next((p for p in rt.venue.fetch_positions() if p.instrument == intent.instrument), None)
         if pos is None:  # the re-check's position_exists guard stands before this
@@ -484,6 +485,33 @@ def history(engine, mode: Mode | str, strategy: str | None = None, book: str | N
 
 
 # ---------------------------------------------------------------- runtimes
+
+
+def resolve_contracts(rt: services.Runtime, run_id: str = "cli") -> list[dict]:
+    """The IB contract of each instrument of an ``ibkr`` strategy (``qualifyContracts`` through
+    the venue: conid, primary exchange, currency), each recorded in the ledger's audit trail as
+    ``contract_resolved`` so the conid an order was placed on is on record. Raises :class:`Refused`
+    when the strategy's venue is not IBKR, or naming an instrument IB cannot resolve unambiguously."""
+    resolve = getattr(rt.venue, "resolve", None)
+    if rt.spec.venue.kind != "ibkr" or resolve is None:
+        raise Refused(f"strategy {rt.spec.name!r} trades on {rt.spec.venue.kind!r}, not ibkr: no IB contracts to resolve")
+    out = []
+    with session_scope(rt.engine) as s:
+        for inst in rt.spec.instruments:
+            try:
+                c = resolve(inst)
+            except VenueError as e:
+                raise Refused(str(e)) from None
+            out.append({"instrument": inst, **c})
+            repo.audit(s, repo.Lineage(rt.spec.name, inst, "contracts", run_id, LIVE_BOOK), "contract_resolved", **c)
+    return out
+
+
+def search_contracts(venue, pattern: str) -> list[dict]:
+    """IB's symbol search (``reqMatchingSymbols``) for ``pattern``: conids and listings."""
+    from trading_pipelines.venues.ibkr import search_symbols
+
+    return search_symbols(venue.ib, pattern)
 
 
 def runtime_for(trading, spec):

@@ -50,6 +50,7 @@ from trading_pipelines.domain.ids import client_order_id, intent_id
 from trading_pipelines.domain.indicators import compute_indicators, indicator_summary, swing_levels
 from trading_pipelines.domain.models import (
     GuardResult,
+    InstrumentSpec,
     IntentKind,
     IntentStatus,
     Mode,
@@ -119,6 +120,7 @@ class Runtime:
     _reconciled: object = field(default=None, repr=False)  # venue revision at the last reconcile
     _day_start: dict = field(default_factory=dict, repr=False)  # UTC day → that day's starting equity
     _venue_reasons: dict = field(default_factory=dict, repr=False)  # client order id → why the venue ended it
+    _rules: dict = field(default_factory=dict, repr=False)  # symbol → the venue's published trading rules
 
     @property
     def instruments(self) -> tuple[str, ...]:
@@ -140,6 +142,19 @@ class Runtime:
                           take_profit_r=t.take_profit_r, leverage=f.leverage if f else 1.0,
                           margin_mode=f.margin_mode if f else None, min_exit_confidence=r.exit_confidence,
                           max_entry_slippage_pct=r.max_entry_slippage_pct)
+
+    def instrument(self, symbol: str) -> InstrumentSpec:
+        """The instrument's trading rules: the catalogue's, with lot step, minimum quantity, tick
+        size and minimum notional replaced by the venue's own when it publishes them (ccxt's
+        ``load_markets``: Binance's LOT_SIZE, PRICE_FILTER and NOTIONAL filters), so a live order
+        is sized and priced by the exchange's current rules, not a hand-copied file."""
+        spec = self.spec.instrument(symbol)
+        rules = getattr(self.venue, "instrument_rules", None)
+        if rules is None:
+            return spec
+        if symbol not in self._rules:
+            self._rules[symbol] = rules(symbol)
+        return spec.model_copy(update=self._rules[symbol])
 
     def lineage(self, instrument: str, partition_key: str, run_id: str) -> repo.Lineage:
         return repo.Lineage(self.spec.name, instrument, partition_key, run_id, self.book)
@@ -914,7 +929,7 @@ def _plan(s, rt: Runtime, lin: repo.Lineage, signal: Signal, market: MarketConte
         repo.audit(s, lin, "replan_ignored", intent_id=row.intent_id, stored_status=row.status,
                    new_action=signal.action, new_confidence=signal.confidence)
         return repo.intent_from_row(row)
-    spec = rt.spec.instrument(lin.instrument)
+    spec = rt.instrument(lin.instrument)
     if late is not None:
         intent = plan_intent(signal.model_copy(update={
             "no_trade_reason": f"late review: the account is at {late.isoformat()}, past the window end "
@@ -977,7 +992,7 @@ def _validate(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[T
     if row.status != IntentStatus.PENDING.value:
         return stored, _stored_guards(s, stored.intent_id)
     acct = account_view(s, rt, stored.window_end)
-    spec = rt.spec.instrument(lin.instrument)
+    spec = rt.instrument(lin.instrument)
     results = run_guards(stored, spec, acct, rt.limits, market_hours(spec, stored.window_end, rt.spec.bar_duration))
     repo.record_guards(s, lin, stored.intent_id, results)
     failed = [g for g in results if not g.passed]
@@ -1094,7 +1109,7 @@ def _recheck(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent, check_fresh
     recheck = [guard_fresh_window(intent, acct)] if check_fresh else []
     if intent.kind is IntentKind.ENTRY:
         recheck += [guard_duplicate_position(intent, acct, rt.limits), guard_position_limit(intent, acct, rt.limits),
-                    guard_balance(intent, acct, rt.limits, rt.spec.instrument(intent.instrument).tick_size)]
+                    guard_balance(intent, acct, rt.limits, rt.instrument(intent.instrument).tick_size)]
     else:
         recheck.append(guard_position_exists(intent, acct))
     failed = [g for g in recheck if not g.passed]
@@ -1149,7 +1164,7 @@ def _send(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent, placed_at: dat
     with venue.unit_of_work():
         if intent.kind is IntentKind.ENTRY:
             # one cost model (domain.costs): the limit the planner sized on, the reserve the balance guard asked for
-            slip, tick = rt.limits.max_entry_slippage_pct, rt.spec.instrument(intent.instrument).tick_size
+            slip, tick = rt.limits.max_entry_slippage_pct, rt.instrument(intent.instrument).tick_size
             reserve = entry_reserve(intent.quantity, intent.entry, intent.leverage, intent.mode.value == "futures",
                                     getattr(paper, "fee_rate", 0.0), side=intent.side, max_entry_slippage_pct=slip,
                                     tick_size=tick)
