@@ -33,12 +33,9 @@ HOLD = {"action": "hold", "confidence": 0.5, "thesis": "no edge"}
 
 
 @pytest.fixture()
-def env(tmp_path, monkeypatch):
+def env(embedded_home, monkeypatch):
+    tmp_path = embedded_home
     stub = OpenAIStubServer().start()
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    monkeypatch.setenv("TRADING_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.sqlite'}")
-    monkeypatch.setenv("TRADING_CHART_DIR", str(tmp_path / "charts"))
-    monkeypatch.delenv("TRADING_VENUE_URL", raising=False)
     monkeypatch.setenv("OPENAI_BASE_URL", stub.base_url)
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
 
@@ -190,16 +187,13 @@ ANSWERS = {"spot_4h_majors": {"action": "hold", "confidence": 0.6, "thesis": "EM
 
 @pytest.mark.parametrize("shipped", ["spot_4h_majors", "futures_1h_btc_eth"])
 @pytest.mark.parametrize("dialect", DIALECTS)
-def test_each_mode_runs_end_to_end_against_each_server_dialect(dialect, shipped, tmp_path, monkeypatch):
+def test_each_mode_runs_end_to_end_against_each_server_dialect(dialect, shipped, embedded_home, monkeypatch):
     """Analysis → plan → validate → snapshot of the live book, through each stub dialect (the way
     OpenAI, its reasoning models, LM Studio, vLLM, llama.cpp's server and Ollama refuse requests):
     every window ends with a valid signal, the step-downs it took recorded with its call — never an
     unexplained no-trade."""
+    tmp_path = embedded_home
     with OpenAIStubServer(dialect=dialect) as stub:
-        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-        monkeypatch.setenv("TRADING_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.sqlite'}")
-        monkeypatch.setenv("TRADING_CHART_DIR", str(tmp_path / "charts"))
-        monkeypatch.delenv("TRADING_VENUE_URL", raising=False)
         monkeypatch.setenv("OPENAI_BASE_URL", stub.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", KEY)
         attrs = yaml.safe_load((STRATEGIES_DIR / shipped / "defs.yaml").read_text())["attributes"]

@@ -43,11 +43,7 @@ class Crash(BaseException):
 
 
 @pytest.fixture()
-def env(tmp_path, monkeypatch):
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    monkeypatch.setenv("TRADING_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.sqlite'}")
-    monkeypatch.setenv("TRADING_CHART_DIR", str(tmp_path / "charts"))
-    monkeypatch.delenv("TRADING_VENUE_URL", raising=False)
+def env(embedded_home, monkeypatch):
     monkeypatch.setenv("TRADING_PIPELINES_LIVE", "1")
     monkeypatch.setenv("BINANCE_API_KEY", KEY)
     monkeypatch.setenv("BINANCE_SECRET", SECRET)
