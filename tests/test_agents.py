@@ -226,3 +226,47 @@ def test_each_mode_runs_end_to_end_against_each_server_dialect(dialect, shipped,
             assert own | learned == expected and own <= expected, (c.instrument, own, learned)
             assert all(st["status"] in (400, 500) and st["message"] for st in d["step_downs"])
         assert any(c.parameters["dialect"]["step_downs"] for c in calls) == bool(expected)
+
+
+def test_the_futures_prompt_reads_a_real_venue_binance_usdm_through_ccxt(env):
+    """The account view from ``CcxtVenue`` on ``binanceusdm``: ccxt for real, Binance's HTTP transport
+    answered by ``FakeBinance`` (test_venue_ccxt: recorded positionRisk and futures account, the
+    premiumIndex and leverageBracket shapes of Binance's docs). Worked values from those answers:
+    wallet 31.022612 USDT, a BTC/USDT:USDT position at 80x cross with liquidation 64846.78939917,
+    funding 0.0001 (0.01 %) next at 2024-07-28 16:00 UTC, Binance's limit 125x."""
+    import ccxt
+    from test_venue_ccxt import KEY as BKEY
+    from test_venue_ccxt import SECRET as BSECRET
+    from test_venue_ccxt import FakeBinance
+
+    from trading_pipelines.venues import factory
+
+    stub, runtime, engine = env
+    fake = FakeBinance()
+
+    def exchange(exchange_id):
+        ex = getattr(ccxt, exchange_id)()
+        ex.session = fake
+        return ex
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(factory, "CLIENTS", {"ccxt": exchange})
+    mp.setenv("BINANCE_API_KEY", BKEY)
+    mp.setenv("BINANCE_SECRET", BSECRET)
+    try:
+        attrs = yaml.safe_load((STRATEGIES_DIR / "futures_1h_btc_eth" / "defs.yaml").read_text())["attributes"]
+        attrs.update(name="futures_ccxt_llm", instruments=["BTC/USDT:USDT"],
+                     venue={"kind": "ccxt", "exchange": "binanceusdm", "fee_rate": 0.0005, "slippage_bps": 3})
+        attrs["template"]["signal_provider"] = {"kind": "openai", "model": "gpt-4o-mini", "send_chart": False}
+        spec = parse_strategy(attrs)
+        rt = default_resources()["trading"].runtime(spec)
+        stub.push_json_answer(HOLD, prompt_tokens=900)
+        [a] = services.analyze(rt, "BTC/USDT:USDT", [_ends(rt)[-1]], "run-ccxt")
+    finally:
+        mp.undo()
+    assert a.signal.no_trade_reason is None, a.signal.no_trade_reason
+    prompt = _messages(stub)[1]["content"]
+    assert "Venue: ccxt" in prompt and "Wallet balance: 31.0226; available (not reserved): 31.0226" in prompt
+    assert "| BTC/USDT:USDT | long | 0.009 | 67445.9 | 67582.2 | 1.2267 | 64846.79 | 80x | cross |" in prompt
+    assert "Funding rate (BTC/USDT:USDT): 0.01% per funding interval, next funding 2024-07-28T16:00:00+00:00" in prompt
+    assert "the venue allows up to 125x" in prompt

@@ -1,4 +1,7 @@
-"""One strategy, four venues, by changing only its YAML (issue 8): the account step of the real
+"""One strategy file, its venue block changed and nothing else (issue 8): the shipped equities
+file on paper, IBKR and the webhook; the shipped spot crypto file on Binance through ccxt (its
+instruments narrowed to BTC/USDT, the one pair the recorded markets and ticker cover) and the
+webhook — IBKR trades the equities, Binance the crypto. The account step of the real
 pipeline — PLAN (technical stop, 1 % sizing at the protective limit) → VALIDATE (guards asking the
 venue) → EXECUTE (one ``create_bracket``) → reconcile — against the paper exchange, Binance through
 ccxt, IBKR through ib_async and a signed webhook; with a crash between the venue's answer and the
@@ -168,24 +171,31 @@ def test_ibkr_manual_position_is_a_duplicate(env):
     assert ib.placed == []
 
 
-def test_webhook(env):
-    """The same file with ``venue: {kind: webhook, …}``: one signed POST for the bracket, SENT."""
+BTC_END = datetime(2026, 3, 1, 0, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize(("shipped", "inst", "end", "equity"), [("equities_1d_spy_aapl", "AAPL", AAPL_END, 100_000),
+                                                               ("spot_4h_majors", "BTC/USDT", BTC_END, 10_000)])
+def test_webhook(env, shipped, inst, end, equity):
+    """Either shipped spot file with ``venue: {kind: webhook, …}``: one signed POST for the bracket, SENT."""
     with WebhookReceiver(HOOK_SECRET) as hook:
         env.setenv("TRADING_WEBHOOK_URL", hook.url)
-        env.setattr(services, "WALL_CLOCK", lambda: AAPL_END + timedelta(hours=1))
-        spec = spec_with("equities_1d_spy_aapl", {"kind": "webhook", "equity": 100_000})
+        env.setattr(services, "WALL_CLOCK", lambda: end + timedelta(hours=1))
+        spec = spec_with(shipped, {"kind": "webhook", "equity": equity})
         rt = default_resources()["trading"].runtime(spec)
-        sig, market = forced_buy(rt, "AAPL", AAPL_END)
+        sig, market = forced_buy(rt, inst, end)
         crash_once(env)
         with pytest.raises(Crash):
-            run(rt, "AAPL", AAPL_END, sig, market)
-        out = run(default_resources()["trading"].runtime(spec), "AAPL", AAPL_END, sig, market)
-        intent = out.intents["AAPL"]
+            run(rt, inst, end, sig, market)
+        out = run(default_resources()["trading"].runtime(spec), inst, end, sig, market)
+        intent = out.intents[inst]
         assert intent.status is IntentStatus.SENT, intent.reason
         assert len(hook.orders) == 1 and len(hook.requests) == 2  # re-sent under the same Idempotency-Key
         [accepted] = hook.orders.values()
         body = accepted.body
-        assert (body["instrument"], body["side"], body["type"], body["quantity"]) == ("AAPL", "buy", "limit", intent.quantity)
+        assert (body["instrument"], body["side"], body["type"], body["quantity"]) == (inst, "buy", "limit", intent.quantity)
+        # the 1 % rule on the configured sizing equity, at the protective limit
+        assert intent.risk_amount <= equity * 0.01 + 1e-6 and intent.equity == equity
         assert [leg["role"] for leg in body["legs"]] == ["stop_loss", "take_profit"]
         assert body["legs"][0]["trigger_price"] == intent.stop and body["legs"][1]["price"] == intent.take_profit
         intents, orders, _ = ledger(rt)
@@ -206,7 +216,7 @@ def test_ccxt_binance_spot(env):
     # BTC/USDT only: the recorded exchangeInfo (ccxt's static markets fixture) has no SOLUSDT, the ticker is BTCUSDT's
     spec = spec_with("spot_4h_majors", {"kind": "ccxt", "exchange": "binance"}, instruments=["BTC/USDT"])
     rt = default_resources()["trading"].runtime(spec)
-    end = datetime(2026, 3, 1, 0, 0, tzinfo=timezone.utc)
+    end = BTC_END
     env.setattr(services, "WALL_CLOCK", lambda: end + timedelta(hours=1))
     sig, market = forced_buy(rt, "BTC/USDT", end)
     fake.fill_price["BTCUSDT"] = f"{market.last_close:.2f}"

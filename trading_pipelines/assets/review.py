@@ -389,11 +389,15 @@ def account_results(spec: StrategySpec, k: dict, book: str, outcomes: list[servi
     yield dg.MaterializeResult(asset_key=k["validated_intents"], metadata={
         "book": book, "guards": dg.MetadataValue.md(_md_table(["window", "instrument", "guard", "result", "message"], guard_rows)
                                                     if guard_rows else "_no guards ran (no trade)_")})
-    order_rows = [[window_key(spec, w), i, o["client_order_id"], o["role"], o["side"], f"{o['quantity']:g}", o["status"]]
+    order_rows = [[window_key(spec, w), i, o["client_order_id"], o["role"], o["side"], o["type"], f"{o['quantity']:g}",
+                   o["price"] or "", o["trigger_price"] or "", o["status"]]
                   for w, i, _, _, ords in rows for o in ords][-_TABLE_ROWS:]
+    # the mode is the discriminator of the ledger's orders (spot and futures never share a strategy):
+    # `trading-pipelines history --mode spot|futures` lists them per mode across strategies
     yield dg.MaterializeResult(asset_key=k["orders"], metadata={
-        "book": book, "order_count": sum(len(o) for *_, o in rows),
-        "orders": dg.MetadataValue.md(_md_table(["window", "instrument", "client order id", "role", "side", "qty", "status"], order_rows)
+        "book": book, "mode": spec.mode.value, "venue": spec.venue.kind, "order_count": sum(len(o) for *_, o in rows),
+        "orders": dg.MetadataValue.md(_md_table(["window", "instrument", "client order id", "role", "side", "type", "qty",
+                                                 "limit", "trigger", "status"], order_rows)
                                       if order_rows else "_no orders_")})
     last = outcomes[-1].snapshot
     yield dg.MaterializeResult(asset_key=k["portfolio_snapshots"], metadata={
