@@ -77,7 +77,7 @@ def forced_buy(rt, instrument: str, end: datetime):
 
 
 def run(rt, instrument, end, sig, market):
-    return services.account_window(rt, end, {instrument: sig}, {instrument: market}, "e2e", "e2e-run")
+    return services.account_window(rt, end, {instrument: sig}, {instrument: market}, f"{end:%Y-%m-%d-%H:%M}", "e2e-run")
 
 
 def crash_once(monkeypatch):
@@ -236,3 +236,25 @@ def test_ccxt_binance_spot(env):
     rt2 = default_resources()["trading"].runtime(spec)
     assert rt2.instrument("BTC/USDT").model_dump(include={"lot_step", "min_qty", "tick_size", "min_notional"}) == \
         rt2.venue.instrument_rules("BTC/USDT") == {"lot_step": 0.00001, "min_qty": 0.00001, "tick_size": 0.01, "min_notional": 5.0}
+
+
+def test_webhook_positions_are_what_the_ledger_sent_fail_closed(env):
+    """A webhook reports nothing back, so the book counts what it SENT: a second entry on AAPL is a
+    duplicate, and a sell exits exactly the quantity the entry sent."""
+    with WebhookReceiver(HOOK_SECRET) as hook:
+        env.setenv("TRADING_WEBHOOK_URL", hook.url)
+        spec = spec_with("equities_1d_spy_aapl", {"kind": "webhook", "equity": 100_000})
+        ends = [AAPL_END, AAPL_END + timedelta(days=1), AAPL_END + timedelta(days=2)]
+        intents = []
+        for end, action in zip(ends, ("buy", "buy", "sell")):
+            env.setattr(services, "WALL_CLOCK", lambda end=end: end + timedelta(hours=1))
+            rt = default_resources()["trading"].runtime(spec)
+            sig, market = forced_buy(rt, "AAPL", end)
+            intents.append(run(rt, "AAPL", end, sig.model_copy(update={"action": action}), market).intents["AAPL"])
+        first, second, exit_ = intents
+        assert first.status is IntentStatus.SENT and first.quantity == 363.0
+        assert second.status is IntentStatus.REJECTED and "duplicate_position" in second.reason
+        assert exit_.status is IntentStatus.SENT and exit_.kind.value == "exit"
+        bodies = [a.body for a in hook.orders.values()]
+        assert len(bodies) == 2 and bodies[1]["role"] == "exit" and bodies[1]["reduce_only"] is True
+        assert (bodies[1]["side"], bodies[1]["quantity"]) == ("sell", 363.0)

@@ -264,13 +264,13 @@ def _refuse_live(rt: services.Runtime, acknowledge_risk: bool, environ) -> None:
             raise Refused(f"LIVE execution refused on the {rt.venue.name} venue: {why}")
 
 
-def _dry_run_orders(rt: services.Runtime, intent, placed_at: datetime) -> list[Order]:
+def _dry_run_orders(s, rt: services.Runtime, intent, placed_at: datetime) -> list[Order]:
     """The orders :func:`services._send` would place for ``intent``, as DRY_RUN orders."""
     if intent.kind is IntentKind.ENTRY:
         slip = rt.limits.max_entry_slippage_pct
         requests = services.order_requests(intent, slip, rt.instrument(intent.instrument).tick_size)
     else:
-        pos = next((p for p in rt.venue.fetch_positions() if p.instrument == intent.instrument), None)
+        pos = next((p for p in services.book_positions(s, rt) if p.instrument == intent.instrument), None)
         if pos is None:  # the re-check's position_exists guard stands before this
             raise Refused(f"no {intent.instrument} position to exit")
         requests = [OrderRequest(client_order_id=client_order_id(intent.intent_id, OrderRole.EXIT),
@@ -324,7 +324,7 @@ def execute_intent(rt: services.Runtime, intent_id: str, mode: ExecutionMode | s
             return intent_report(s, intent_id)
         placed_at = max(intent.window_end, clock) if clock else intent.window_end
         if mode is ExecutionMode.DRY_RUN:
-            orders = _dry_run_orders(rt, intent, placed_at)
+            orders = _dry_run_orders(s, rt, intent, placed_at)
             repo.record_orders(s, lin, intent_id, rt.spec.mode.value, rt.venue.name, orders,
                                status_override=OrderStatus.DRY_RUN.value)
             repo.set_intent_status(s, lin, intent_id, IntentStatus.DRY_RUN,

@@ -59,6 +59,8 @@ from trading_pipelines.domain.models import (
     OrderStatus,
     OrderType,
     PortfolioSnapshot,
+    Position,
+    PositionSide,
     Signal,
     TradeIntent,
 )
@@ -902,11 +904,32 @@ def _late(s, rt: Runtime, window_end: datetime, lin: repo.Lineage) -> datetime |
     return clock if clock is not None and clock > window_end else None
 
 
+def book_positions(s, rt: Runtime) -> list[Position]:
+    """The book's open positions: what the venue reports; for a fire-and-forget venue (a webhook,
+    ``reports_positions`` False) what the ledger sent it — fail closed: an entry SENT on an
+    instrument counts as open until an exit on that instrument is SENT after it (so a second
+    entry is a duplicate, and an exit has a position to close), at the planned entry price."""
+    if getattr(rt.venue, "reports_positions", True):
+        return rt.venue.fetch_positions()
+    rows = s.execute(select(IntentRow).where(IntentRow.strategy == rt.spec.name, IntentRow.book == rt.book,
+                                             IntentRow.status == IntentStatus.SENT.value)
+                     .order_by(IntentRow.window_end)).scalars().all()
+    open_: dict[str, IntentRow] = {}
+    for r in rows:
+        if r.kind == IntentKind.ENTRY.value:
+            open_[r.instrument] = r
+        elif r.kind == IntentKind.EXIT.value:
+            open_.pop(r.instrument, None)
+    return [Position(instrument=r.instrument, side=PositionSide(r.position_side), quantity=r.quantity, entry_price=r.entry,
+                     mark_price=r.entry, leverage=r.leverage, margin=r.margin, opened_at=r.window_end)
+            for r in open_.values()]
+
+
 def account_view(s, rt: Runtime, window_end: datetime) -> AccountView:
     """Guards' view of the book, from the venue: free cash net of reserved, equity, positions,
     resting entries, the venue clock; the day's starting equity from the ledger's snapshots."""
     bal = rt.venue.fetch_balance()
-    positions = tuple(rt.venue.fetch_positions())
+    positions = tuple(book_positions(s, rt))
     resting = tuple(sorted({o.request.instrument for o in rt.venue.fetch_open_orders() if o.request.role is OrderRole.ENTRY}))
     day = _day_start(s, rt, window_end)
     return AccountView(free_cash=bal.free, equity=bal.equity, day_start_equity=day if day is not None else bal.equity,
@@ -941,7 +964,7 @@ def _plan(s, rt: Runtime, lin: repo.Lineage, signal: Signal, market: MarketConte
     else:
         equity = rt.venue.fetch_balance().equity
         if signal.action in ("sell", "close") and not signal.no_trade_reason and not any(
-                p.instrument == lin.instrument for p in rt.venue.fetch_positions()):
+                p.instrument == lin.instrument for p in book_positions(s, rt)):
             # nothing to exit: a hold, not an order for the guards to refuse (spot is long-only)
             signal = signal.model_copy(update={"action": "hold", "thesis": f"hold: {signal.action} signal but no "
                                                f"{lin.instrument} position to exit ({signal.thesis})"})
@@ -1174,7 +1197,7 @@ def _send(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent, placed_at: dat
                                           position_side=intent.position_side.value, leverage=intent.leverage,
                                           reserve=reserve, margin_mode=intent.margin_mode)
         else:
-            pos = next((p for p in venue.fetch_positions() if p.instrument == intent.instrument), None)
+            pos = next((p for p in book_positions(s, rt) if p.instrument == intent.instrument), None)
             if pos is None:
                 raise ValueError(f"no {intent.instrument} position to exit")
             req = OrderRequest(client_order_id=client_order_id(intent.intent_id, OrderRole.EXIT), instrument=intent.instrument,

@@ -179,6 +179,7 @@ class WebhookVenue(Venue):
     """
 
     name = "webhook"
+    reports_positions = False  # nothing comes back: the account step counts what the ledger SENT (services.book_positions)
     simulated = False
 
     def __init__(self, *, url: str, account: str, secret: str | None, equity: float, timeout_s: float = 10.0,
