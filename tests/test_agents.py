@@ -234,23 +234,15 @@ def test_the_futures_prompt_reads_a_real_venue_binance_usdm_through_ccxt(env):
     premiumIndex and leverageBracket shapes of Binance's docs). Worked values from those answers:
     wallet 31.022612 USDT, a BTC/USDT:USDT position at 80x cross with liquidation 64846.78939917,
     funding 0.0001 (0.01 %) next at 2024-07-28 16:00 UTC, Binance's limit 125x."""
-    import ccxt
     from test_venue_ccxt import KEY as BKEY
     from test_venue_ccxt import SECRET as BSECRET
-    from test_venue_ccxt import FakeBinance
+    from test_venue_ccxt import FakeBinance, exchange_factory
 
     from trading_pipelines.venues import factory
 
     stub, runtime, engine = env
-    fake = FakeBinance()
-
-    def exchange(exchange_id):
-        ex = getattr(ccxt, exchange_id)()
-        ex.session = fake
-        return ex
-
     mp = pytest.MonkeyPatch()
-    mp.setattr(factory, "CLIENTS", {"ccxt": exchange})
+    mp.setattr(factory, "CLIENTS", {"ccxt": exchange_factory(FakeBinance())})
     mp.setenv("BINANCE_API_KEY", BKEY)
     mp.setenv("BINANCE_SECRET", BSECRET)
     try:

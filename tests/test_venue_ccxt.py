@@ -257,10 +257,18 @@ class FakeBinance(requests.Session):
                      if int(p.get("startTime", 0)) <= int(t["time"]) <= int(p.get("endTime", 2**62))]
 
 
+def exchange_factory(fake: FakeBinance):
+    """``exchange_id -> ccxt exchange`` whose HTTP session is ``fake`` (for ``venues.factory.CLIENTS["ccxt"]``)."""
+    def build(exchange_id: str) -> ccxt.Exchange:
+        exchange = getattr(ccxt, exchange_id)()
+        exchange.session = fake
+        return exchange
+    return build
+
+
 def make(exchange_id: str = "binance", **kw) -> tuple[CcxtVenue, FakeBinance]:
     fake = FakeBinance()
-    exchange = getattr(ccxt, exchange_id)()
-    exchange.session = fake
+    exchange = exchange_factory(fake)(exchange_id)
     mode = Mode.SPOT if exchange_id == "binance" else Mode.FUTURES
     venue = CcxtVenue(exchange_id=exchange_id, account="acct-test", mode=mode, api_key=KEY, secret=SECRET,
                       exchange=exchange, retry_initial_wait_s=0, **kw)

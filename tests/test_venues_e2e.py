@@ -20,12 +20,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import ccxt
 import pytest
 import yaml
 from fake_ib import FakeIB
 from sqlalchemy import select
-from test_venue_ccxt import KEY, SECRET, FakeBinance
+from test_venue_ccxt import KEY, SECRET, FakeBinance, exchange_factory
 from webhook_receiver import WebhookReceiver
 
 from trading_pipelines import services
@@ -206,13 +205,7 @@ def test_webhook(env, shipped, inst, end, equity):
 def test_ccxt_binance_spot(env):
     """spot_4h_majors with ``venue: {kind: ccxt, exchange: binance}``: a limit IOC entry then one OCO."""
     fake = FakeBinance()
-
-    def exchange(exchange_id):
-        ex = getattr(ccxt, exchange_id)()
-        ex.session = fake
-        return ex
-
-    env.setattr(factory, "CLIENTS", {"ccxt": exchange})
+    env.setattr(factory, "CLIENTS", {"ccxt": exchange_factory(fake)})
     # BTC/USDT only: the recorded exchangeInfo (ccxt's static markets fixture) has no SOLUSDT, the ticker is BTCUSDT's
     spec = spec_with("spot_4h_majors", {"kind": "ccxt", "exchange": "binance"}, instruments=["BTC/USDT"])
     rt = default_resources()["trading"].runtime(spec)

@@ -427,12 +427,7 @@ def cmd_ibkr(args) -> int:
 
     try:
         if args.action == "search":
-            from trading_pipelines.venues.ibkr import IbkrVenue
-
-            client = factory.CLIENTS.get("ibkr")
-            venue = IbkrVenue(host=args.host, port=args.port, client_id=args.client_id, account="",
-                              ib=client() if client else None)
-            venue.connect()
+            venue = factory.ibkr_venue(host=args.host, port=args.port, client_id=args.client_id, account="")
             rows = operations.search_contracts(venue, args.pattern)
         else:
             ensure_dagster_home()

@@ -66,14 +66,10 @@ from trading_pipelines.domain.models import (
     IntentStatus,
     Mode,
     Order,
-    OrderRequest,
-    OrderRole,
     OrderStatus,
-    OrderType,
     Signal,
     SpotAction,
 )
-from trading_pipelines.domain.ids import client_order_id
 from trading_pipelines.domain.planning import MarketContext, plan_intent
 from trading_pipelines.ledger import repo
 from trading_pipelines.ledger.db import session_scope
@@ -270,12 +266,10 @@ def _dry_run_orders(s, rt: services.Runtime, intent, placed_at: datetime) -> lis
         slip = rt.limits.max_entry_slippage_pct
         requests = services.order_requests(intent, slip, rt.instrument(intent.instrument).tick_size)
     else:
-        pos = next((p for p in services.book_positions(s, rt) if p.instrument == intent.instrument), None)
-        if pos is None:  # the re-check's position_exists guard stands before this
-            raise Refused(f"no {intent.instrument} position to exit")
-        requests = [OrderRequest(client_order_id=client_order_id(intent.intent_id, OrderRole.EXIT),
-                                 instrument=intent.instrument, side=pos.side.exit_side, type=OrderType.MARKET,
-                                 quantity=pos.quantity, role=OrderRole.EXIT, reduce_only=True)]
+        try:  # the re-check's position_exists guard stands before this
+            requests = [services.exit_request(s, rt, intent)[0]]
+        except ValueError as e:
+            raise Refused(str(e)) from None
     return [Order(client_order_id=r.client_order_id, venue_order_id=None, request=r, status=OrderStatus.DRY_RUN,
                   placed_at=placed_at) for r in requests]
 
@@ -357,17 +351,10 @@ def cancel_intent(rt: services.Runtime, intent_id: str, reason: str | None = Non
         status = IntentStatus(row.status)
         cancelled_at_venue: list[str] = []
         if status is IntentStatus.SUBMITTED:
-            primary = [o for o in s.execute(select(OrderRow).where(OrderRow.intent_id == intent_id)).scalars()
-                       if o.role in (OrderRole.ENTRY.value, OrderRole.EXIT.value)]
-            at_venue = [rt.venue.fetch_order(o.client_order_id, instrument=o.instrument) for o in primary]
-            filled = [v for v in at_venue if v is not None and (v.status is OrderStatus.FILLED or v.filled_quantity > 0)]
-            if filled:
-                raise Refused(f"intent {intent_id} already traded ({filled[0].request.role.value} "
-                              f"{filled[0].client_order_id} filled at {filled[0].average_price}); exit the position instead")
-            for o, v in zip(primary, at_venue):
-                if v is not None and v.status is OrderStatus.NEW:
-                    rt.venue.cancel_order(o.client_order_id)
-                    cancelled_at_venue.append(o.client_order_id)
+            try:
+                cancelled_at_venue = services.cancel_resting(s, rt, intent_id)
+            except ValueError as e:
+                raise Refused(str(e)) from None
         elif status in _NEVER_SENT or status is IntentStatus.PENDING:
             raise Refused(f"intent {intent_id} is {status.value}: nothing to cancel")
         elif status not in EXECUTABLE:

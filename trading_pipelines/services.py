@@ -217,13 +217,21 @@ class Analysis:
     account: AccountContext | None = None  # what the analyst was told of the book (providers with reads_account)
 
 
-def account_context(rt: Runtime, instrument: str) -> AccountContext:
+def account_snapshot(rt: Runtime) -> tuple:
+    """The live book's (balance, positions, open orders) read from the venue in one unit of work:
+    read once per analysis and shared by every instrument's account view."""
+    with rt.venue.unit_of_work():
+        return rt.venue.fetch_balance(), rt.venue.fetch_positions(), rt.venue.fetch_open_orders()
+
+
+def account_context(rt: Runtime, instrument: str, snapshot: tuple | None = None) -> AccountContext:
     """What the book's venue reports, as the analyst's prompt shows it (see
     :mod:`trading_pipelines.llm.context`). The live book: cash, positions, open orders and (futures)
     the venue's funding rate, leverage limit and margin mode, read now. A replay book: ``source``
     ``replay`` (its analysis runs before its account walk) with the strategy's leverage settings and
     whatever market terms the venue reports. A venue that cannot be read fails closed: the error
-    propagates and becomes this instrument's no-trade in :func:`analyze`."""
+    propagates and becomes this instrument's no-trade in :func:`analyze`. ``snapshot``: an
+    :func:`account_snapshot` already read (else it is read here)."""
     f = rt.spec.futures
     lev = dict(leverage=f.leverage, max_leverage=f.max_leverage, margin_mode=f.margin_mode) if f else {}
     terms = rt.venue.futures_terms(instrument) if rt.spec.mode is Mode.FUTURES else None
@@ -234,8 +242,7 @@ def account_context(rt: Runtime, instrument: str) -> AccountContext:
             lev["margin_mode"] = terms.margin_mode
     if rt.book != LIVE_BOOK:
         return AccountContext(source="replay", venue=rt.venue.name, **lev)
-    with rt.venue.unit_of_work():
-        bal, positions, orders = rt.venue.fetch_balance(), rt.venue.fetch_positions(), rt.venue.fetch_open_orders()
+    bal, positions, orders = snapshot if snapshot is not None else account_snapshot(rt)
     return AccountContext(
         source="venue", venue=rt.venue.name, cash=bal.cash, free_cash=bal.free, equity=bal.equity,
         positions=tuple(PositionView(instrument=p.instrument, side=p.side.value, quantity=p.quantity, entry_price=p.entry_price,
@@ -312,7 +319,7 @@ def slice_window(rt: Runtime, chunk: pd.DataFrame, window_end: datetime) -> pd.D
 
 def analyze(rt: Runtime, instrument: str, window_ends: list[datetime], run_id: str, partition_key=None,
             charts: bool = True, render=None, render_async=None, deferred: list | None = None,
-            call_workers: int | None = None) -> list[Analysis]:
+            call_workers: int | None = None, account: tuple | None = None) -> list[Analysis]:
     """Analyse ``window_ends`` of one instrument (any order, any subset): bars, frame, chart,
     signal, each signal recorded in the ledger. Errors stay in this instrument: bad data, a failed
     chart or a provider error becomes an :class:`Analysis` with ``error`` and a no-trade signal.
@@ -330,6 +337,7 @@ def analyze(rt: Runtime, instrument: str, window_ends: list[datetime], run_id: s
     path. The rules provider decides inline (no pool). A ``budget`` block (see :class:`_Budget`)
     turns a window whose call would exceed a spent limit into a recorded no-trade ``budget: …``.
     ``call_workers``: at most this many of the pool's calls (:func:`analyze_many`'s share).
+    ``account``: the live book's :func:`account_snapshot`, read once for all instruments.
     ``deferred`` is appended to from this thread only (list appends are atomic)."""
     ends = sorted(set(window_ends))
     pkey = partition_key or (lambda e: f"{instrument}|{e.isoformat()}")
@@ -371,7 +379,7 @@ def analyze(rt: Runtime, instrument: str, window_ends: list[datetime], run_id: s
         a.market = MarketContext(last_close=float(last["close"]), atr=atr, swing_low=low, swing_high=high)
     if getattr(rt.provider, "reads_account", False) and any(not a.error for a in out):
         try:
-            ctx = account_context(rt, instrument)
+            ctx = account_context(rt, instrument, account)
         except Exception as e:  # noqa: BLE001 - fail closed: no account view, no call, a recorded no-trade
             ctx = None
             for a in out:
@@ -455,6 +463,11 @@ def analyze_many(rt: Runtime, instruments: list[str], window_ends: list[datetime
     ``budget`` run instruments one after another: a budget admits calls in a serial order, and
     one instrument's spending must be seen by the next. Errors stay per instrument (see
     :func:`analyze`); a crash of one instrument's analysis is re-raised after the others finish."""
+    if getattr(rt.provider, "reads_account", False) and rt.book == LIVE_BOOK and "account" not in kwargs:
+        try:  # one read of the venue for every instrument's account view (a real venue: 3 requests, not 3 × N)
+            kwargs["account"] = account_snapshot(rt)
+        except Exception:  # noqa: BLE001 - each instrument reads again and records its own no-trade
+            pass
     limit = _call_workers(rt)
     cfg = getattr(rt.spec.template.signal_provider, "budget", None)
     side_by_side = min(len(instruments), limit) if limit and not (cfg is not None and cfg.limited) else 1
@@ -855,8 +868,8 @@ def _audit_events(s, rt: Runtime, lin: repo.Lineage, events: list[VenueEvent]) -
         repo.audit(s, repo.Lineage(rt.spec.name, ev.instrument, lin.partition_key, lin.run_id, rt.book), "venue_event",
                    kind=ev.kind, role=ev.role, client_order_id=ev.client_order_id, price=ev.price,
                    quantity=ev.quantity, time=ev.time.isoformat(), realized_pnl=ev.realized_pnl,
-                   reason=getattr(ev, "reason", "") or None)
-        if getattr(ev, "reason", ""):
+                   reason=ev.reason or None)
+        if ev.reason:
             rt._venue_reasons[ev.client_order_id] = f"{ev.kind}: {ev.reason}"
 
 
@@ -1173,6 +1186,18 @@ def order_requests(intent: TradeIntent, max_entry_slippage_pct: float | None = N
     ]
 
 
+def exit_request(s, rt: Runtime, intent: TradeIntent) -> tuple[OrderRequest, Position]:
+    """The reduce-only market order that closes the whole position the book holds on the exit
+    intent's instrument (:func:`book_positions`: what the venue reports), and that position.
+    Raises ``ValueError`` when there is none."""
+    pos = next((p for p in book_positions(s, rt) if p.instrument == intent.instrument), None)
+    if pos is None:
+        raise ValueError(f"no {intent.instrument} position to exit")
+    return OrderRequest(client_order_id=client_order_id(intent.intent_id, OrderRole.EXIT), instrument=intent.instrument,
+                        side=pos.side.exit_side, type=OrderType.MARKET, quantity=pos.quantity, role=OrderRole.EXIT,
+                        reduce_only=True), pos
+
+
 def _send(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent, placed_at: datetime) -> IntentStatus:
     """Send the intent's orders through the venue protocol (idempotent per client order id), then
     record them; or record DRY_RUN when a live venue is not acknowledged live. The venue commits
@@ -1197,12 +1222,7 @@ def _send(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent, placed_at: dat
                                           position_side=intent.position_side.value, leverage=intent.leverage,
                                           reserve=reserve, margin_mode=intent.margin_mode)
         else:
-            pos = next((p for p in book_positions(s, rt) if p.instrument == intent.instrument), None)
-            if pos is None:
-                raise ValueError(f"no {intent.instrument} position to exit")
-            req = OrderRequest(client_order_id=client_order_id(intent.intent_id, OrderRole.EXIT), instrument=intent.instrument,
-                               side=pos.side.exit_side, type=OrderType.MARKET, quantity=pos.quantity, role=OrderRole.EXIT,
-                               reduce_only=True)
+            req, pos = exit_request(s, rt, intent)
             orders = [venue.create_order(req, placed_at=placed_at, position_side=pos.side.value, leverage=pos.leverage)]
     repo.record_orders(s, lin, intent.intent_id, rt.spec.mode.value, venue.name, orders)
     repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.SUBMITTED,
@@ -1349,6 +1369,26 @@ def confirm(rt: Runtime, intent_id_: str, run_id: str = "cli") -> tuple[TradeInt
         return _finish(s, rt, lin, intent)
 
 
+def cancel_resting(s, rt: Runtime, intent_id_: str) -> list[str]:
+    """Cancel a SUBMITTED intent's resting entry or exit at the venue (its bracket legs go with
+    it); the client order ids cancelled. Refused with ``ValueError`` when the venue reports the
+    order traded, even in part (exit the position instead). Call under the book lock, after
+    :func:`_reconcile`."""
+    primary = [o for o in s.execute(select(OrderRow).where(OrderRow.intent_id == intent_id_)).scalars()
+               if o.role in (OrderRole.ENTRY.value, OrderRole.EXIT.value)]
+    at_venue = [rt.venue.fetch_order(o.client_order_id, instrument=o.instrument) for o in primary]
+    filled = [v for v in at_venue if v is not None and (v.status is OrderStatus.FILLED or v.filled_quantity > 0)]
+    if filled:
+        raise ValueError(f"intent {intent_id_} already traded ({filled[0].request.role.value} "
+                         f"{filled[0].client_order_id} filled at {filled[0].average_price}); exit the position instead")
+    cancelled = []
+    for o, v in zip(primary, at_venue):
+        if v is not None and v.status is OrderStatus.NEW:
+            rt.venue.cancel_order(o.client_order_id)
+            cancelled.append(o.client_order_id)
+    return cancelled
+
+
 def cancel(rt: Runtime, intent_id_: str, run_id: str = "cli") -> tuple[TradeIntent, list[dict]]:
     """Cancel an intent that has not traded: a VALIDATED or AWAITING_CONFIRMATION intent is marked
     CANCELLED; a SUBMITTED one has its resting orders cancelled at the venue first. An intent whose
@@ -1362,13 +1402,7 @@ def cancel(rt: Runtime, intent_id_: str, run_id: str = "cli") -> tuple[TradeInte
         lin = repo.Lineage(row.strategy, row.instrument, row.partition_key, run_id, row.book)
         status = IntentStatus(row.status)
         if status is IntentStatus.SUBMITTED:
-            primary = [o for o in s.execute(select(OrderRow).where(OrderRow.intent_id == intent_id_)).scalars()
-                       if o.role in ("entry", "exit")]
-            at_venue = [rt.venue.fetch_order(o.client_order_id, instrument=o.instrument) for o in primary]
-            if any(v is not None and v.status is OrderStatus.FILLED for v in at_venue):
-                raise ValueError(f"intent {intent_id_} already traded; exit the position instead")
-            for o in primary:
-                rt.venue.cancel_order(o.client_order_id)
+            cancel_resting(s, rt, intent_id_)
         elif status not in (IntentStatus.VALIDATED, IntentStatus.AWAITING_CONFIRMATION):
             raise ValueError(f"intent {intent_id_} is {status.value}: nothing to cancel")
         repo.set_intent_status(s, lin, intent_id_, IntentStatus.CANCELLED, f"cancelled by {run_id}")

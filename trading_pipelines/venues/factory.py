@@ -40,6 +40,18 @@ def _secret(environ: Mapping[str, str], name: str, what: str, strategy: str) -> 
     return value
 
 
+def ibkr_venue(*, host: str, port: int, client_id: int, account: str, connect_timeout_s: float = 10.0):
+    """An :class:`~.ibkr.IbkrVenue` connected to TWS / IB Gateway (``CLIENTS["ibkr"]``'s ``IB`` when
+    set) and reconciled on start: manual orders and positions are the venue's, and win."""
+    from trading_pipelines.venues.ibkr import IbkrVenue
+
+    client = CLIENTS.get("ibkr")
+    venue = IbkrVenue(host=host, port=port, client_id=client_id, account=account, ib=client() if client else None,
+                      connect_timeout_s=connect_timeout_s)
+    venue.connect()
+    return venue
+
+
 def make_venue(spec, market, venue_engine, book: str, environ: Mapping[str, str] = os.environ) -> Venue:
     """The venue of ``book`` for strategy ``spec`` (see the module doc). ``venue_engine``: the
     paper exchange's own store. Raises :class:`VenueConfigError` for a missing secret."""
@@ -60,13 +72,8 @@ def make_venue(spec, market, venue_engine, book: str, environ: Mapping[str, str]
                          margin_mode=spec.futures.margin_mode if spec.futures else "isolated",
                          exchange=client(v.exchange) if client else None, instruments=spec.instruments)
     if v.kind == "ibkr":
-        from trading_pipelines.venues.ibkr import IbkrVenue
-
-        client = CLIENTS.get("ibkr")
-        venue = IbkrVenue(host=v.host, port=v.port, client_id=v.client_id, account=v.account,
-                          ib=client() if client else None, connect_timeout_s=v.connect_timeout_s)
-        venue.connect()  # reconcile on start: manual orders and positions are the venue's, and win
-        return venue
+        return ibkr_venue(host=v.host, port=v.port, client_id=v.client_id, account=v.account,
+                          connect_timeout_s=v.connect_timeout_s)
     if v.kind == "webhook":
         from trading_pipelines.venues.webhook import WebhookVenue
 
@@ -77,4 +84,4 @@ def make_venue(spec, market, venue_engine, book: str, environ: Mapping[str, str]
     raise VenueConfigError(f"strategy {spec.name!r}: unknown venue kind {v.kind!r}")
 
 
-__all__ = ["CLIENTS", "VenueConfigError", "make_venue"]
+__all__ = ["CLIENTS", "VenueConfigError", "ibkr_venue", "make_venue"]

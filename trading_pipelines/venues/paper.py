@@ -75,13 +75,6 @@ BarsFn = Callable[[str, datetime, datetime], pd.DataFrame]
 _EPS = 1e-9
 
 
-@dataclass(frozen=True)
-class PaperVenueEvent(VenueEvent):
-    """A :class:`VenueEvent` that says why (an expiry, a rejection, a re-anchoring cancel)."""
-
-    reason: str = ""
-
-
 def _iso(t: datetime | None) -> str | None:
     return t.isoformat() if t is not None else None
 
@@ -454,8 +447,8 @@ class PaperExchange(SimulatedVenue):
         why = (f"re-anchored: take-profit {self._fmt(entry.instrument, target.price)} is not {beyond} the fill "
                f"{self._fmt(entry.instrument, fill)}; cancelled, the stop stays")
         self._end(b, target, OrderStatus.CANCELLED)
-        return [PaperVenueEvent("cancelled", entry.instrument, target.client_order_id, target.role, target.price,
-                                target.quantity, time, reason=why)]
+        return [VenueEvent("cancelled", entry.instrument, target.client_order_id, target.role, target.price,
+                           target.quantity, time, reason=why)]
 
     def _fill(self, b: _Book, o: _Order, price: float, time: datetime) -> float:
         price = self._on_tick(o.instrument, price)
@@ -510,8 +503,8 @@ class PaperExchange(SimulatedVenue):
                            f"{self._fmt(instrument, o.price)}")
                     self._end(b, o, OrderStatus.CANCELLED)
                     self._cancel_children(b, o.client_order_id)
-                    events.append(PaperVenueEvent("expired", instrument, o.client_order_id, o.role, bar.open, o.quantity,
-                                                  bar.open_time, reason=why))
+                    events.append(VenueEvent("expired", instrument, o.client_order_id, o.role, bar.open, o.quantity,
+                                             bar.open_time, reason=why))
                     continue
             else:
                 price = market_fill_price(Side(o.side), bar, self.slippage_bps)
@@ -527,8 +520,8 @@ class PaperExchange(SimulatedVenue):
                 if reason:
                     self._end(b, o, OrderStatus.REJECTED)
                     self._cancel_children(b, o.client_order_id)
-                    events.append(PaperVenueEvent("rejected", instrument, o.client_order_id, o.role, price, o.quantity,
-                                                  bar.open_time, reason=reason))
+                    events.append(VenueEvent("rejected", instrument, o.client_order_id, o.role, price, o.quantity,
+                                             bar.open_time, reason=reason))
                     continue
                 price = self._fill(b, o, price, bar.open_time)
                 self._open_position(b, o, price, bar.open_time)
@@ -537,8 +530,8 @@ class PaperExchange(SimulatedVenue):
             else:  # exit
                 if pos is None:  # nothing to reduce: the venue refuses a reduce-only order
                     self._end(b, o, OrderStatus.REJECTED)
-                    events.append(PaperVenueEvent("rejected", instrument, o.client_order_id, o.role, price, o.quantity,
-                                                  bar.open_time, reason="no position to reduce"))
+                    events.append(VenueEvent("rejected", instrument, o.client_order_id, o.role, price, o.quantity,
+                                             bar.open_time, reason="no position to reduce"))
                     continue
                 events.append(self._close_with(b, o, pos, price, bar.open_time))
         pos = b.positions.get(instrument)
@@ -619,4 +612,4 @@ class PaperExchange(SimulatedVenue):
             self._end(b, o, OrderStatus.CANCELLED)
 
 
-__all__ = ["BarsFn", "PaperExchange", "PaperVenueEvent"]
+__all__ = ["BarsFn", "PaperExchange"]
