@@ -207,12 +207,43 @@ class OrderRole(str, enum.Enum):
 
 
 class OrderStatus(str, enum.Enum):
-    NEW = "NEW"  # accepted, resting at the venue (or waiting for its parent to fill)
+    """The state of one order leg (entry, stop-loss, take-profit, exit), as NautilusTrader's
+    ``OrderStatus``: INITIALIZED → SUBMITTED → ACCEPTED → PARTIALLY_FILLED → FILLED | CANCELED |
+    EXPIRED | REJECTED, plus UNKNOWN (sent, no answer yet: never re-sent, only looked up). The
+    transitions and the fold of venue reports live in :mod:`trading_pipelines.domain.orders`.
+
+    A venue reports ACCEPTED (resting, or held by the venue: an IBKR ``Inactive`` order, its
+    reason on :attr:`Order.reason`), PARTIALLY_FILLED, FILLED, CANCELED, EXPIRED (an IOC entry that
+    did not fill, or filled only ``filled_quantity``) or REJECTED. DRY_RUN and SENT never reach a
+    venue's book: DRY_RUN is recorded and never sent; SENT is delivered to a fire-and-forget venue
+    (a webhook: a 2xx), which reports nothing back."""
+
+    INITIALIZED = "INITIALIZED"
+    SUBMITTED = "SUBMITTED"
+    ACCEPTED = "ACCEPTED"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
     FILLED = "FILLED"
-    CANCELLED = "CANCELLED"
+    CANCELED = "CANCELED"
+    EXPIRED = "EXPIRED"
     REJECTED = "REJECTED"
-    DRY_RUN = "DRY_RUN"  # recorded, never sent
-    SENT = "SENT"  # delivered to a fire-and-forget venue (webhook: a 2xx); the venue reports nothing back
+    UNKNOWN = "UNKNOWN"
+    DRY_RUN = "DRY_RUN"
+    SENT = "SENT"
+
+    @classmethod
+    def _missing_(cls, value):
+        # values written before migration 0008 (paper venue state, old ledgers)
+        return {"NEW": cls.ACCEPTED, "CANCELLED": cls.CANCELED}.get(value)
+
+    @property
+    def working(self) -> bool:
+        """At the venue and able to fill (or possibly so: SUBMITTED, UNKNOWN)."""
+        return self in (OrderStatus.SUBMITTED, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED, OrderStatus.UNKNOWN)
+
+    @property
+    def terminal(self) -> bool:
+        return self in (OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED,
+                        OrderStatus.DRY_RUN, OrderStatus.SENT)
 
 
 class OrderRequest(Frozen):
@@ -262,6 +293,7 @@ class Order(Frozen):
     placed_at: datetime
     filled_quantity: float = 0.0
     average_price: float | None = None
+    reason: str = ""  # the venue's words for a rejection, an expiry or a hold (IBKR ``Inactive``)
 
 
 class Position(Frozen):

@@ -101,10 +101,10 @@ class _Order:
     position_side: str | None = None
     leverage: float = 1.0
     reserved: float = 0.0
-    status: str = OrderStatus.NEW.value
+    status: str = OrderStatus.ACCEPTED.value
     filled_at: datetime | None = None
     fill_price: float | None = None
-    armed: bool = False  # a bracket leg goes live once its entry fills
+    armed: bool = False  # a bracket leg goes live once its entry fills (a leg with no parent: at once)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -115,6 +115,7 @@ class _Order:
     def from_json(cls, d: dict) -> "_Order":
         d = dict(d)
         d["placed_at"], d["filled_at"] = _dt(d["placed_at"]), _dt(d.get("filled_at"))
+        d["status"] = OrderStatus(d.get("status", OrderStatus.ACCEPTED.value)).value  # NEW/CANCELLED before 0008
         return cls(**d)
 
     def domain(self) -> Order:
@@ -382,6 +383,8 @@ class PaperExchange(SimulatedVenue):
             if o.parent_client_order_id:
                 parent = b.orders.get(o.parent_client_order_id) or self.fetch_order(o.parent_client_order_id)
                 o.armed = parent is not None and parent.status in (OrderStatus.FILLED.value, OrderStatus.FILLED)
+            else:  # a protective leg placed for an open position (the engine's repair): live at once
+                o.armed = o.role in (OrderRole.STOP_LOSS.value, OrderRole.TAKE_PROFIT.value)
             b.orders[o.client_order_id] = o
             return o.domain()
 
@@ -393,7 +396,7 @@ class PaperExchange(SimulatedVenue):
                 if known is None:
                     raise VenueError(f"unknown order {client_order_id}")
                 return known  # already filled, cancelled or rejected: nothing to do
-            self._end(b, o, OrderStatus.CANCELLED)
+            self._end(b, o, OrderStatus.CANCELED)
             self._cancel_children(b, client_order_id)
             return o.domain()
 
@@ -446,7 +449,7 @@ class PaperExchange(SimulatedVenue):
         beyond = "above" if (entry.position_side or "long") == PositionSide.LONG.value else "below"
         why = (f"re-anchored: take-profit {self._fmt(entry.instrument, target.price)} is not {beyond} the fill "
                f"{self._fmt(entry.instrument, fill)}; cancelled, the stop stays")
-        self._end(b, target, OrderStatus.CANCELLED)
+        self._end(b, target, OrderStatus.CANCELED)
         return [VenueEvent("cancelled", entry.instrument, target.client_order_id, target.role, target.price,
                            target.quantity, time, reason=why)]
 
@@ -492,7 +495,7 @@ class PaperExchange(SimulatedVenue):
         for o in resting:
             protected = o.type == OrderType.LIMIT.value and o.role == OrderRole.ENTRY.value and o.price is not None
             if (o.type != OrderType.MARKET.value and not protected) or o.placed_at > bar.open_time \
-                    or o.status != OrderStatus.NEW.value:
+                    or o.status != OrderStatus.ACCEPTED.value:
                 continue
             pos = b.positions.get(instrument)
             if protected:  # IOC at this open: fills within its limit or expires
@@ -501,7 +504,7 @@ class PaperExchange(SimulatedVenue):
                     beyond = "above" if o.side == Side.BUY.value else "below"
                     why = (f"gap: open {self._fmt(instrument, bar.open)} {beyond} protective limit "
                            f"{self._fmt(instrument, o.price)}")
-                    self._end(b, o, OrderStatus.CANCELLED)
+                    self._end(b, o, OrderStatus.EXPIRED)
                     self._cancel_children(b, o.client_order_id)
                     events.append(VenueEvent("expired", instrument, o.client_order_id, o.role, bar.open, o.quantity,
                                              bar.open_time, reason=why))
@@ -604,12 +607,12 @@ class PaperExchange(SimulatedVenue):
 
     def _cancel_children(self, b: _Book, parent_cid: str) -> None:
         for child in [o for o in b.orders.values() if o.parent_client_order_id == parent_cid]:
-            self._end(b, child, OrderStatus.CANCELLED)
+            self._end(b, child, OrderStatus.CANCELED)
 
     def _cancel_brackets(self, b: _Book, instrument: str) -> None:
         for o in [o for o in b.orders.values() if o.instrument == instrument and o.reduce_only
                   and o.role in (OrderRole.STOP_LOSS.value, OrderRole.TAKE_PROFIT.value)]:
-            self._end(b, o, OrderStatus.CANCELLED)
+            self._end(b, o, OrderStatus.CANCELED)
 
 
 __all__ = ["BarsFn", "PaperExchange"]

@@ -35,6 +35,38 @@ class VenueError(RuntimeError):
     """The venue refused a request (unknown order, nothing to exit, …). The message says why."""
 
 
+# The errors the execution engine understands. Each adapter maps its venue's errors to these once
+# (ccxt's exception classes and Binance's codes in ``ccxt_venue``, IB's error codes in ``ibkr``);
+# clock skew (Binance −1021) and rate limits (429/418 with ``Retry-After``) are handled inside the
+# adapter (resync, wait, retry) and surface only as :class:`VenueUnavailable` when they persist.
+
+
+class OrderRejected(VenueError):
+    """The venue refused this order for good: insufficient funds (Binance −2010), an invalid order
+    (filters, min notional, a reduce-only order with nothing to reduce). Final: the leg is REJECTED,
+    the intent FAILED with ``message``, and the window goes on. ``code``: the venue's error code
+    when it gives one."""
+
+    def __init__(self, message: str, code: str | int | None = None):
+        super().__init__(message)
+        self.code = code
+
+
+class VenueUnavailable(VenueError):
+    """The venue did not answer after the adapter's retries (network, timeout, 5xx, a persistent
+    rate limit or clock skew). For a read: nothing is known, try again later."""
+
+
+class OrderStateUnknown(VenueUnavailable):
+    """An order placement was sent and no answer came back: the order may or may not exist at the
+    venue. The leg is UNKNOWN; it is never sent again, only looked up (:meth:`Venue.lookup_order`)
+    until the venue answers found or definitely not found. ``client_order_id``: the leg's id."""
+
+    def __init__(self, message: str, client_order_id: str):
+        super().__init__(message)
+        self.client_order_id = client_order_id
+
+
 @dataclass(frozen=True)
 class Balance:
     """The account's money in quote currency.
@@ -138,6 +170,24 @@ class Venue(ABC):
         return [first] + [self.create_order(r, placed_at=placed_at, position_side=position_side, leverage=leverage)
                           for r in (stop_loss, take_profit)]
 
+    def lookup_order(self, client_order_id: str, instrument: str | None = None,
+                     since: datetime | None = None) -> Order | None:
+        """Look an order up after a lost answer: the order, or None only when the venue says it
+        definitely does not hold it (Binance: ``origClientOrderId`` misses *and* ``allOrders``
+        from ``since`` does not list it). Raises :class:`VenueUnavailable` when the venue does not
+        answer. The default is :meth:`fetch_order` (venues whose look-up is authoritative)."""
+        return self.fetch_order(client_order_id, instrument=instrument)
+
+    def create_protection(self, stop_loss: OrderRequest, take_profit: OrderRequest | None, *, placed_at: datetime,
+                          position_side: str, leverage: float = 1.0) -> list[Order]:
+        """Place the reduce-only exit legs of an *open* position (the entry already filled): a
+        stop-loss for the open quantity and, when given, a take-profit, one-cancels-other where the
+        venue has it (Binance spot: one OCO list; IBKR: one OCA group). Each leg is idempotent on
+        its client order id. Returns the legs as the venue reports them. The default places them
+        one after the other."""
+        legs = [stop_loss] + ([take_profit] if take_profit is not None else [])
+        return [self.create_order(r, placed_at=placed_at, position_side=position_side, leverage=leverage) for r in legs]
+
     def futures_terms(self, instrument: str) -> FuturesTerms | None:
         """Funding rate, leverage limit and margin mode of a perpetual (None: spot, or unknown)."""
         return None
@@ -165,4 +215,5 @@ class SimulatedVenue(Venue):
         account-wide figures are those of ``as_of``). The clock never moves backwards."""
 
 
-__all__ = ["Balance", "FuturesTerms", "SimulatedVenue", "Venue", "VenueError", "VenueEvent"]
+__all__ = ["Balance", "FuturesTerms", "OrderRejected", "OrderStateUnknown", "SimulatedVenue", "Venue", "VenueError",
+           "VenueEvent", "VenueUnavailable"]
