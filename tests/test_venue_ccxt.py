@@ -47,11 +47,12 @@ class Crash(BaseException):
     """The process dies (not an Exception: nothing retries or translates it)."""
 
 
-def _response(url: str, status: int, body) -> requests.Response:
+def _response(url: str, status: int, body, headers: dict | None = None) -> requests.Response:
     r = requests.Response()
     r.status_code, r.url, r.reason = status, url, "OK" if status == 200 else "Bad Request"
     r._content = json.dumps(body).encode()
     r.headers["Content-Type"] = "application/json"
+    r.headers.update(headers or {})
     return r
 
 
@@ -64,7 +65,9 @@ class FakeBinance(requests.Session):
     headers) and keeps a small order book so look-ups see what was placed. ``script`` maps
     ``"METHOD /path"`` to a list of steps consumed one per matching request: an exception to
     raise before the request is handled, ``"lost"`` (handle it, then raise a read timeout: the
-    answer is lost), or ``(status, body)`` to answer instead."""
+    answer is lost), ``(status, body)`` or ``(status, body, headers)`` to answer instead, or None
+    to handle the request normally. ``spot_fill_ratio``: the part of a spot LIMIT (IOC) entry that
+    fills before the rest EXPIRES; ``commission_asset``: where the 0.1 % spot commission is taken."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -77,6 +80,8 @@ class FakeBinance(requests.Session):
         self.balances = {"USDT": ["1000.00000000", "0.00000000"], "BTC": ["0.00000000", "0.00000000"]}
         self.my_trades: dict[str, list] = {}
         self.spot_expire_limit = False
+        self.spot_fill_ratio = 1.0
+        self.commission_asset = "BTC"
 
     # ---------------------------------------------------------------- plumbing
     def request(self, method, url, data=None, headers=None, **kw):
@@ -91,6 +96,8 @@ class FakeBinance(requests.Session):
             raise step
         if isinstance(step, tuple):
             return _response(url, *step)
+        if callable(step):
+            step()
         status, answer = self.handle(method, parts.path, params)
         if step == "lost":
             raise requests.exceptions.ReadTimeout("read timed out")
@@ -121,17 +128,28 @@ class FakeBinance(requests.Session):
     def h_POST_api_v3_order(self, p):
         sym, qty = p["symbol"], p["quantity"]
         price = self.fill_price[sym]
-        expired = p["type"] == "LIMIT" and self.spot_expire_limit
+        if p["type"] not in ("MARKET", "LIMIT"):  # a lone stop leg rests
+            o = {"symbol": sym, "orderId": self._id(), "orderListId": -1, "clientOrderId": p["newClientOrderId"],
+                 "transactTime": NOW_MS, "price": p.get("price", "0.00000000"), "origQty": qty, "executedQty": "0.00000000",
+                 "cummulativeQuoteQty": "0.00000000", "status": "NEW", "timeInForce": p.get("timeInForce", "GTC"),
+                 "type": p["type"], "side": p["side"], "stopPrice": p.get("stopPrice"), "workingTime": -1,
+                 "selfTradePreventionMode": "NONE"}
+            self.orders[o["clientOrderId"]] = o
+            return 200, o
+        ratio = 0.0 if p["type"] == "LIMIT" and self.spot_expire_limit else (self.spot_fill_ratio if p["type"] == "LIMIT" else 1.0)
+        done = f"{float(qty) * ratio:.8f}"
+        expired = ratio < 1.0
         o = {"symbol": sym, "orderId": self._id(), "orderListId": -1, "clientOrderId": p["newClientOrderId"],
              "transactTime": NOW_MS, "price": p.get("price", "0.00000000"), "origQty": qty,
-             "executedQty": "0.00000000" if expired else qty,
-             "cummulativeQuoteQty": "0.00000000" if expired else f"{float(qty) * float(price):.8f}",
+             "executedQty": done, "cummulativeQuoteQty": f"{float(done) * float(price):.8f}",
              "status": "EXPIRED" if expired else "FILLED", "timeInForce": p.get("timeInForce", "GTC"),
              "type": p["type"], "side": p["side"], "workingTime": NOW_MS, "selfTradePreventionMode": "NONE"}
-        fee = f"{float(qty) * 0.001:.8f}"  # 0.1 % commission taken in the bought asset
-        if not expired:
-            o["fills"] = [{"price": price, "qty": qty, "commission": fee, "commissionAsset": "BTC", "tradeId": self._id()}]
-            self.balances["BTC"][0] = f"{float(self.balances['BTC'][0]) + float(qty) - float(fee):.8f}"
+        fee = f"{float(done) * 0.001:.8f}"  # 0.1 % commission, taken in the bought asset unless commission_asset says
+        if float(done) > 0:
+            o["fills"] = [{"price": price, "qty": done, "commission": fee, "commissionAsset": self.commission_asset,
+                           "tradeId": self._id()}]
+            kept = float(fee) if self.commission_asset == "BTC" else 0.0
+            self.balances["BTC"][0] = f"{float(self.balances['BTC'][0]) + float(done) - kept:.8f}"
         self.orders[o["clientOrderId"]] = {k: v for k, v in o.items() if k != "fills"}
         return 200, o
 
@@ -170,6 +188,27 @@ class FakeBinance(requests.Session):
                      "transactionTime": NOW_MS, "symbol": p["symbol"],
                      "orders": [{"symbol": r["symbol"], "orderId": r["orderId"], "clientOrderId": r["clientOrderId"]}
                                 for r in reports], "orderReports": reports}
+
+    def _all(self, book: dict, p) -> tuple[int, list]:  # allOrders / allAlgoOrders: from startTime, oldest first
+        start = int(p.get("startTime", 0))
+        rows = [o for o in book.values() if o["symbol"] == p.get("symbol", o["symbol"])
+                and int(o.get("time") or o.get("transactTime") or o.get("updateTime") or o.get("createTime") or 0) >= start]
+        return 200, rows[: int(p.get("limit", 500))]
+
+    def h_GET_api_v3_allOrders(self, p):
+        return self._all(self.orders, p)
+
+    def h_GET_fapi_v1_allOrders(self, p):
+        return self._all(self.orders, p)
+
+    def h_GET_fapi_v1_allAlgoOrders(self, p):
+        return self._all(self.algo, p)
+
+    def h_GET_api_v3_time(self, p):
+        return 200, {"serverTime": NOW_MS}
+
+    def h_GET_fapi_v1_time(self, p):
+        return 200, {"serverTime": NOW_MS}
 
     def h_GET_api_v3_openOrders(self, p):
         return 200, [o for o in self.orders.values() if o["status"] == "NEW" and p.get("symbol") in (None, o["symbol"])]
@@ -449,7 +488,7 @@ def test_spot_bracket_is_entry_then_one_oco_sized_to_what_can_be_sold():
     entry = spot_entry()
     sl, tp = legs("BTC/USDT", Side.SELL, 0.001, 42000.0, 45000.0, entry.client_order_id)
     placed = venue.create_bracket(entry, sl, tp, placed_at=T0, position_side="long")
-    assert [o.status for o in placed] == [OrderStatus.FILLED, OrderStatus.NEW, OrderStatus.NEW]
+    assert [o.status for o in placed] == [OrderStatus.FILLED, OrderStatus.ACCEPTED, OrderStatus.ACCEPTED]
     assert [o.client_order_id for o in placed] == [entry.client_order_id, sl.client_order_id, tp.client_order_id]
     (oco,) = fake.calls("POST", "/api/v3/orderList/oco")
     assert signed(oco) and fake.log.index(oco) > fake.log.index(fake.calls("POST", "/api/v3/order")[0])
@@ -478,7 +517,9 @@ def test_spot_limit_entry_is_ioc_and_an_unfilled_entry_gets_no_legs():
     placed = venue.create_bracket(entry, sl, tp, placed_at=T0, position_side="long")
     post = fake.calls("POST", "/api/v3/order")[0]["params"]
     assert post["type"] == "LIMIT" and post["timeInForce"] == "IOC" and post["price"] == "43100"
-    assert [o.status for o in placed] == [OrderStatus.CANCELLED] * 3 and placed[0].filled_quantity == 0
+    assert [o.status for o in placed] == [OrderStatus.EXPIRED, OrderStatus.CANCELED, OrderStatus.CANCELED]
+    assert placed[0].filled_quantity == 0 and "0 of 0.001 filled" in placed[0].reason
+    assert all("not placed" in o.reason for o in placed[1:])
     assert not fake.calls("POST", "/api/v3/orderList/oco")
 
 
@@ -500,7 +541,7 @@ def test_spot_cancel_of_an_oco_leg_cancels_the_list():
     cancelled = venue.cancel_order(sl.client_order_id)
     (delete,) = fake.calls("DELETE", "/api/v3/order")
     assert delete["params"]["origClientOrderId"] == sl.client_order_id and signed(delete)
-    assert cancelled.status is OrderStatus.CANCELLED and venue.fetch_order(tp.client_order_id).status is OrderStatus.CANCELLED
+    assert cancelled.status is OrderStatus.CANCELED and venue.fetch_order(tp.client_order_id).status is OrderStatus.CANCELED
     assert venue.cancel_order(entry.client_order_id).status is OrderStatus.FILLED  # filled stays filled
     with pytest.raises(VenueError, match="unknown order"):
         venue.cancel_order("tp-cccccccccccccccccccccccc-en", instrument="BTC/USDT")
@@ -569,7 +610,7 @@ def test_futures_bracket_sets_margin_and_leverage_then_algo_reduce_only_legs():
     assert all(signed(c) for c in fake.calls("POST", "/fapi/v1/algoOrder"))
     lookups = fake.calls("GET", "/fapi/v1/algoOrder")
     assert [c["params"]["clientAlgoId"] for c in lookups] == [sl.client_order_id, tp.client_order_id]
-    assert [o.status for o in placed] == [OrderStatus.FILLED, OrderStatus.NEW, OrderStatus.NEW]
+    assert [o.status for o in placed] == [OrderStatus.FILLED, OrderStatus.ACCEPTED, OrderStatus.ACCEPTED]
     assert placed[0].filled_quantity == 0.012 and placed[0].average_price == 67450.0
     assert placed[1].request.quantity == placed[2].request.quantity == 0.012
 
@@ -584,7 +625,7 @@ def test_futures_conditional_orders_are_fetched_and_cancelled_on_the_algo_servic
     venue, fake = make("binanceusdm")
     entry, sl, tp, _ = futures_bracket(venue)
     got = again(venue).fetch_order(sl.client_order_id, instrument="BTC/USDT:USDT")  # fresh process: regular, then algo
-    assert got.request.role is OrderRole.STOP_LOSS and got.request.trigger_price == 66000.0 and got.status is OrderStatus.NEW
+    assert got.request.role is OrderRole.STOP_LOSS and got.request.trigger_price == 66000.0 and got.status is OrderStatus.ACCEPTED
     assert [c["path"] for c in fake.log[-2:]] == ["/fapi/v1/order", "/fapi/v1/algoOrder"]
     opened = venue.fetch_open_orders("BTC/USDT:USDT")
     assert [o.client_order_id for o in opened] == [sl.client_order_id, tp.client_order_id]
@@ -592,7 +633,7 @@ def test_futures_conditional_orders_are_fetched_and_cancelled_on_the_algo_servic
     cancelled = venue.cancel_order(tp.client_order_id)
     (delete,) = fake.calls("DELETE", "/fapi/v1/algoOrder")
     assert delete["params"]["clientAlgoId"] == tp.client_order_id and signed(delete)
-    assert cancelled.status is OrderStatus.CANCELLED and fake.algo[tp.client_order_id]["algoStatus"] == "CANCELED"
+    assert cancelled.status is OrderStatus.CANCELED and fake.algo[tp.client_order_id]["algoStatus"] == "CANCELED"
 
 
 def test_futures_positions_balance_and_terms_from_recorded_answers():
@@ -638,13 +679,20 @@ def test_fetch_my_trades_maps_fills_with_the_venue_trade_id():
         (1699972836420, 1699972836420 + 7 * 86400000 - 1), (1699972836420 + 7 * 86400000, 1699972836419 + 10 * 86400000)]
 
 
-@pytest.mark.parametrize("raw,expected", [("NEW", OrderStatus.NEW), ("PARTIALLY_FILLED", OrderStatus.NEW),
-                                          ("FILLED", OrderStatus.FILLED), ("CANCELED", OrderStatus.CANCELLED),
-                                          ("EXPIRED", OrderStatus.CANCELLED), ("REJECTED", OrderStatus.REJECTED)])
-def test_binance_order_status_maps_to_the_domain(raw, expected):
-    """Faked: HTTP transport; the order look-up answers the recorded spot order with its status replaced."""
+@pytest.mark.parametrize("raw,executed,expected", [
+    ("NEW", "0.00000000", OrderStatus.ACCEPTED), ("PARTIALLY_FILLED", "0.04000000", OrderStatus.PARTIALLY_FILLED),
+    ("FILLED", "0.10000000", OrderStatus.FILLED), ("CANCELED", "0.00000000", OrderStatus.CANCELED),
+    ("EXPIRED", "0.04000000", OrderStatus.EXPIRED), ("EXPIRED_IN_MATCH", "0.00000000", OrderStatus.EXPIRED),
+    ("REJECTED", "0.00000000", OrderStatus.REJECTED)])
+def test_binance_order_status_maps_to_the_domain(raw, executed, expected):
+    """Faked: HTTP transport; the order look-up answers the recorded spot order (0.1 LTC) with its
+    status and executedQty replaced. An open order with a fill is PARTIALLY_FILLED; an expired one
+    keeps what filled (0.04 of 0.1) and says so in ``reason``."""
     venue, fake = make()
-    order = dict(recorded("fetchOrder", "Fetch spot closed order"), status=raw)
+    order = dict(recorded("fetchOrder", "Fetch spot closed order"), status=raw, executedQty=executed)
     fake.orders[order["clientOrderId"]] = order
     got = venue.fetch_order(order["clientOrderId"], instrument="LTC/USDT")
     assert got.status is expected and got.venue_order_id == "3397148653" and got.request.side is Side.SELL
+    assert got.filled_quantity == float(executed)
+    if expected is OrderStatus.EXPIRED:
+        assert got.reason == f"expired ({raw}, GTC) with {float(executed):g} of 0.1 filled"

@@ -11,11 +11,16 @@ currency (USDT), times timezone-aware UTC. Instruments are ccxt unified symbols:
 venue asks Binance for that id (``fetch_order(None, symbol, {'clientOrderId': cid})`` →
 ``origClientOrderId``; ``{'trigger': True}`` → ``GET /fapi/v1/algoOrder?clientAlgoId=…``): an
 existing order is returned and nothing is sent, so a re-run after a crash between the POST and the
-ledger write places nothing twice. Transient errors (``NetworkError``, ``RateLimitExceeded``,
-``ExchangeNotAvailable``, ``RequestTimeout``) are retried with tenacity (exponential backoff with
-jitter), and each attempt of a ``create_order`` starts with that look-up again: a POST whose answer
-was lost is found, not repeated. Binance's own duplicate-id refusals (``-2010 Duplicate order
-sent``, ``-4116``, ``-20132``) are answered the same way.
+ledger write places nothing twice. Errors are mapped once (:mod:`~trading_pipelines.venues.ccxt_errors`):
+reads are retried with tenacity (jittered exponential backoff; ``Retry-After`` for 429/418; a clock
+resync for −1021). A POST Binance refused before acting on it (−1021, 429/418) is sent again; a
+POST whose answer was lost (timeout, connection, 5xx) is **never** sent again until the venue
+says it does not hold the order: it is looked up with backoff (``origClientOrderId``, then
+``allOrders`` — ``allAlgoOrders`` for Algo Service legs — from just before the POST), and
+:class:`OrderStateUnknown` is raised when Binance never answers. Binance's own duplicate-id
+refusals (``-2010 Duplicate order sent``, ``-4116``, ``-20132``) are answered with the look-up.
+Refusals for good (−2010 insufficient balance, filters, reduce-only rejected) raise
+:class:`OrderRejected` with Binance's code.
 
 Caveat (Binance, "Query Order" docs): a CANCELED/EXPIRED order with no fill is no longer found
 after 3 days (futures) / 90 days (spot), so the look-up protects re-runs within that horizon; the
@@ -45,7 +50,11 @@ the entry and then both legs as one OCO order list (``POST /api/v3/orderList/oco
 implicit ``private_post_orderlist_oco``; ccxt 4.5.90 has no unified OCO method:
 ``has['createOrderWithTakeProfitAndStopLoss'] = False``). Legs are placed only once the entry has
 filled (entries are market, or ``LIMIT`` + ``price`` = limit IOC: fill now or expire), sized to the
-filled quantity less any commission Binance took in the base asset.
+filled quantity less any commission Binance took in the base asset — also when the IOC entry
+ended EXPIRED after a partial fill. :meth:`CcxtVenue.create_protection` places the exit legs of an
+open position (spot: one OCO list, or a lone stop; futures: two reduce-only Algo Service orders).
+Once an entry filled, a leg that cannot be placed is reported on that leg (REJECTED, UNKNOWN,
+or INITIALIZED when never sent) with the reason, so the entry's fill is never lost in an exception.
 
 Secrets: the API key and secret come only from the constructor; they are scrubbed from every
 exception message this module raises and from ccxt's own log lines (ccxt logs request headers,
@@ -54,85 +63,50 @@ which carry ``X-MBX-APIKEY``, at DEBUG).
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Callable, Iterable, TypeVar
 
 import ccxt
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from trading_pipelines.domain.models import (
-    Fill,
-    Mode,
-    Order,
-    OrderRequest,
-    OrderRole,
-    OrderStatus,
-    OrderType,
-    Position,
-    PositionSide,
-    Side,
+from trading_pipelines.domain.models import Mode, Order, OrderRequest, OrderRole
+from trading_pipelines.venues.ccxt_errors import (
+    CLOCK,
+    NETWORK,
+    RATE_LIMIT,
+    REJECTED,
+    SCRUBBER,
+    TRANSIENT_ERRORS,
+    ban_window,
+    binance_code,
+    classify,
+    retry_after_s,
 )
-from trading_pipelines.venues.protocol import Balance, FuturesTerms, Venue, VenueError
+from trading_pipelines.venues.ccxt_orders import (
+    SPOT_STOP_LIMIT_SLIPPAGE,
+    infer_request,
+    num,
+    order_args,
+    order_reason,
+    order_status,
+    utc_ms,
+)
+from trading_pipelines.venues.ccxt_placing import CcxtPlacing
+from trading_pipelines.venues.ccxt_reads import CcxtReads
+from trading_pipelines.venues.protocol import OrderRejected, Venue, VenueError, VenueUnavailable
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (ccxt.NetworkError, ccxt.RateLimitExceeded,
-                                                 ccxt.ExchangeNotAvailable, ccxt.RequestTimeout)
-"""Retried (ccxt's own hierarchy puts all four under ``NetworkError``; listed for the reader)."""
-
-_STATUS = {"open": OrderStatus.NEW, "closed": OrderStatus.FILLED, "canceled": OrderStatus.CANCELLED,
-           "canceling": OrderStatus.CANCELLED, "expired": OrderStatus.CANCELLED, "rejected": OrderStatus.REJECTED}
-_DUPLICATE = ("Duplicate order sent", "-4116", "-20132", "duplicated")
 _EXCHANGES = {"binance": Mode.SPOT, "binanceusdm": Mode.FUTURES}
+_SCRUBBER = SCRUBBER
 
 
-class VenueUnavailable(VenueError):
-    """The venue did not answer after all retries. For an order placement its fate is unknown:
-    re-running looks it up by client order id before placing anything."""
-
-
-# ---------------------------------------------------------------------------------------------- secrets
-class _Scrubber(logging.Filter):
-    """Redacts registered secrets (and Binance signatures / API-key headers) from text and from log
-    records of the loggers it is attached to."""
-
-    _PATTERNS = (re.compile(r"(signature=)[0-9A-Za-z%]+"),
-                 re.compile(r"(X-MBX-APIKEY['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+", re.IGNORECASE))
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def add(self, *values: str | None) -> None:
-        self.secrets.update(v for v in values if v and len(v) >= 4)
-
-    def scrub(self, text: str, extra: Iterable[str | None] = ()) -> str:
-        for s in sorted(self.secrets | {e for e in extra if e and len(e) >= 4}, key=len, reverse=True):
-            text = text.replace(s, "***")
-        for p in self._PATTERNS:
-            text = p.sub(r"\1***", text)
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            msg = record.getMessage()
-        except Exception:  # a malformed record: leave it to logging's own error handling
-            return True
-        record.msg, record.args = self.scrub(msg), ()
-        return True
-
-
-_SCRUBBER = _Scrubber()
-
-
-# ---------------------------------------------------------------------------------------------- state
 @dataclass
 class _Known:
     """What this process placed (or found) under a client order id."""
@@ -144,18 +118,7 @@ class _Known:
     children: list[str] = field(default_factory=list)
 
 
-def _utc_ms(ms: int | float | None) -> datetime | None:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc) if ms else None
-
-
-def _f(v: Any, default: float = 0.0) -> float:
-    try:
-        return default if v is None else float(v)
-    except (TypeError, ValueError):
-        return default
-
-
-class CcxtVenue(Venue):
+class CcxtVenue(CcxtPlacing, CcxtReads, Venue):
     """One Binance account through ccxt: ``exchange_id`` ``binance`` (spot, ``mode`` SPOT) or
     ``binanceusdm`` (USDⓈ-M futures, ``mode`` FUTURES). ``account`` names it in messages.
 
@@ -168,24 +131,25 @@ class CcxtVenue(Venue):
     ``exchange``: an already built ccxt exchange (tests inject one whose HTTP transport is
     replaced); its ``enableRateLimit`` is forced on and the given keys are set on it.
     ``instruments``: symbols to probe when an order's symbol is unknown and to read trades of.
-    ``quote``: the account currency (USDT).
+    ``quote``: the account currency (USDT). ``rate_limit_max_wait_s``: the longest
+    ``Retry-After`` / IP ban this venue waits out (longer: :class:`VenueUnavailable` naming the ban
+    window). ``lookup_attempts``: look-ups after a lost placement answer before
+    :class:`OrderStateUnknown`. ``sleep``: how waits are slept (tests record them).
     """
 
     name = "ccxt"
     simulated = False
 
-    SPOT_STOP_LIMIT_SLIPPAGE = 0.005
-    """When a spot symbol does not allow ``STOP_LOSS`` (market on trigger; see its exchangeInfo
-    ``orderTypes``) the stop leg is a ``STOP_LOSS_LIMIT`` whose limit sits this fraction beyond the
-    trigger (sell: trigger × (1 − 0.005)), so a fast move still fills."""
-
-    RECENT_TRADES = 100
-    """Spot entry-price estimate: how many recent trades of a held asset are read (one request)."""
+    SPOT_STOP_LIMIT_SLIPPAGE = SPOT_STOP_LIMIT_SLIPPAGE
+    LOOKUP_MARGIN_S = 60.0
+    """The time-window look-up (``allOrders``) starts this long before the POST (clock skew)."""
 
     def __init__(self, *, exchange_id: str, account: str, mode: Mode, api_key: str | None, secret: str | None,
                  sandbox: bool = False, margin_mode: str = "isolated", max_retries: int = 4,
                  exchange: "ccxt.Exchange | None" = None, instruments: Iterable[str] = (),
-                 retry_initial_wait_s: float = 0.5, retry_max_wait_s: float = 8.0, quote: str = "USDT"):
+                 retry_initial_wait_s: float = 0.5, retry_max_wait_s: float = 8.0, quote: str = "USDT",
+                 rate_limit_max_wait_s: float = 60.0, lookup_attempts: int | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
         if exchange_id not in _EXCHANGES:
             raise ValueError(f"unsupported exchange {exchange_id!r}: one of {sorted(_EXCHANGES)}")
         if _EXCHANGES[exchange_id] is not mode:
@@ -198,6 +162,9 @@ class CcxtVenue(Venue):
         self.margin_mode, self.max_retries, self.quote = margin_mode, max_retries, quote
         self.retry_initial_wait_s, self.retry_max_wait_s = retry_initial_wait_s, retry_max_wait_s
         self.instruments = list(instruments)
+        self.rate_limit_max_wait_s = rate_limit_max_wait_s
+        self.lookup_attempts = lookup_attempts or max(max_retries, 5)
+        self.sleep = sleep
         self._secrets = (api_key, secret)
         _SCRUBBER.add(api_key, secret)
         options = {
@@ -230,30 +197,100 @@ class CcxtVenue(Venue):
         self._lock = threading.RLock()
         self._one_way_checked = False
 
-    # ------------------------------------------------------------------------------------------ plumbing
-    def _retrying(self) -> Retrying:
-        return Retrying(retry=retry_if_exception_type(TRANSIENT_ERRORS), stop=stop_after_attempt(self.max_retries),
-                        wait=wait_random_exponential(multiplier=self.retry_initial_wait_s, max=self.retry_max_wait_s),
-                        reraise=True)
 
+    # ------------------------------------------------------------------------------------------ errors, retries
     def _scrub(self, text: str) -> str:
         return _SCRUBBER.scrub(text, self._secrets)
 
-    def _guard(self, op: str, fn: Callable[[], T]) -> T:
-        """Run ``fn`` with retries; a ccxt error becomes a :class:`VenueError` whose message is
-        scrubbed and which is raised outside the ``except`` so no unscrubbed exception rides along
-        as its ``__context__``."""
+    def _kind(self, e: BaseException) -> str:
+        return classify(e, binance_code(e, self._body(e)))
+
+    def _body(self, e: BaseException):
+        """The body of the response that raised ``e`` (ccxt keeps the last one): only for
+        ``ExchangeError`` — a network error has no response of its own, and a stale body must not
+        make a lost answer look like a refusal."""
+        return getattr(self.exchange, "last_http_response", None) if isinstance(e, ccxt.ExchangeError) else None
+
+    def _rate_wait(self, e: BaseException) -> float | None:
+        """Seconds to wait out a 429/418 (``Retry-After`` of the last response, or the ban's end)."""
+        return retry_after_s(getattr(self.exchange, "last_response_headers", None), str(e), self._now_ms())
+
+    def _retry_read(self, e: BaseException) -> bool:
+        if not isinstance(e, ccxt.BaseError):
+            return False
+        kind = self._kind(e)
+        if kind == RATE_LIMIT:
+            wait = self._rate_wait(e)
+            return wait is None or wait <= self.rate_limit_max_wait_s
+        return kind in (CLOCK, NETWORK)
+
+    def _retry_refused(self, e: BaseException) -> bool:
+        """A POST Binance refused before acting on it (clock skew, rate limit): safe to send again."""
+        return isinstance(e, ccxt.BaseError) and self._kind(e) in (CLOCK, RATE_LIMIT) and self._retry_read(e)
+
+    def _wait(self, state) -> float:
+        e = state.outcome.exception()
+        kind = self._kind(e)
+        if kind == RATE_LIMIT:
+            wait = self._rate_wait(e)
+            if wait is not None:
+                return wait
+        if kind == CLOCK:
+            return 0.0
+        return wait_random_exponential(multiplier=self.retry_initial_wait_s, max=self.retry_max_wait_s)(state)
+
+    def _before_retry(self, state) -> None:
+        e = state.outcome.exception()
+        if self._kind(e) == CLOCK:
+            self._resync_clock()
+        log.warning("%s [%s]: %s (attempt %d); retrying in %.2f s", self.exchange_id, self.account,
+                    self._scrub(f"{type(e).__name__}: {e}")[:300], state.attempt_number, state.next_action.sleep)
+
+    def _resync_clock(self) -> None:
+        """Binance −1021: re-read the server's clock (ccxt ``load_time_difference``; every signed
+        request then carries the corrected timestamp) and keep it aligned on market reloads
+        (``adjustForTimeDifference``)."""
+        self.exchange.options["adjustForTimeDifference"] = True
+        try:
+            diff = self.exchange.load_time_difference()
+            log.warning("%s [%s]: clock skew: local clock is %s ms ahead of Binance's; resynced", self.exchange_id,
+                        self.account, diff)
+        except ccxt.BaseError as e:
+            log.warning("%s [%s]: clock resync failed: %s", self.exchange_id, self.account, self._scrub(str(e))[:300])
+
+    def _retrying(self, attempts: int | None = None, retry: Callable[[BaseException], bool] | None = None) -> Retrying:
+        return Retrying(retry=retry_if_exception(retry or self._retry_read), stop=stop_after_attempt(attempts or self.max_retries),
+                        wait=self._wait, before_sleep=self._before_retry, sleep=lambda s: self.sleep(s), reraise=True)
+
+    def _error(self, op: str, e: BaseException, *, placement: bool = False, attempts: int | None = None) -> VenueError:
+        """The protocol's error for a ccxt error (see :mod:`~trading_pipelines.venues.ccxt_errors`),
+        its message scrubbed of secrets."""
+        code = binance_code(e, self._body(e))
+        kind = classify(e, code)
+        where = f"{self.exchange_id} [{self.account}] {op}"
+        what = f"{type(e).__name__}: {self._scrub(str(e))}"
+        if kind == REJECTED and placement:
+            return OrderRejected(f"{where}: {what}", code)
+        if kind == RATE_LIMIT:
+            wait = self._rate_wait(e)
+            if wait is not None and wait > self.rate_limit_max_wait_s:
+                return VenueUnavailable(f"{where}: rate limited, banned for {ban_window(wait)}: longer than the "
+                                        f"{self.rate_limit_max_wait_s:g} s this venue waits ({what})")
+        if kind in (RATE_LIMIT, CLOCK, NETWORK):
+            return VenueUnavailable(f"{where}: {what} (after {attempts or self.max_retries} attempts)")
+        return VenueError(f"{where}: {what}")
+
+    def _guard(self, op: str, fn: Callable[[], T], *, placement: bool = False, attempts: int | None = None) -> T:
+        """Run ``fn`` with read retries; a ccxt error becomes the protocol's error, raised outside
+        the ``except`` so no unscrubbed exception rides along as its ``__context__``."""
         error: VenueError | None = None
         try:
-            return self._retrying()(fn)
+            return self._retrying(attempts)(fn)
         except ccxt.BaseError as e:
-            kind = VenueUnavailable if isinstance(e, TRANSIENT_ERRORS) else VenueError
-            what = f"{type(e).__name__}: {self._scrub(str(e))}"
-            if kind is VenueUnavailable:
-                what += f" (after {self.max_retries} attempts)"
-            error = kind(f"{self.exchange_id} [{self.account}] {op}: {what}")
+            error = self._error(op, e, placement=placement, attempts=attempts)
         raise error
 
+    # ------------------------------------------------------------------------------------------ markets, state
     def _markets(self) -> dict:
         return self.exchange.load_markets()
 
@@ -265,31 +302,6 @@ class CcxtVenue(Venue):
         if (self.mode is Mode.SPOT) != bool(m.get("spot")):
             raise VenueError(f"{instrument} is not a {self.mode.value} market on {self.exchange_id}")
         return m
-
-    def _step(self, m: dict, key: str, raw_filter: str, raw_key: str) -> float:
-        """Precision as a step: ccxt's ``TICK_SIZE`` mode stores the step itself, ``DECIMAL_PLACES``
-        a digit count; the raw exchangeInfo filter is the fallback."""
-        p = (m.get("precision") or {}).get(key)
-        if p is not None:
-            return float(p) if self.exchange.precisionMode == ccxt.TICK_SIZE else 10.0 ** -float(p)
-        f = next((f for f in (m.get("info") or {}).get("filters", []) if f.get("filterType") == raw_filter), {})
-        return _f(f.get(raw_key))
-
-    def instrument_rules(self, instrument: str) -> dict:
-        """Binance's trading rules for ``instrument``, read from ``load_markets`` (exchangeInfo):
-        ``lot_step``/``min_qty`` base units (LOT_SIZE ``stepSize``/``minQty``), ``tick_size`` quote
-        currency (PRICE_FILTER ``tickSize``), ``min_notional`` quote currency (spot NOTIONAL
-        ``minNotional``, futures MIN_NOTIONAL ``notional``), via ccxt's unified ``precision`` and
-        ``limits``."""
-        return self._guard("load_markets", lambda: self._rules(instrument))
-
-    def _rules(self, instrument: str) -> dict:
-        m = self._market(instrument)
-        limits = m.get("limits") or {}
-        lot = self._step(m, "amount", "LOT_SIZE", "stepSize")
-        return {"lot_step": lot, "min_qty": _f((limits.get("amount") or {}).get("min"), lot),
-                "tick_size": self._step(m, "price", "PRICE_FILTER", "tickSize"),
-                "min_notional": _f((limits.get("cost") or {}).get("min"))}
 
     def _remember(self, request: OrderRequest, placed_at: datetime, algo: bool, venue_order_id: str | None) -> None:
         with self._lock:
@@ -306,6 +318,12 @@ class CcxtVenue(Venue):
     def _is_algo(self, request: OrderRequest) -> bool:
         """A USDⓈ-M conditional order (stop-loss, take-profit): Binance's Algo Service."""
         return self.mode is Mode.FUTURES and request.role in (OrderRole.STOP_LOSS, OrderRole.TAKE_PROFIT)
+
+    def _order_types(self, instrument: str) -> list[str]:
+        return list((self._market(instrument).get("info") or {}).get("orderTypes") or [])
+
+    def _order_args(self, r: OrderRequest) -> tuple[str, float | None, dict]:
+        return order_args(r, self.mode, [] if self.mode is Mode.FUTURES else self._order_types(r.instrument))
 
     # ------------------------------------------------------------------------------------------ look-ups
     def _lookup(self, cid: str, symbol: str, algo: bool | None) -> dict | None:
@@ -324,6 +342,38 @@ class CcxtVenue(Venue):
                 return o
         return None
 
+    PAGE_ORDERS = 500  # Binance's default allOrders / allAlgoOrders page
+
+    def _listed(self, cid: str, symbol: str, algo: bool, since_ms: int | None) -> dict | None:
+        """``cid`` in Binance's order list of ``symbol`` from ``since_ms`` (``allOrders``, or
+        ``allAlgoOrders`` with ``{'trigger': True}``), paged forward; None when the list, read to
+        its end, does not hold it (without ``since_ms``: the latest page only)."""
+        params = {"trigger": True} if algo else {}
+        start = since_ms
+        for _ in range(50):
+            batch = self.exchange.fetch_orders(symbol, start, None, params)
+            for o in batch:
+                if o.get("clientOrderId") == cid:
+                    o["_algo"] = algo
+                    return o
+            if start is None or len(batch) < self.PAGE_ORDERS:
+                return None
+            start = max(o.get("timestamp") or start for o in batch) + 1
+        return None
+
+    def _find_definitive(self, cid: str, symbol: str, algo: bool | None, since_ms: int | None) -> dict | None:
+        """One look-up round: by id, then the time-window lists. None only when all answered and
+        none holds the order (definitely absent)."""
+        found = self._lookup(cid, symbol, algo)
+        if found is not None:
+            return found
+        kinds = [False] if self.mode is Mode.SPOT else ([algo] if algo is not None else [False, True])
+        for kind in kinds:
+            found = self._listed(cid, symbol, kind, since_ms)
+            if found is not None:
+                return found
+        return None
+
     def _symbol_of(self, cid: str, instrument: str | None) -> list[str]:
         if instrument:
             return [instrument]
@@ -336,8 +386,10 @@ class CcxtVenue(Venue):
         return list(self.instruments)
 
     def fetch_order(self, client_order_id: str, instrument: str | None = None) -> Order | None:
-        """The order with this client order id, or None if Binance never saw it (on ``instrument``,
-        or the symbol this process placed it on, or each of ``instruments``)."""
+        """The order with this client order id (``origClientOrderId``; futures: then the Algo
+        Service's ``clientAlgoId``), or None when Binance answers that it does not hold it (on
+        ``instrument``, the symbol this process placed it on, or each of ``instruments``).
+        Raises :class:`VenueUnavailable` when Binance does not answer."""
         def find() -> Order | None:
             k = self._known.get(client_order_id)
             for symbol in self._symbol_of(client_order_id, instrument):
@@ -347,472 +399,43 @@ class CcxtVenue(Venue):
             return None
         return self._guard("fetch_order", find)
 
-    # ------------------------------------------------------------------------------------------ mapping
-    def _infer_request(self, o: dict) -> OrderRequest:
-        """An :class:`OrderRequest` read back from a ccxt order this process did not place
-        (after a restart): role from the order's type and reduce-only flag."""
-        info = o.get("info") or {}
-        raw = str(info.get("type") or info.get("orderType") or o.get("type") or "").lower()
-        trigger = o.get("triggerPrice") or _f(info.get("stopPrice") or info.get("triggerPrice")) or None
-        reduce = bool(o.get("reduceOnly"))
-        in_list = str(info.get("orderListId", "-1")) not in ("-1", "None")
-        if "take_profit" in raw or (raw == "limit_maker" and in_list):
-            role, otype, price, trig = OrderRole.TAKE_PROFIT, OrderType.LIMIT, o.get("price") or trigger, None
-            if self.mode is Mode.FUTURES or "take_profit" in raw:
-                price = trigger or o.get("price")
-        elif "stop" in raw:
-            role, otype, price, trig = OrderRole.STOP_LOSS, OrderType.STOP, None, trigger
-        else:
-            role = OrderRole.EXIT if reduce else OrderRole.ENTRY
-            otype = OrderType.LIMIT if raw == "limit" else OrderType.MARKET
-            price, trig = (o.get("price") or None) if otype is OrderType.LIMIT else None, None
-        qty = _f(o.get("amount")) or _f(o.get("filled"))
-        if qty <= 0:
-            raise VenueError(f"{self.exchange_id}: order {o.get('clientOrderId')} has no quantity")
-        return OrderRequest(client_order_id=o["clientOrderId"], instrument=o["symbol"], side=Side(o["side"]), type=otype,
-                            quantity=qty, price=price, trigger_price=trig, role=role,
-                            reduce_only=reduce or role is not OrderRole.ENTRY)
+    def lookup_order(self, client_order_id: str, instrument: str | None = None,
+                     since: datetime | None = None) -> Order | None:
+        """After a lost answer: the order, or None only when Binance definitely does not hold it —
+        the ``origClientOrderId`` (futures: and ``clientAlgoId``) look-up misses *and* the order
+        list from ``since`` − :attr:`LOOKUP_MARGIN_S` (``allOrders``; futures also
+        ``allAlgoOrders``) does not list it. ``since``: when it was sent (default: when this
+        process placed it; none known: the latest page of orders). Retried with backoff
+        (``lookup_attempts``); raises :class:`VenueUnavailable` when Binance never answers."""
+        k = self._known.get(client_order_id)
+        since = since or (k.placed_at if k else None)
+        since_ms = int((since.timestamp() - self.LOOKUP_MARGIN_S) * 1000) if since else None
 
+        def find() -> Order | None:
+            for symbol in self._symbol_of(client_order_id, instrument):
+                o = self._find_definitive(client_order_id, symbol, k.algo if k else None, since_ms)
+                if o is not None:
+                    return self._adopt(o, k.placed_at if k else None)
+            return None
+        return self._guard("lookup_order", find, attempts=self.lookup_attempts)
+
+    # ------------------------------------------------------------------------------------------ mapping
     def _adopt(self, o: dict, placed_at: datetime | None) -> Order:
-        """Map a ccxt order dict to a domain :class:`Order` (status open→NEW, closed→FILLED,
-        canceled/expired→CANCELLED, rejected→REJECTED) and remember it."""
+        """Map a ccxt order dict to a domain :class:`Order` (:func:`~.ccxt_orders.order_status`)
+        and remember it."""
         cid = o["clientOrderId"]
         k = self._known.get(cid)
-        request = k.request if k else self._infer_request(o)
-        placed = placed_at or (k.placed_at if k else None) or _utc_ms(o.get("timestamp")) or datetime.now(timezone.utc)
+        request = k.request if k else infer_request(o, self.mode, self.exchange_id)
+        placed = placed_at or (k.placed_at if k else None) or utc_ms(o.get("timestamp")) or datetime.now(timezone.utc)
         self._remember(request, placed, bool(o.get("_algo", k.algo if k else False)), o.get("id"))
-        filled = _f(o.get("filled"))
+        filled = num(o.get("filled"))
         avg = o.get("average")
         if avg is None and filled > 0 and o.get("cost"):
-            avg = _f(o["cost"]) / filled
+            avg = num(o["cost"]) / filled
+        status = order_status(o)
         return Order(client_order_id=cid, venue_order_id=str(o["id"]) if o.get("id") is not None else None,
-                     request=request, status=_STATUS.get(o.get("status") or "open", OrderStatus.NEW), placed_at=placed,
-                     filled_quantity=filled, average_price=float(avg) if avg else None)
-
-    # ------------------------------------------------------------------------------------------ placing
-    def _order_args(self, r: OrderRequest) -> tuple[str, float | None, dict]:
-        """(ccxt type, price, params) for one request (see the module doc for the mapping)."""
-        params: dict[str, Any] = {"clientOrderId": r.client_order_id}
-        futures = self.mode is Mode.FUTURES
-        if futures and (r.reduce_only or r.role is not OrderRole.ENTRY):
-            params["reduceOnly"] = True
-        if r.role in (OrderRole.ENTRY, OrderRole.EXIT):
-            if r.type is OrderType.LIMIT and r.price is not None:
-                return "limit", r.price, {**params, "timeInForce": "IOC"}  # protective price: fill now or expire
-            if r.type is OrderType.MARKET:
-                return "market", None, params
-            raise VenueError(f"{r.client_order_id}: a {r.role.value} is market, or limit with a price (IOC)")
-        if r.role is OrderRole.STOP_LOSS:
-            trigger = r.trigger_price if r.trigger_price is not None else r.price
-            if trigger is None:
-                raise VenueError(f"{r.client_order_id}: a stop-loss needs trigger_price")
-            if futures or "STOP_LOSS" in self._order_types(r.instrument):
-                return "market", None, {**params, "stopLossPrice": trigger}  # STOP_MARKET / spot STOP_LOSS
-            limit = trigger * (1 - self.SPOT_STOP_LIMIT_SLIPPAGE if r.side is Side.SELL else 1 + self.SPOT_STOP_LIMIT_SLIPPAGE)
-            return "limit", limit, {**params, "stopLossPrice": trigger}  # spot STOP_LOSS_LIMIT
-        if r.role is OrderRole.TAKE_PROFIT:
-            target = r.trigger_price if r.trigger_price is not None else r.price
-            if target is None:
-                raise VenueError(f"{r.client_order_id}: a take-profit needs a price")
-            if futures:
-                return "market", None, {**params, "takeProfitPrice": target}  # TAKE_PROFIT_MARKET (algo)
-            return "limit", target, params  # spot: a resting limit sell at the target
-        raise VenueError(f"{r.client_order_id}: role {r.role.value} cannot be placed")
-
-    def _order_types(self, instrument: str) -> list[str]:
-        return list((self._market(instrument).get("info") or {}).get("orderTypes") or [])
-
-    def _prepare_futures_entry(self, symbol: str, leverage: float, margin_mode: str | None) -> None:
-        """One-way mode (once per process), margin mode and leverage for ``symbol`` (Binance keeps
-        both per symbol). Leverage must be a whole number (Binance: integer 1–125)."""
-        if not self._one_way_checked:
-            try:
-                self.exchange.set_position_mode(False, symbol)
-            except ccxt.BaseError as e:
-                if "-4059" not in str(e) and "No need to change position side" not in str(e):
-                    raise
-            self._one_way_checked = True
-        mode = margin_mode or self.margin_mode
-        try:
-            self.exchange.set_margin_mode(mode, symbol)
-        except ccxt.MarginModeAlreadySet:
-            pass
-        except ccxt.BaseError as e:
-            if "-4046" not in str(e) and "No need to change margin type" not in str(e):
-                raise
-        lev = round(leverage)
-        if abs(lev - leverage) > 1e-9 or lev < 1:
-            raise VenueError(f"{symbol}: Binance takes whole leverage 1–125, not {leverage}")
-        self.exchange.set_leverage(lev, symbol)
-
-    def _post(self, r: OrderRequest) -> dict:
-        otype, price, params = self._order_args(r)
-        amount = float(self.exchange.amount_to_precision(r.instrument, r.quantity))
-        try:
-            return self.exchange.create_order(r.instrument, otype, r.side.value, amount, price, params)
-        except (ccxt.InvalidOrder, ccxt.BadRequest, ccxt.ExchangeError) as e:
-            if isinstance(e, TRANSIENT_ERRORS) or not any(d in str(e) for d in _DUPLICATE):
-                raise
-        found = self._lookup(r.client_order_id, r.instrument, self._is_algo(r))  # Binance already has this id
-        if found is None:
-            raise VenueError(f"{r.client_order_id}: Binance reports a duplicate id but does not return the order")
-        return found
-
-    def _create_once(self, r: OrderRequest, placed_at: datetime, leverage: float, margin_mode: str | None) -> Order:
-        """One attempt: look the id up, and place only if Binance has never seen it."""
-        self._market(r.instrument)
-        algo = self._is_algo(r)
-        existing = self._lookup(r.client_order_id, r.instrument, algo)
-        if existing is not None:
-            log.info("%s: %s already at the venue (%s), not placed again", self.account, r.client_order_id,
-                     existing.get("status"))
-            return self._adopt(existing, placed_at)
-        if self.mode is Mode.SPOT and r.oco_group and r.role in (OrderRole.STOP_LOSS, OrderRole.TAKE_PROFIT):
-            raise VenueError(f"{r.client_order_id}: spot bracket legs go on as one OCO list: use create_bracket")
-        if self.mode is Mode.FUTURES and r.role is OrderRole.ENTRY:
-            self._prepare_futures_entry(r.instrument, leverage, margin_mode)
-        if self.mode is Mode.SPOT and r.role is OrderRole.EXIT:
-            self._cancel_resting(r.instrument, side=r.side)  # an OCO holding the base would block the sell
-        o = self._post(r)
-        o["_algo"] = algo
-        self._remember(r, placed_at, algo, o.get("id"))
-        log.info("%s: placed %s %s %s %s (%s)", self.account, r.client_order_id, r.side.value, r.quantity, r.instrument,
-                 o.get("status"))
-        order = self._adopt(o, placed_at)
-        if self.mode is Mode.FUTURES and r.role is OrderRole.EXIT and order.status is OrderStatus.FILLED:
-            self._cancel_resting(r.instrument, side=r.side, algo_only=True)  # the closed position's legs
-        return order
-
-    def create_order(self, request: OrderRequest, *, placed_at: datetime, position_side: str, leverage: float = 1.0,
-                     reserve: float = 0.0, margin_mode: str | None = None) -> Order:
-        """Place ``request`` once (see the module doc). ``position_side`` long|short: one-way mode,
-        so it is implied by the side and not sent; ``reserve`` is not used (Binance locks the
-        funds itself); ``leverage`` (futures entries) whole number; ``margin_mode`` overrides
-        the venue's for this entry."""
-        if self.mode is Mode.SPOT and position_side == PositionSide.SHORT.value and request.role is OrderRole.ENTRY:
-            raise VenueError(f"{request.client_order_id}: spot cannot open a short")
-        return self._guard("create_order", lambda: self._create_once(request, placed_at, leverage, margin_mode))
-
-    def create_bracket(self, entry: OrderRequest, stop_loss: OrderRequest, take_profit: OrderRequest, *,
-                       placed_at: datetime, position_side: str, leverage: float = 1.0, reserve: float = 0.0,
-                       margin_mode: str | None = None) -> list[Order]:
-        """Entry, then (once it filled) its stop-loss and take-profit sized to the filled quantity:
-        futures two reduce-only conditional orders on the Algo Service, spot one OCO list. An entry
-        that did not fill (an expired IOC) gets no legs: the stored requests are returned with
-        status CANCELLED. Every step is idempotent on its client order id."""
-        first = self.create_order(entry, placed_at=placed_at, position_side=position_side, leverage=leverage,
-                                  reserve=reserve, margin_mode=margin_mode)
-        legs = (stop_loss, take_profit)
-        filled = first.filled_quantity
-        if filled <= 0 or first.status is OrderStatus.REJECTED:
-            unplaced = [Order(client_order_id=r.client_order_id, venue_order_id=None, request=r,
-                              status=OrderStatus.CANCELLED, placed_at=placed_at) for r in legs]
-            return [first, *unplaced]
-        qty = self._leg_quantity(first)
-        sized = [r.model_copy(update={"quantity": qty}) for r in legs]
-        if self.mode is Mode.FUTURES:
-            return [first] + [self.create_order(r, placed_at=placed_at, position_side=position_side, leverage=leverage)
-                              for r in sized]
-        return [first, *self._guard("create_oco", lambda: self._oco_once(*sized, placed_at=placed_at))]
-
-    def _leg_quantity(self, entry: Order) -> float:
-        """The entry's filled base quantity, rounded down to the lot step (ccxt
-        ``amount_to_precision`` truncates). Spot: at most the base asset's *free* balance, since a
-        buy's commission may be taken in the base asset (filled 0.001 BTC, 0.000001 BTC fee: 0.000999
-        BTC can be sold) and an OCO for more than is free is refused."""
-        qty = entry.filled_quantity
-        if self.mode is Mode.SPOT:
-            base = self._market(entry.request.instrument)["base"]
-            bal = self._guard("fetch_balance", self.exchange.fetch_balance)
-            qty = min(qty, _f((bal.get(base) or {}).get("free")))
-        return float(self.exchange.amount_to_precision(entry.request.instrument, qty))
-
-    def _oco_once(self, stop_loss: OrderRequest, take_profit: OrderRequest, *, placed_at: datetime) -> list[Order]:
-        """Spot: both exit legs as one OCO list (``POST /api/v3/orderList/oco``), unless Binance
-        already has them. Sell OCO: above = take-profit ``LIMIT_MAKER`` at its price, below =
-        stop-loss ``STOP_LOSS`` (or ``STOP_LOSS_LIMIT``) at its trigger; a buy OCO mirrors it."""
-        symbol = stop_loss.instrument
-        found = [self._lookup(r.client_order_id, symbol, False) for r in (stop_loss, take_profit)]
-        if all(found):
-            return [self._adopt(o, placed_at) for o in found]
-        if any(found):
-            raise VenueError(f"{symbol}: only one OCO leg of {stop_loss.client_order_id}/{take_profit.client_order_id} exists")
-        if stop_loss.side is not take_profit.side:
-            raise VenueError("OCO legs must be on the same side")
-        m = self._market(symbol)
-        ex = self.exchange
-        sl_type, sl_price, _ = self._order_args(stop_loss)
-        stop_leg = {"Type": "STOP_LOSS" if sl_type == "market" else "STOP_LOSS_LIMIT",
-                    "StopPrice": ex.price_to_precision(symbol, stop_loss.trigger_price),
-                    "ClientOrderId": stop_loss.client_order_id}
-        if sl_type == "limit":
-            stop_leg |= {"Price": ex.price_to_precision(symbol, sl_price), "TimeInForce": "GTC"}
-        tp_leg = {"Type": "LIMIT_MAKER", "Price": ex.price_to_precision(symbol, take_profit.price or take_profit.trigger_price),
-                  "ClientOrderId": take_profit.client_order_id}
-        above, below = (tp_leg, stop_leg) if stop_loss.side is Side.SELL else (stop_leg, tp_leg)
-        list_id = "oco-" + hashlib.sha256(f"{stop_loss.client_order_id}|{take_profit.client_order_id}".encode()).hexdigest()[:28]
-        request = {"symbol": m["id"], "side": stop_loss.side.value.upper(),
-                   "quantity": ex.amount_to_precision(symbol, stop_loss.quantity), "listClientOrderId": list_id,
-                   "newOrderRespType": "FULL",
-                   **{"above" + k: v for k, v in above.items()}, **{"below" + k: v for k, v in below.items()}}
-        response = ex.private_post_orderlist_oco(request)
-        reports = {r.get("clientOrderId"): ex.parse_order(r, m) for r in response.get("orderReports", [])}
-        out = []
-        for r in (stop_loss, take_profit):
-            self._remember(r, placed_at, False, None)
-            o = reports.get(r.client_order_id)
-            out.append(self._adopt(o, placed_at) if o else Order(client_order_id=r.client_order_id, venue_order_id=None,
-                                                                  request=r, status=OrderStatus.NEW, placed_at=placed_at))
-        log.info("%s: placed OCO %s (%s, %s)", self.account, list_id, stop_loss.client_order_id, take_profit.client_order_id)
-        return out
-
-    # ------------------------------------------------------------------------------------------ cancelling
-    def _cancel_one(self, cid: str, symbol: str, algo: bool) -> None:
-        params = {"clientOrderId": cid, **({"trigger": True} if algo else {})}
-        try:
-            self.exchange.cancel_order(None, symbol, params)
-        except ccxt.OrderNotFound:
-            pass  # gone meanwhile (filled, or cancelled with its OCO sibling)
-        except ccxt.OperationRejected as e:  # spot −2011 "Unknown order sent."
-            if "-2011" not in str(e) and "Unknown order" not in str(e):
-                raise
-
-    def _cancel_resting(self, symbol: str, side: Side, algo_only: bool = False) -> None:
-        """Cancel resting exit-side orders on ``symbol`` (spot: an OCO's legs; futures: reduce-only
-        conditional legs of a position that was just closed)."""
-        books = [True] if algo_only else ([False] if self.mode is Mode.SPOT else [False, True])
-        for algo in books:
-            for o in self.exchange.fetch_open_orders(symbol, None, None, {"trigger": True} if algo else {}):
-                if o.get("side") == side.value and o.get("clientOrderId"):
-                    self._cancel_one(o["clientOrderId"], symbol, algo)
-
-    def cancel_order(self, client_order_id: str, instrument: str | None = None) -> Order:
-        """Cancel a resting order; for an entry also its resting legs (known to this process).
-        A filled, cancelled or rejected order is returned as it is (a filled entry keeps its legs:
-        they protect the position). Raises :class:`VenueError` for an unknown order."""
-        def cancel() -> Order:
-            k = self._known.get(client_order_id)
-            for symbol in self._symbol_of(client_order_id, instrument):
-                o = self._lookup(client_order_id, symbol, k.algo if k else None)
-                if o is None:
-                    continue
-                order = self._adopt(o, None)
-                if order.status is not OrderStatus.NEW:
-                    return order
-                self._cancel_one(client_order_id, symbol, bool(o.get("_algo")))
-                if order.request.role is OrderRole.ENTRY:
-                    for child in list(self._known[client_order_id].children):
-                        ck = self._known[child]
-                        self._cancel_one(child, symbol, ck.algo)
-                after = self._lookup(client_order_id, symbol, bool(o.get("_algo")))
-                return self._adopt(after, None) if after else order.model_copy(update={"status": OrderStatus.CANCELLED})
-            raise VenueError(f"{self.exchange_id} [{self.account}]: unknown order {client_order_id}")
-        return self._guard("cancel_order", cancel)
-
-    # ------------------------------------------------------------------------------------------ reads
-    def fetch_open_orders(self, instrument: str | None = None) -> list[Order]:
-        """Resting orders (futures: regular and Algo Service conditional ones), oldest first.
-        Without ``instrument`` Binance answers for all symbols at a higher request weight."""
-        def read() -> list[Order]:
-            books = [False] if self.mode is Mode.SPOT else [False, True]
-            raw = []
-            for algo in books:
-                for o in self.exchange.fetch_open_orders(instrument, None, None, {"trigger": True} if algo else {}):
-                    if o.get("clientOrderId"):
-                        o["_algo"] = algo
-                        raw.append(o)
-            raw.sort(key=lambda o: o.get("timestamp") or 0)
-            return [self._adopt(o, None) for o in raw]
-        return self._guard("fetch_open_orders", read)
-
-    def _positions(self) -> list[Position]:
-        if self.mode is Mode.SPOT:
-            return self._spot_positions(self.exchange.fetch_balance())[0]
-        out = []
-        for p in self.exchange.fetch_positions():
-            qty = abs(_f(p.get("contracts")) * _f(p.get("contractSize"), 1.0))
-            if qty <= 0 or p.get("side") not in ("long", "short"):
-                continue
-            info = p.get("info") or {}
-            notional = abs(_f(p.get("notional")))
-            initial = _f(p.get("initialMargin")) or _f(info.get("positionInitialMargin"))
-            leverage = _f(p.get("leverage")) or (notional / initial if initial > 0 else 1.0)
-            mode = p.get("marginMode")
-            margin = _f(info.get("isolatedWallet")) if mode == "isolated" and _f(info.get("isolatedWallet")) else initial
-            out.append(Position(instrument=p["symbol"], side=PositionSide(p["side"]), quantity=qty,
-                                entry_price=_f(p.get("entryPrice")), mark_price=_f(p.get("markPrice")),
-                                leverage=round(leverage, 6), margin=margin,
-                                opened_at=_utc_ms(p.get("timestamp")) or datetime.now(timezone.utc),
-                                liquidation_price=_f(p.get("liquidationPrice")) or None,
-                                margin_mode=mode if mode in ("isolated", "cross") else None))
-        return out
-
-    def fetch_positions(self) -> list[Position]:
-        """Open positions.
-
-        Futures (``GET /fapi/v3/positionRisk``): quantity = |positionAmt|, Binance's entry, mark
-        and liquidation prices, margin mode; ``margin`` = the isolated wallet (isolated) or the
-        position's initial margin (cross); ``leverage`` as ccxt reports it, else notional ÷
-        initial margin (v3 positionRisk has no leverage field); ``opened_at`` is the position's
-        last update time (Binance reports no open time).
-
-        Spot (``GET /api/v3/account``): every non-quote asset with a ``{asset}/USDT`` market whose
-        total (free + locked) is at least the lot minimum and the minimum notional is a long
-        position marked at the last price (``GET /api/v3/ticker/24hr``). Binance keeps no entry
-        price for spot, so ``entry_price`` is the average price of the most recent buys that add
-        up to the held quantity (one ``myTrades`` request, :attr:`RECENT_TRADES` trades), or the
-        mark price when those trades do not show the buys; ``opened_at`` the oldest of those buys
-        (else now)."""
-        return self._guard("fetch_positions", self._positions)
-
-    def _spot_positions(self, bal: dict) -> tuple[list[Position], float]:
-        out, marked = [], 0.0
-        markets = self._markets()
-        for asset, total in sorted((bal.get("total") or {}).items()):
-            symbol = f"{asset}/{self.quote}"
-            qty = _f(total)
-            if asset == self.quote or qty <= 0 or symbol not in markets:
-                continue
-            rules = self._rules(symbol)
-            if qty < rules["min_qty"]:
-                continue  # dust
-            mark = _f(self.exchange.fetch_ticker(symbol).get("last"))
-            if qty * mark < rules["min_notional"]:
-                continue  # dust
-            entry, opened = self._spot_entry(symbol, qty, mark)
-            marked += qty * mark
-            out.append(Position(instrument=symbol, side=PositionSide.LONG, quantity=qty, entry_price=entry,
-                                mark_price=mark, opened_at=opened))
-        return out, marked
-
-    def _spot_entry(self, symbol: str, qty: float, mark: float) -> tuple[float, datetime]:
-        trades = self.exchange.fetch_my_trades(symbol, None, self.RECENT_TRADES)
-        need, cost, got, first = qty, 0.0, 0.0, None
-        for t in sorted(trades, key=lambda t: t.get("timestamp") or 0, reverse=True):
-            if t.get("side") != "buy" or need <= 1e-12:
-                continue
-            take = min(need, _f(t.get("amount")))
-            cost, got, need = cost + take * _f(t.get("price")), got + take, need - take
-            first = t.get("timestamp")
-        if got <= 0:
-            return mark, datetime.now(timezone.utc)
-        return cost / got, _utc_ms(first) or datetime.now(timezone.utc)
-
-    def fetch_balance(self) -> Balance:
-        """Money in USDT (the quote currency).
-
-        Futures (``GET /fapi/v3/account``, the USDT row of ``assets``): ``cash`` = walletBalance −
-        positionInitialMargin, ``reserved`` = openOrderInitialMargin, ``unrealized_pnl`` =
-        unrealizedProfit, ``equity`` = marginBalance (wallet + unrealized P&L).
-        Spot (``GET /api/v3/account``): ``cash`` = USDT free + locked, ``reserved`` = USDT locked in
-        open orders, ``equity`` = cash + Σ held quantity × last price (see :meth:`fetch_positions`),
-        ``unrealized_pnl`` from the estimated entry prices. ``realized_pnl`` and ``fees_paid`` are
-        0.0: Binance's account endpoints do not report them (sum :meth:`fetch_my_trades` for fees)."""
-        def read() -> Balance:
-            bal = self.exchange.fetch_balance()
-            if self.mode is Mode.FUTURES:
-                row = next((a for a in (bal.get("info") or {}).get("assets", []) if a.get("asset") == self.quote), {})
-                wallet, unreal = _f(row.get("walletBalance")), _f(row.get("unrealizedProfit"))
-                return Balance(cash=wallet - _f(row.get("positionInitialMargin")), reserved=_f(row.get("openOrderInitialMargin")),
-                               equity=_f(row.get("marginBalance"), wallet + unreal), realized_pnl=0.0,
-                               unrealized_pnl=unreal, fees_paid=0.0)
-            q = bal.get(self.quote) or {}
-            positions, marked = self._spot_positions(bal)
-            cash = _f(q.get("total"))
-            return Balance(cash=cash, reserved=_f(q.get("used")), equity=cash + marked, realized_pnl=0.0,
-                           unrealized_pnl=sum(p.unrealized_pnl for p in positions), fees_paid=0.0)
-        return self._guard("fetch_balance", read)
-
-    def fetch_my_trades(self, since: datetime | None = None) -> list[Fill]:
-        """Fills after ``since`` (UTC) on the symbols this venue knows (``instruments`` and those
-        it placed orders on), oldest first, ``fill_id`` = Binance's trade id. With ``since`` the venue
-        pages forward from it (:meth:`_trades`); without, Binance's default window (spot: latest
-        500 trades, futures: last 7 days). ``fee`` in quote currency: a commission in the
-        base asset is valued at the fill price, one in another asset (BNB) at its last USDT price.
-        ``client_order_id``: from this process's orders, else read back from the order."""
-        def read() -> list[Fill]:
-            symbols = sorted(set(self.instruments) | {k.request.instrument for k in self._known.values()})
-            since_ms = int(since.timestamp() * 1000) + 1 if since else None
-            fills, prices = [], {}
-            for symbol in symbols:
-                base = self._market(symbol)["base"]
-                for t in self._trades(symbol, since_ms):
-                    when = _utc_ms(t.get("timestamp"))
-                    if when is None or (since is not None and when <= since):
-                        continue
-                    fee = t.get("fee") or {}
-                    cost, cur = _f(fee.get("cost")), fee.get("currency")
-                    if cur == base:
-                        cost *= _f(t.get("price"))
-                    elif cur and cur != self.quote and cost:
-                        pair = f"{cur}/{self.quote}"
-                        if pair not in prices:
-                            prices[pair] = _f(self.exchange.fetch_ticker(pair).get("last")) if pair in self._markets() else 0.0
-                        cost *= prices[pair]
-                    fills.append(Fill(fill_id=str(t["id"]), client_order_id=self._cid_of(symbol, str(t.get("order"))),
-                                      instrument=symbol, side=Side(t["side"]), quantity=_f(t.get("amount")),
-                                      price=_f(t.get("price")), fee=cost, time=when))
-            seen = {f.fill_id: f for f in fills}
-            return sorted(seen.values(), key=lambda f: (f.time, f.fill_id))
-        return self._guard("fetch_my_trades", read)
-
-    def _now_ms(self) -> int:
-        """Now, epoch milliseconds UTC (the exchange's clock)."""
-        return self.exchange.milliseconds()
-
-    PAGE = 1000  # Binance's largest myTrades / userTrades page
-    WEEK_MS = 7 * 24 * 3600 * 1000
-
-    def _trades(self, symbol: str, since_ms: int | None) -> list[dict]:
-        """Trades of ``symbol`` from ``since_ms`` on, paged forward: spot ``startTime`` pages of
-        1000; futures windows of at most 7 days (Binance userTrades: ``endTime − startTime`` ≤ 7
-        days), each paged the same way. Without ``since_ms``: one default request."""
-        if since_ms is None:
-            return self.exchange.fetch_my_trades(symbol)
-        out: list[dict] = []
-        start, now = since_ms, self._now_ms()
-        for _ in range(10_000):  # a bound, not a retry: ~190 years of weekly windows
-            if start > now:
-                break
-            end = min(start + self.WEEK_MS - 1, now) if self.mode is Mode.FUTURES else None
-            batch = self.exchange.fetch_my_trades(symbol, start, self.PAGE, {"until": end} if end else {})
-            out.extend(batch)
-            if len(batch) >= self.PAGE:
-                start = max(t.get("timestamp") or start for t in batch) + 1
-            elif end is None:
-                break
-            else:
-                start = end + 1
-        return out
-
-    def _cid_of(self, symbol: str, order_id: str) -> str:
-        cid = self._order_cids.get((symbol, order_id))
-        if cid is None:
-            o = self.exchange.fetch_order(order_id, symbol)
-            cid = o.get("clientOrderId") or ""
-            self._order_cids[(symbol, order_id)] = cid
-        return cid
-
-    def futures_terms(self, instrument: str) -> FuturesTerms | None:
-        """Funding and leverage terms of a USDⓈ-M perpetual (None for spot): ``mark_price`` and
-        ``funding_rate`` (fraction per funding interval) and ``next_funding_time`` from
-        ``GET /fapi/v1/premiumIndex`` (ccxt ``fetch_funding_rate``: ``lastFundingRate``,
-        ``nextFundingTime``); ``max_leverage`` the highest ``initialLeverage`` of the symbol's
-        notional brackets (``GET /fapi/v1/leverageBracket``, ccxt ``fetch_leverage_tiers``);
-        ``margin_mode`` the mode this venue sets before each entry."""
-        if self.mode is not Mode.FUTURES:
-            return None
-        def read() -> FuturesTerms:
-            self._market(instrument)
-            fr = self.exchange.fetch_funding_rate(instrument)
-            tiers = self.exchange.fetch_leverage_tiers([instrument]).get(instrument) or []
-            max_lev = max((_f(t.get("maxLeverage")) for t in tiers), default=0.0) or None
-            rate = fr.get("fundingRate")
-            return FuturesTerms(instrument=instrument, mark_price=_f(fr.get("markPrice")) or None,
-                                funding_rate=float(rate) if rate is not None else None,
-                                next_funding_time=_utc_ms(fr.get("fundingTimestamp") or fr.get("nextFundingTimestamp")),
-                                max_leverage=max_lev, margin_mode=self.margin_mode)
-        return self._guard("futures_terms", read)
+                     request=request, status=status, placed_at=placed, filled_quantity=filled,
+                     average_price=float(avg) if avg else None, reason=order_reason(o, status))
 
 
 __all__ = ["CcxtVenue", "TRANSIENT_ERRORS", "VenueUnavailable"]
