@@ -16,12 +16,16 @@ It plays the gateway too, synchronously and simply:
   parent (Submitted) and the parent's other children (PreSubmitted: held until the parent fills).
 * :meth:`FakeIB.fill` executes an order (Fill with Execution + CommissionReport, position and
   portfolio updated); a filled parent releases its children (Submitted); a filled child cancels
-  its siblings (IB's bracket OCA).
+  its siblings (IB's bracket OCA), as a filled order of an OCA group (``ocaType`` 1) cancels the
+  rest of its group.
 * ``cancelOrder`` is confirmed at once (Cancelled); IB would also cancel a parent's children by
   itself, this fake does not, so tests see what the adapter cancels.
 * ``reqCompletedOrders`` answers like TWS does: fresh ``Trade`` objects carrying what the
   completed-order message carries (``permId``, ``orderRef``, status; no ``orderId``, ``clientId``
   or ``parentId``).
+* Client ids: ``client_id`` is the connected session's; tests set it (and ``client._next``, IB's
+  next valid order id, which is per client) to play a second process with another client id.
+  Orders are keyed by (clientId, orderId), and ``parentId`` resolves within the placing client id.
 * The state survives a "process crash": a second adapter given the same FakeIB sees what the
   gateway remembers. :meth:`FakeIB.forget_session` drops what only the crashed ib_async session
   knew (its done trades), leaving what TWS reports (open orders, completed orders, executions).
@@ -195,6 +199,11 @@ class FakeIB:
                 for sib in self._children(self._trades[(o.clientId, o.parentId)].order):
                     if sib is not trade and sib.orderStatus.status not in OrderStatus.DoneStates:
                         sib.orderStatus.status = OrderStatus.Cancelled
+            if o.ocaGroup and o.ocaType == 1:  # an OCA group: one fills, IB cancels the others
+                for other in self._trades.values():
+                    if (other is not trade and other.order.ocaGroup == o.ocaGroup
+                            and other.orderStatus.status not in OrderStatus.DoneStates):
+                        other.orderStatus.status = OrderStatus.Cancelled
         cid = trade.contract.conId
         old = self._positions.get(cid)
         held, cost = (float(old.position), float(old.avgCost)) if old else (0.0, 0.0)
@@ -304,7 +313,7 @@ class FakeIB:
         key = (order.clientId, order.orderId) if order.orderId > 0 else order.permId
         trade = self._trades.get(key)
         self.cancelled.append(order.orderId if order.orderId > 0 else order.permId)
-        if trade is not None and trade.orderStatus.status not in OrderStatus.DoneStates:
+        if trade is not None and trade.orderStatus.status not in OrderStatus.DoneStates - {OrderStatus.Inactive}:  # a held order can be cancelled
             trade.orderStatus.status = OrderStatus.Cancelled
             trade.log.append(TradeLogEntry(self.tick(), OrderStatus.Cancelled))
         return trade

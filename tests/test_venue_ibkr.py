@@ -10,11 +10,12 @@ from datetime import datetime, timezone
 
 import pytest
 from fake_ib import ACCOUNT, FakeIB, SimulatedCrash
+from ib_async import TradeLogEntry
 
 from trading_pipelines.domain.ids import client_order_id, intent_id
 from trading_pipelines.domain.models import OrderRequest, OrderRole, OrderStatus, OrderType, PositionSide, Side
 from trading_pipelines.venues.ibkr import IbkrVenue, search_symbols
-from trading_pipelines.venues.protocol import VenueError
+from trading_pipelines.venues.protocol import OrderRejected, OrderStateUnknown, VenueError, VenueUnavailable
 
 T0 = datetime(2024, 5, 1, 14, 0, tzinfo=timezone.utc)
 UNSET = 1.7976931348623157e308
@@ -27,7 +28,7 @@ def venue(ib: FakeIB, **kw) -> IbkrVenue:
 
 
 def bracket(instrument="SPY", qty=10.0, stop=490.0, target=520.0, entry_type=OrderType.MARKET, price=None, window=T0):
-    """The three requests exactly as services.order_requests builds them."""
+    """The three requests exactly as requests.order_requests builds them."""
     iid = intent_id("strat", instrument, window)
     e = client_order_id(iid, OrderRole.ENTRY)
     return (
@@ -79,7 +80,7 @@ def test_market_bracket_legs_links_transmit_and_order_refs(ib):
     # returned as [entry, stop_loss, take_profit], read back from IB: the requests round-trip
     assert [o.client_order_id for o in orders] == [en.client_order_id, sl.client_order_id, tp.client_order_id]
     assert [o.request for o in orders] == [en, sl, tp]
-    assert [o.status for o in orders] == [OrderStatus.NEW] * 3
+    assert [o.status for o in orders] == [OrderStatus.ACCEPTED] * 3
     assert [o.venue_order_id for o in orders] == [str(parent.permId), str(stop.permId), str(take.permId)]
     assert all(o.placed_at == T0 for o in orders)
     # at the gateway: the parent works, the children wait for it
@@ -147,7 +148,7 @@ def test_crash_mid_bracket_places_only_the_missing_legs_on_the_existing_entry(ib
     assert (first.orderType, first.auxPrice, second.orderType, second.lmtPrice) == ("STP", 490.0, "LMT", 520.0)
     assert first.transmit and second.transmit  # transmitting a child transmits the held parent
     assert ib.trade_by_ref(reqs[0].client_order_id).orderStatus.status == "Submitted"
-    assert [o.status for o in orders] == [OrderStatus.NEW] * 3
+    assert [o.status for o in orders] == [OrderStatus.ACCEPTED] * 3
 
 
 def test_exactly_once_finds_orders_only_tws_reports_as_completed(ib):
@@ -161,7 +162,7 @@ def test_exactly_once_finds_orders_only_tws_reports_as_completed(ib):
     orders = place(venue(ib), reqs)
     assert len(ib.placed) == 3
     assert "reqCompletedOrders" in ib.calls
-    assert [o.status for o in orders] == [OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.FILLED]
+    assert [o.status for o in orders] == [OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.FILLED]
     assert (orders[0].filled_quantity, orders[0].average_price) == (10.0, pytest.approx(500.10))
     assert (orders[2].filled_quantity, orders[2].average_price) == (10.0, 520.0)
     assert orders[1].request.parent_client_order_id == reqs[0].client_order_id  # from the id, not parentId (absent)
@@ -209,9 +210,9 @@ def test_cancel_entry_cancels_its_children(ib):
     place(v, (en, sl, tp))
     ids = [ib.trade_by_ref(r.client_order_id).order.orderId for r in (en, sl, tp)]
     cancelled = v.cancel_order(en.client_order_id)
-    assert cancelled.status is OrderStatus.CANCELLED
+    assert cancelled.status is OrderStatus.CANCELED
     assert sorted(ib.cancelled) == sorted(ids)
-    assert [v.fetch_order(r.client_order_id).status for r in (sl, tp)] == [OrderStatus.CANCELLED] * 2
+    assert [v.fetch_order(r.client_order_id).status for r in (sl, tp)] == [OrderStatus.CANCELED] * 2
     assert v.fetch_open_orders() == []
     with pytest.raises(VenueError, match="unknown order"):
         v.cancel_order("tp-000000000000000000000000-en")
@@ -219,9 +220,9 @@ def test_cancel_entry_cancels_its_children(ib):
 
 
 @pytest.mark.parametrize("ib_status, expected", [
-    ("PendingSubmit", OrderStatus.NEW), ("PreSubmitted", OrderStatus.NEW), ("Submitted", OrderStatus.NEW),
-    ("Filled", OrderStatus.FILLED), ("Cancelled", OrderStatus.CANCELLED), ("ApiCancelled", OrderStatus.CANCELLED),
-    ("Inactive", OrderStatus.REJECTED),
+    ("PendingSubmit", OrderStatus.ACCEPTED), ("PreSubmitted", OrderStatus.ACCEPTED), ("Submitted", OrderStatus.ACCEPTED),
+    ("Filled", OrderStatus.FILLED), ("Cancelled", OrderStatus.CANCELED), ("ApiCancelled", OrderStatus.CANCELED),
+    ("Inactive", OrderStatus.ACCEPTED),
 ])
 def test_status_mapping(ib, ib_status, expected):
     v = venue(ib)
@@ -258,7 +259,7 @@ def test_reconcile_picks_up_manual_order_and_position(ib):
                                      "attributed": False}]
     assert summary["unattributed_positions"] == ["AAPL"]
     cid = f"ib-{manual.order.permId}"
-    assert summary["open_orders"] == [{"client_order_id": cid, "instrument": "AAPL", "status": "NEW", "manual": True}]
+    assert summary["open_orders"] == [{"client_order_id": cid, "instrument": "AAPL", "status": "ACCEPTED", "manual": True}]
     assert summary["manual_orders"] == [cid]
     assert {"positions", "openTrades", "reqCompletedOrders", "fills"} <= set(ib.calls)
 
@@ -268,7 +269,7 @@ def test_reconcile_picks_up_manual_order_and_position(ib):
     (o,) = v.fetch_open_orders("AAPL")
     assert (o.client_order_id, o.request.role, o.request.type, o.request.price, o.request.quantity) == (cid, OrderRole.ENTRY, OrderType.LIMIT, 165.0, 3.0)
     assert v.fetch_open_orders("SPY") == []
-    assert v.fetch_order(cid).status is OrderStatus.NEW
+    assert v.fetch_order(cid).status is OrderStatus.ACCEPTED
 
 
 def test_fills_become_fills_and_positions(ib):
@@ -290,7 +291,7 @@ def test_fills_become_fills_and_positions(ib):
     assert fills[0].fill_id == "0000e0d5.6630a1b2.01.01" and fills[0].time.tzinfo is not None
     assert [f.fill_id for f in v.fetch_my_trades(since=f1.time)] == [f2.execution.execId]
     assert v.fetch_positions() == []
-    assert v.fetch_order(sl.client_order_id).status is OrderStatus.CANCELLED  # OCA sibling
+    assert v.fetch_order(sl.client_order_id).status is OrderStatus.CANCELED  # OCA sibling
     assert v.fetch_order(tp.client_order_id).average_price == 520.0
 
 
@@ -356,3 +357,141 @@ def test_real_ib_async_refused_port_is_a_clear_venue_error():
     v = IbkrVenue(host="127.0.0.1", port=port, client_id=1, account=ACCOUNT, connect_attempts=1, connect_timeout_s=2)
     with pytest.raises(VenueError, match=f"127.0.0.1:{port}.*ConnectionRefusedError"):
         v.connect()
+
+
+# ---------------------------------------------------------------------- held, partial fills, client ids
+def test_inactive_is_an_order_held_by_ib_not_a_rejection(ib):
+    """IB answers ``Inactive`` for an order it holds (here: outside regular trading hours, IB's
+    error 399 message): ACCEPTED, the reason naming the hold; it is still open and cancellable.
+    Inactive after error 201 "Order rejected" is a rejection."""
+    v = venue(ib)
+    en = bracket(entry_type=OrderType.LIMIT, price=495.0)[0]
+    v.create_order(en, placed_at=T0, position_side="long")
+    t = ib.trade_by_ref(en.client_order_id)
+    t.orderStatus.status = "Inactive"
+    t.log.append(TradeLogEntry(ib.tick(), "Inactive", "Order will not be placed at the exchange until 2024-05-02 09:30:00 US/Eastern", 399))
+    got = v.fetch_order(en.client_order_id)
+    assert got.status is OrderStatus.ACCEPTED
+    assert got.reason == ("held by IB (Inactive): IB 399: Order will not be placed at the exchange until "
+                          "2024-05-02 09:30:00 US/Eastern")
+    assert [o.client_order_id for o in v.fetch_open_orders()] == [en.client_order_id]
+    assert v.cancel_order(en.client_order_id).status is OrderStatus.CANCELED
+    rejected = bracket(instrument="AAPL")[0]
+    v.create_order(rejected, placed_at=T0, position_side="long")
+    r = ib.trade_by_ref(rejected.client_order_id)
+    r.orderStatus.status = "Inactive"
+    r.log.append(TradeLogEntry(ib.tick(), "Inactive", "Order rejected - reason:No trading permissions.", 201))
+    got = v.fetch_order(rejected.client_order_id)
+    assert got.status is OrderStatus.REJECTED and "No trading permissions" in got.reason
+
+
+def test_an_entry_partly_filled_then_cancelled_reports_the_held_shares(ib):
+    """A 10-share LIMIT entry fills 4 at 495.00, then is cancelled: CANCELED with filled 4 (those
+    shares are held), also for a new process that sees it only through TWS's completed orders.
+    While it worked with 4 filled it was PARTIALLY_FILLED."""
+    v = venue(ib)
+    en = bracket(entry_type=OrderType.LIMIT, price=495.0)[0]
+    v.create_order(en, placed_at=T0, position_side="long")
+    ib.fill(en.client_order_id, 495.0, shares=4)
+    assert v.fetch_order(en.client_order_id).status is OrderStatus.PARTIALLY_FILLED
+    cancelled = v.cancel_order(en.client_order_id)
+    assert (cancelled.status, cancelled.filled_quantity, cancelled.average_price) == (OrderStatus.CANCELED, 4.0, 495.0)
+    assert cancelled.reason == "cancelled after 4 of 10 shares filled"
+    ib.forget_session()
+    again = venue(ib).fetch_order(en.client_order_id)
+    assert (again.status, again.filled_quantity) == (OrderStatus.CANCELED, 4.0)
+    assert v.fetch_positions()[0].quantity == 4.0
+
+
+def second_client(ib: FakeIB, client_id: int = 9) -> IbkrVenue:
+    """Another process on the same gateway with its own client id (IB's order ids are per client)."""
+    ib.client_id, ib.client._next = client_id, 1
+    return IbkrVenue(host="127.0.0.1", port=4002, client_id=client_id, account=ACCOUNT, ib=ib, connect_wait_s=0)
+
+
+def test_a_missing_leg_never_takes_parent_id_from_another_client_id(ib):
+    """Client 7 placed the SPY entry (orderId 1), still working. Client 9 has its own orderId 1 (an
+    AAPL entry). Client 9 placing the SPY stop-loss must not send parentId 1: IB would attach it to
+    client 9's AAPL order. Nothing is held yet, so the leg is not placed (INITIALIZED, with the
+    reason); once the entry filled, the legs go on without a parent in one OCA group."""
+    v7 = venue(ib)
+    en, sl, tp = bracket(entry_type=OrderType.LIMIT, price=495.0)
+    v7.create_order(en, placed_at=T0, position_side="long")
+    v9 = second_client(ib)
+    v9.create_order(bracket(instrument="AAPL", window=datetime(2024, 5, 2, tzinfo=timezone.utc))[0], placed_at=T0,
+                    position_side="long")
+    assert ib.placed[-1][1].orderId == 1 == ib.placed[0][1].orderId  # the same orderId in two client ids
+    n = len(ib.placed)
+    got = v9.create_order(sl, placed_at=T0, position_side="long")
+    assert len(ib.placed) == n and got.status is OrderStatus.INITIALIZED and "client id 7" in got.reason
+
+    ib.fill(en.client_order_id, 495.0)
+    stop, take = v9.create_protection(sl, tp, placed_at=T0, position_side="long")
+    (_, s_order), (_, t_order) = ib.placed[n:]
+    assert s_order.parentId == t_order.parentId == 0
+    assert (s_order.ocaGroup, s_order.ocaType, t_order.ocaGroup, t_order.ocaType) == (en.client_order_id, 1, en.client_order_id, 1)
+    assert (stop.status, take.status) == (OrderStatus.ACCEPTED, OrderStatus.ACCEPTED)
+
+
+def test_create_protection_is_an_oca_group_sized_to_the_held_shares_and_idempotent(ib):
+    """10 SPY shares held (bought by hand: no entry of this pipeline): a GTC STP 490 and a GTC LMT
+    520, SELL 10, ``ocaGroup`` the stop's oco_group, ``ocaType`` 1, both transmitted, stop first.
+    A re-run places nothing; the take-profit filling cancels the stop (OCA); both legs are found,
+    looked up and cancelled by their client order ids."""
+    ib.add_manual_position("SPY", 10, 480.0, mark=500.0)
+    v = venue(ib)
+    _, sl, tp = bracket(qty=12.0)  # asks for more than is held: sized to the 10 held
+    legs = v.create_protection(sl, tp, placed_at=T0, position_side="long")
+    (_, stop), (_, take) = ib.placed
+    assert (stop.orderType, stop.action, stop.totalQuantity, stop.auxPrice, stop.tif) == ("STP", "SELL", 10.0, 490.0, "GTC")
+    assert (take.orderType, take.totalQuantity, take.lmtPrice, take.tif) == ("LMT", 10.0, 520.0, "GTC")
+    assert stop.ocaGroup == take.ocaGroup == sl.oco_group and stop.ocaType == take.ocaType == 1
+    assert stop.transmit and take.transmit and stop.parentId == take.parentId == 0
+    assert [o.client_order_id for o in legs] == [sl.client_order_id, tp.client_order_id]
+    assert [o.status for o in legs] == [OrderStatus.ACCEPTED] * 2 and legs[0].request.quantity == 10.0
+    v.create_protection(sl, tp, placed_at=T0, position_side="long")
+    assert len(ib.placed) == 2
+    assert v.lookup_order(sl.client_order_id).status is OrderStatus.ACCEPTED
+    assert v.cancel_order(sl.client_order_id, instrument="SPY").status is OrderStatus.CANCELED
+    # a stop alone, then the take-profit joins its OCA group
+    _, sl2, tp2 = bracket(window=datetime(2024, 5, 3, tzinfo=timezone.utc))
+    (lone,) = v.create_protection(sl2, None, placed_at=T0, position_side="long")
+    (joined, added) = v.create_protection(sl2, tp2, placed_at=T0, position_side="long")
+    assert joined.venue_order_id == lone.venue_order_id and ib.placed[-1][1].ocaGroup == ib.placed[-2][1].ocaGroup
+    ib.fill(tp2.client_order_id, 520.0)
+    assert v.fetch_order(sl2.client_order_id).status is OrderStatus.CANCELED  # IB's OCA cancelled the stop
+
+
+def test_protection_and_exit_with_no_shares_are_order_rejected(ib):
+    v = venue(ib)
+    _, sl, tp = bracket()
+    with pytest.raises(OrderRejected, match="no SPY shares held"):
+        v.create_protection(sl, tp, placed_at=T0, position_side="long")
+    with pytest.raises(OrderRejected, match="nothing to exit"):
+        v.create_order(exit_request(), placed_at=T0, position_side="long")
+    assert ib.placed == []
+
+
+def test_a_connection_lost_while_placing_is_order_state_unknown(ib):
+    """The socket breaks inside ``placeOrder``: the order may be at IB, so
+    :class:`OrderStateUnknown` names it; a connection refused before anything was sent is
+    :class:`VenueUnavailable`."""
+    v = venue(ib)
+    en = bracket()[0]
+    real = ib.placeOrder
+
+    def broken(contract, order):
+        real(contract, order)
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    ib.placeOrder = broken
+    with pytest.raises(OrderStateUnknown) as caught:
+        v.create_order(en, placed_at=T0, position_side="long")
+    assert caught.value.client_order_id == en.client_order_id
+    ib.placeOrder = real
+    assert v.lookup_order(en.client_order_id).status is OrderStatus.ACCEPTED  # it was at IB
+    ib.disconnect()
+    ib.refuse_connects = 10
+    with pytest.raises(VenueUnavailable) as caught:
+        v.fetch_positions()
+    assert not isinstance(caught.value, OrderStateUnknown)
