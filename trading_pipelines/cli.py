@@ -168,7 +168,7 @@ class _Progress:
 def cmd_review(args) -> int:
     """The live book over a window range, in time order (one run)."""
     ensure_dagster_home()
-    from trading_pipelines import services
+    from trading_pipelines import runtime
 
     spec = _strategy(args.strategy)
     instruments, windows = _instruments(spec, args), _windows(spec, args)
@@ -176,11 +176,11 @@ def cmd_review(args) -> int:
           f"{spec.mode.value}, {spec.venue.kind} venue, DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
     t0 = time.monotonic()
     bar = _Progress(len(windows), "live", not args.quiet)
-    services.PROGRESS.append(bar)
+    runtime.PROGRESS.append(bar)
     try:
         result = _run(spec, windows, instruments, "live")
     finally:
-        services.PROGRESS.remove(bar)
+        runtime.PROGRESS.remove(bar)
         bar.close()
     rep = _ledger_report(spec.name, "live")
     _print_summary(spec, instruments, rep, [] if result.success else [result.run_id], time.monotonic() - t0)
@@ -190,22 +190,22 @@ def cmd_review(args) -> int:
 def cmd_replay(args) -> int:
     """A replay book over a window range: what the strategy would have done, with its report."""
     ensure_dagster_home()
-    from trading_pipelines import services
+    from trading_pipelines import runtime
     from trading_pipelines.assets.partitions import window_end
     spec = _strategy(args.strategy)
     instruments, windows = _instruments(spec, args), _windows(spec, args)
     ends = [window_end(spec, w) for w in windows]
-    book = services.replay_book_id(spec, instruments, ends[0], ends[-1])
+    book = runtime.replay_book_id(spec, instruments, ends[0], ends[-1])
     if not args.json:
         print(f"{spec.name}: replay book {book}, {len(windows)} windows ({windows[0]} … {windows[-1]}) × "
               f"{len(instruments)} instruments, {spec.mode.value}, DAGSTER_HOME={os.environ['DAGSTER_HOME']}", flush=True)
     t0 = time.monotonic()
     bar = _Progress(len(windows), book, not args.quiet and sys.stderr.isatty())
-    services.PROGRESS.append(bar)
+    runtime.PROGRESS.append(bar)
     try:
         result = _replay(spec, windows, instruments, charts=not args.no_charts)
     finally:
-        services.PROGRESS.remove(bar)
+        runtime.PROGRESS.remove(bar)
         bar.close()
     elapsed = time.monotonic() - t0
     if not result.success:
@@ -271,7 +271,7 @@ def cmd_status(args) -> int:
 def cmd_decide(args) -> int:
     """confirm / cancel one intent, by id (see ``status --json``)."""
     ensure_dagster_home()
-    from trading_pipelines import services
+    from trading_pipelines.account import window
     from trading_pipelines.ledger.db import session_scope
     from trading_pipelines.ledger.models import IntentRow
     from trading_pipelines.resources.dagster_resources import default_resources
@@ -287,7 +287,7 @@ def cmd_decide(args) -> int:
     try:
         spec = _strategy(strategy)
         rt = trading.runtime(spec, book=book)
-        fn = services.confirm if args.cmd == "confirm" else services.cancel
+        fn = window.confirm if args.cmd == "confirm" else window.cancel
         intent, orders = fn(rt, args.intent_id, run_id=f"cli:{args.cmd}:{os.environ.get('USER', 'unknown')}")
     except (ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)

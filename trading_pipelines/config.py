@@ -289,11 +289,16 @@ class ScheduleConfig(_Strict):
 
 class ExecutionConfig(_Strict):
     """``dry_run`` (default true): live venues receive nothing; the paper venue, being simulated,
-    always fills. ``confirm: manual`` leaves validated intents AWAITING_CONFIRMATION."""
+    always fills. ``confirm: manual`` leaves validated intents AWAITING_CONFIRMATION.
+    ``protection``: what the execution engine does with an open position of an intent when no
+    reduce-only stop can rest for its whole quantity (the venue refused it): ``flatten`` (default)
+    closes it with a reduce-only market order and audits why; ``flag`` leaves it open, marks the
+    intent UNPROTECTED and fails the ``positions_protected`` check (a human is paged)."""
 
     dry_run: bool = True
     confirm: Literal["auto", "manual"] = "auto"
     live_ack: str | None = Field(default=None, description="must equal the strategy name to trade live")
+    protection: Literal["flatten", "flag"] = "flatten"
 
 
 class StrategySpec(_Strict):

@@ -1,9 +1,10 @@
 """The intent lifecycle by hand: plan, inspect, execute (DRY_RUN or LIVE) and cancel one intent.
 
 The launchpad jobs (:mod:`trading_pipelines.intent_jobs`) and the CLI (``trading-pipelines
-intent …``, ``history``) call these functions; they are built on the per-step API of
-:mod:`trading_pipelines.services` (its book lock, guards, pre-submit re-check and send path), so a
-manual intent is planned, validated, sent and reconciled exactly as the pipeline's are.
+intent …``, ``history``) call these functions; they are built on the account's per-step API
+(:mod:`trading_pipelines.account.window`: its book lock, guards, pre-submit re-check) and send
+through the one execution engine (:mod:`trading_pipelines.account.engine`), so a manual intent is
+planned, validated, sent and reconciled exactly as the pipeline's are.
 
 **Manual plans.** :func:`plan_manual` plans the latest *closed* window of the strategy: the window
 whose end is at or before now (for replay-data strategies, the last window of their data), with a
@@ -30,13 +31,16 @@ CANCELS the intent with the reason, as in the pipeline), then
 
 * ``DRY_RUN``: the orders that would be sent are recorded with status DRY_RUN and the intent
   becomes DRY_RUN; nothing reaches the venue.
-* ``LIVE``: the orders go through ``services._send`` (the venue protocol, idempotent per client
-  order id). Refused unless ``acknowledge_risk`` is true **and** the deployment's live switch
+* ``LIVE``: the orders go through the execution engine (legs written ahead, then the venue
+  protocol, idempotent per client order id). After a crash anywhere in that send, the same call
+  run again finishes it: an intent whose legs are in doubt (written ahead, or sent with no answer)
+  is synced with the venue by client order id — adopted, or sent if the venue definitely never got
+  it — never refused and never sent twice. Refused unless ``acknowledge_risk`` is true **and** the deployment's live switch
   ``TRADING_PIPELINES_LIVE=1`` is set — on every venue, the simulated paper venue included (LIVE
   means "as if real": one rule for all venues, so switching a strategy's venue never silently
   widens what LIVE does). On a real (non-simulated) venue the strategy must also be acknowledged
   live in its file (``execution.dry_run: false``, ``execution.live_ack: <name>``; see
-  :func:`services.live_trading_allowed`), so ``_send`` never downgrades a LIVE request to DRY_RUN.
+  :func:`runtime.live_trading_allowed`), so the engine never downgrades a LIVE request to DRY_RUN.
 
 **Refusals** raise :class:`Refused` (a ``ValueError``) before anything is written: the ledger and
 the venue are unchanged. Every change is audited: status transitions with their cause
@@ -56,7 +60,11 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 from sqlalchemy import select
 
-from trading_pipelines import services
+from trading_pipelines import runtime
+from trading_pipelines.account import window
+from trading_pipelines.account.engine import ExecutionEngine, step
+from trading_pipelines.account.view import advance
+from trading_pipelines.analysis.frames import freshness, indicator_frame
 from trading_pipelines.assets.partitions import window_key
 from trading_pipelines.domain.indicators import swing_levels
 from trading_pipelines.domain.intents import ALLOWED
@@ -65,7 +73,6 @@ from trading_pipelines.domain.models import (
     IntentKind,
     IntentStatus,
     Mode,
-    Order,
     OrderStatus,
     Signal,
     SpotAction,
@@ -82,7 +89,8 @@ from trading_pipelines.ledger.models import (
     IntentStatusRow,
     OrderRow,
 )
-from trading_pipelines.resources.market_data import MarketDataError
+from trading_pipelines.stores.market_data import MarketDataError
+from trading_pipelines.account.decide import sane_to_send
 from trading_pipelines.venues.protocol import VenueError
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -142,14 +150,14 @@ def _actions(mode: Mode) -> list[str]:
     return [a.value for a in enum_ if a.value != "hold"]
 
 
-def _market(rt: services.Runtime, instrument: str, window_end: datetime) -> MarketContext:
+def _market(rt: runtime.Runtime, instrument: str, window_end: datetime) -> MarketContext:
     """The planner's market context at ``window_end``, exactly as the pipeline's analysis computes
     it (chunked indicator frame sliced point in time); :class:`Refused` on bad or stale data."""
     try:
-        frame = services.indicator_frame(rt, instrument, window_end)
+        frame = indicator_frame(rt, instrument, window_end)
     except (MarketDataError, ValueError) as e:
         raise Refused(f"cannot plan {instrument} for the window ending {window_end.isoformat()}: bad data: {e}") from None
-    stale = services.freshness(rt, frame, window_end)
+    stale = freshness(rt, frame, window_end)
     if stale:
         raise Refused(f"cannot plan {instrument} for the window ending {window_end.isoformat()}: {stale}")
     if len(frame) < min(rt.spec.template.lookback_bars, 30):
@@ -165,7 +173,7 @@ def _market(rt: services.Runtime, instrument: str, window_end: datetime) -> Mark
 # ---------------------------------------------------------------- plan
 
 
-def plan_manual(rt: services.Runtime, instrument: str, side: str, capital: float | None = None, *,
+def plan_manual(rt: runtime.Runtime, instrument: str, side: str, capital: float | None = None, *,
                 who: str = "unknown", run_id: str = "manual", now: datetime | None = None) -> dict:
     """Plan and validate a manual intent for the latest closed window (see the module doc).
     ``side``: buy|sell (spot), long|short|close (futures); ``capital`` (quote currency) sizes the
@@ -187,7 +195,7 @@ def plan_manual(rt: services.Runtime, instrument: str, side: str, capital: float
     lin = repo.Lineage(spec.name, instrument, window_key(spec, window_end), run_id, rt.book)
     request = {"strategy": spec.name, "instrument": instrument, "window_end": window_end.isoformat(), "side": side,
                "capital": capital}
-    with services._step(rt) as s:
+    with step(rt) as s:
         seq, existing = 1, None
         while True:
             iid = manual_intent_id(spec.name, instrument, window_end, side, capital, seq, rt.book)
@@ -201,7 +209,7 @@ def plan_manual(rt: services.Runtime, instrument: str, side: str, capital: float
         if existing is not None:  # the same request again while its intent is open: that intent
             repo.audit(s, lin, "manual_plan_repeated", intent_id=iid, status=existing.status, who=who, **request)
             return intent_report(s, iid)
-        late = services._late(s, rt, window_end, lin)
+        late = advance(s, rt, window_end, lin)
         if late is not None:
             raise Refused(f"the {spec.name} venue is at {late.isoformat()}, past the window ending "
                           f"{window_end.isoformat()}: a past window plans no trade")
@@ -217,7 +225,7 @@ def plan_manual(rt: services.Runtime, instrument: str, side: str, capital: float
                    last_close=market.last_close, atr=market.atr, **request)
         repo.record_intent(s, lin, intent)
         if intent.kind is not IntentKind.NONE:
-            services._validate(s, rt, lin, intent)
+            window.validate_in(s, rt, lin, intent)
         return intent_report(s, iid)
 
 
@@ -246,40 +254,35 @@ def _refuse_unexecutable(row: IntentRow, mode: ExecutionMode) -> None:
     raise Refused(f"intent {row.intent_id} is {status.value}: already executed, it is never executed twice")
 
 
-def _refuse_live(rt: services.Runtime, acknowledge_risk: bool, environ) -> None:
+def _refuse_live(rt: runtime.Runtime, acknowledge_risk: bool, environ) -> None:
     if not acknowledge_risk:
         raise Refused("LIVE execution refused: acknowledge_risk is not set (the CLI's --acknowledge-risk); LIVE "
                       "sends real orders through the venue")
-    if environ.get(services.LIVE_SWITCH_ENV) != "1":
-        raise Refused(f"LIVE execution refused: the deployment's live switch {services.LIVE_SWITCH_ENV}=1 is not set "
+    if environ.get(runtime.LIVE_SWITCH_ENV) != "1":
+        raise Refused(f"LIVE execution refused: the deployment's live switch {runtime.LIVE_SWITCH_ENV}=1 is not set "
                       f"(required for LIVE on every venue, the simulated paper venue included)")
     if not rt.venue.simulated:
         ex = rt.spec.execution
-        allowed, why = services.live_trading_allowed(rt.spec.name, ex.dry_run, ex.live_ack, environ)
+        allowed, why = runtime.live_trading_allowed(rt.spec.name, ex.dry_run, ex.live_ack, environ)
         if not allowed:
             raise Refused(f"LIVE execution refused on the {rt.venue.name} venue: {why}")
 
 
-def _dry_run_orders(s, rt: services.Runtime, intent, placed_at: datetime) -> list[Order]:
-    """The orders :func:`services._send` would place for ``intent``, as DRY_RUN orders."""
-    if intent.kind is IntentKind.ENTRY:
-        slip = rt.limits.max_entry_slippage_pct
-        requests = services.order_requests(intent, slip, rt.instrument(intent.instrument).tick_size)
-    else:
-        try:  # the re-check's position_exists guard stands before this
-            requests = [services.exit_request(s, rt, intent)[0]]
-        except ValueError as e:
-            raise Refused(str(e)) from None
-    return [Order(client_order_id=r.client_order_id, venue_order_id=None, request=r, status=OrderStatus.DRY_RUN,
-                  placed_at=placed_at) for r in requests]
+def _in_doubt(s, intent_id: str) -> bool:
+    """Whether any leg of the intent is written ahead or sent without an answer (a crashed send)."""
+    from trading_pipelines.ledger import legs as ledger_legs
+
+    return any(r.status in (OrderStatus.INITIALIZED.value, OrderStatus.SUBMITTED.value, OrderStatus.UNKNOWN.value)
+               for r in ledger_legs.legs_of(s, intent_id))
 
 
-def execute_intent(rt: services.Runtime, intent_id: str, mode: ExecutionMode | str = ExecutionMode.DRY_RUN,
+def execute_intent(rt: runtime.Runtime, intent_id: str, mode: ExecutionMode | str = ExecutionMode.DRY_RUN,
                    acknowledge_risk: bool = False, *, who: str = "unknown", run_id: str = "manual",
                    environ=None) -> dict:
     """Execute one VALIDATED / AWAITING_CONFIRMATION intent of the live book, once, in ``mode``
     (see the module doc). Returns :func:`intent_report` of the intent afterwards (DRY_RUN,
-    SUBMITTED — or CANCELLED/FAILED when it expired or the pre-submit re-check failed). Raises
+    SUBMITTED — or CANCELLED/FAILED when it expired or the pre-submit re-check failed). A LIVE call
+    for an intent whose send crashed (legs in doubt) resumes it through the engine. Raises
     :class:`Refused` (nothing changed) for an unknown, unexecutable or already executed intent,
     and for LIVE without ``acknowledge_risk`` or without the live switch."""
     environ = os.environ if environ is None else environ
@@ -289,18 +292,29 @@ def execute_intent(rt: services.Runtime, intent_id: str, mode: ExecutionMode | s
         raise Refused(f"mode {mode!r} is not DRY_RUN or LIVE") from None
     with session_scope(rt.engine) as s:  # refusals first, outside the book lock: nothing is touched
         row = _row(s, intent_id)
-        _refuse_unexecutable(row, mode)
+        resume = mode is ExecutionMode.LIVE and row.book == LIVE_BOOK and _in_doubt(s, intent_id)
+        if not resume:
+            _refuse_unexecutable(row, mode)
     if mode is ExecutionMode.LIVE:
         _refuse_live(rt, acknowledge_risk, environ)
-    with services._step(rt) as s:
+    engine = ExecutionEngine(rt, run_id)
+    if resume:  # the same call run again after a crash: the engine finishes the send, nothing is sent twice
+        with step(rt) as s:
+            repo.audit(s, _lineage(_row(s, intent_id), run_id), "execute_resumed", intent_id=intent_id, who=who,
+                       reason="legs in doubt after a crash: synced with the venue by client order id")
+        engine.run([], intent_ids=[intent_id])
+        with session_scope(rt.engine) as s:
+            return intent_report(s, intent_id)
+    cmds = []
+    with step(rt) as s:
         row = _row(s, intent_id)
         _refuse_unexecutable(row, mode)  # again under the lock: another run may have executed it meanwhile
         intent = repo.intent_from_row(row)
         previous = intent.status
         lin = _lineage(row, run_id)
-        services._late(s, rt, intent.window_end, lin)
-        clock = services.venue_clock(rt)
-        at = clock  # simulated: the venue's clock; real venues: services.WALL_CLOCK
+        advance(s, rt, intent.window_end, lin)
+        clock = runtime.venue_clock(rt)
+        at = clock  # simulated: the venue's clock; real venues: runtime.WALL_CLOCK
         expiry = intent.window_end + rt.spec.bar_duration
         repo.audit(s, lin, "execute", intent_id=intent_id, mode=mode.value, who=who, previous_status=previous.value,
                    acknowledge_risk=bool(acknowledge_risk))
@@ -310,61 +324,43 @@ def execute_intent(rt: services.Runtime, intent_id: str, mode: ExecutionMode | s
                                    f"until {expiry.isoformat()} (one bar after its window)")
             return intent_report(s, intent_id)
         if previous is IntentStatus.VALIDATED:
-            ok, why = services.sane_to_send(intent, services._stored_guards(s, intent_id))
+            ok, why = sane_to_send(intent, window.stored_guards(s, intent_id))
             if not ok:
                 repo.set_intent_status(s, lin, intent_id, IntentStatus.FAILED, f"not sent: {why}")
                 return intent_report(s, intent_id)
-        if not services._recheck(s, rt, lin, intent, check_fresh=False):  # CANCELLED with the pre-submit reason
-            return intent_report(s, intent_id)
         placed_at = max(intent.window_end, clock) if clock else intent.window_end
-        if mode is ExecutionMode.DRY_RUN:
-            orders = _dry_run_orders(s, rt, intent, placed_at)
-            repo.record_orders(s, lin, intent_id, rt.spec.mode.value, rt.venue.name, orders,
-                               status_override=OrderStatus.DRY_RUN.value)
-            repo.set_intent_status(s, lin, intent_id, IntentStatus.DRY_RUN,
-                                   f"dry run by {who}: {len(orders)} orders recorded, nothing sent to {rt.venue.name}: "
-                                   + ", ".join(o.client_order_id for o in orders))
-        else:
-            services._send(s, rt, lin, intent, placed_at=placed_at)
-        services._finish(s, rt, lin, intent)
+        cmd = window.send_now(s, rt, engine, lin, intent, check_fresh=False, placed_at=placed_at,
+                              dry_run_by=who if mode is ExecutionMode.DRY_RUN else None)
+        cmds = [cmd] if cmd is not None else []
+    engine.run(cmds, intent_ids=[intent_id])
+    with session_scope(rt.engine) as s:
         return intent_report(s, intent_id)
 
 
 # ---------------------------------------------------------------- cancel
 
 
-def cancel_intent(rt: services.Runtime, intent_id: str, reason: str | None = None, *, who: str = "unknown",
+def cancel_intent(rt: runtime.Runtime, intent_id: str, reason: str | None = None, *, who: str = "unknown",
                   run_id: str = "manual") -> dict:
     """Cancel an intent that has not traded: VALIDATED / AWAITING_CONFIRMATION are marked
-    CANCELLED; a SUBMITTED one has its resting entry (and its bracket) cancelled at the venue,
-    after the ledger is reconciled with the venue (committed even when the cancel is refused).
-    Refused (:class:`Refused`): an unknown intent, one whose entry filled (exit the position
-    instead), one executed otherwise (DRY_RUN, SENT, monitored, closed …) or already finished."""
+    CANCELLED; a SUBMITTED one has its resting entry (and its bracket) cancelled at the venue
+    through the execution engine, after the engine synced it with the venue (committed even when
+    the cancel is refused). Refused (:class:`Refused`): an unknown intent, one whose entry filled
+    (exit the position instead), one executed otherwise (DRY_RUN, SENT, monitored, closed …) or
+    already finished."""
     with session_scope(rt.engine) as s:
-        _row(s, intent_id)
-    with services._step(rt) as s:  # the venue is the source of truth: the ledger first
         row = _row(s, intent_id)
-        services._reconcile(s, rt, _lineage(row, run_id))
-    with services._step(rt) as s:
-        row = _row(s, intent_id)
-        lin = _lineage(row, run_id)
         status = IntentStatus(row.status)
-        cancelled_at_venue: list[str] = []
-        if status is IntentStatus.SUBMITTED:
-            try:
-                cancelled_at_venue = services.cancel_resting(s, rt, intent_id)
-            except ValueError as e:
-                raise Refused(str(e)) from None
-        elif status in _NEVER_SENT or status is IntentStatus.PENDING:
-            raise Refused(f"intent {intent_id} is {status.value}: nothing to cancel")
-        elif status not in EXECUTABLE:
-            raise Refused(f"intent {intent_id} is {status.value}: already executed, it cannot be cancelled"
-                          + (" (exit the position instead)" if status is not IntentStatus.DRY_RUN else ""))
-        why = f"cancelled by {who}" + (f": {reason}" if reason else "")
-        repo.set_intent_status(s, lin, intent_id, IntentStatus.CANCELLED, why)
-        repo.audit(s, lin, "cancel", intent_id=intent_id, previous_status=status.value, who=who, reason=reason,
-                   cancelled_at_venue=cancelled_at_venue)
-        services._finish(s, rt, lin, repo.intent_from_row(row))
+    if status in _NEVER_SENT or status is IntentStatus.PENDING:
+        raise Refused(f"intent {intent_id} is {status.value}: nothing to cancel")
+    if status not in EXECUTABLE and status is not IntentStatus.SUBMITTED:
+        raise Refused(f"intent {intent_id} is {status.value}: already executed, it cannot be cancelled"
+                      + (" (exit the position instead)" if status is not IntentStatus.DRY_RUN else ""))
+    try:
+        window.cancel(rt, intent_id, run_id, who=who, reason=reason)
+    except ValueError as e:
+        raise Refused(str(e)) from None
+    with session_scope(rt.engine) as s:
         return intent_report(s, intent_id)
 
 
@@ -474,7 +470,7 @@ def history(engine, mode: Mode | str, strategy: str | None = None, book: str | N
 # ---------------------------------------------------------------- runtimes
 
 
-def resolve_contracts(rt: services.Runtime, run_id: str = "cli") -> list[dict]:
+def resolve_contracts(rt: runtime.Runtime, run_id: str = "cli") -> list[dict]:
     """The IB contract of each instrument of an ``ibkr`` strategy (``qualifyContracts`` through
     the venue: conid, primary exchange, currency), each recorded in the ledger's audit trail as
     ``contract_resolved`` so the conid an order was placed on is on record. Raises :class:`Refused`

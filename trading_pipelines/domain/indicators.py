@@ -1,7 +1,7 @@
 """Technical indicators over OHLCV bars, computed with the ``ta`` library (no hand-written math).
 
 Pure functions: no Dagster, no I/O. Input frames have the OHLCV shape of
-``trading_pipelines.resources.market_data`` (rows are bars in time order; prices in quote
+``trading_pipelines.stores.market_data`` (rows are bars in time order; prices in quote
 currency). Every indicator at row T depends only on rows <= T (no look-ahead), and is NaN during
 its warm-up rather than a made-up 0.
 """

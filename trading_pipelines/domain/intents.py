@@ -1,6 +1,9 @@
 """The intent state machine. Every status change goes through :func:`transition`.
 
 PENDING ─► VALIDATED ─► SUBMITTED ─► MONITORING ─► CLOSED      (entry filled; position closed)
+   │          │  │          │            ▲  │
+   │          │  │          │            │  ▼
+   │          │  │          ├──────► UNPROTECTED ─► CLOSED    (no stop could rest; protection: flag)
    │          │  │          ├──────► CLOSED                     (an exit filled)
    │          │  │          ├──────► SENT                       (a webhook took it: not monitored)
    │          │  │          └──────► CANCELLED / FAILED
@@ -19,8 +22,9 @@ ALLOWED: dict[S, frozenset[S]] = {
     S.PENDING: frozenset({S.VALIDATED, S.REJECTED, S.NO_TRADE}),
     S.VALIDATED: frozenset({S.SUBMITTED, S.AWAITING_CONFIRMATION, S.DRY_RUN, S.CANCELLED, S.FAILED}),
     S.AWAITING_CONFIRMATION: frozenset({S.SUBMITTED, S.CANCELLED, S.DRY_RUN}),
-    S.SUBMITTED: frozenset({S.MONITORING, S.CLOSED, S.SENT, S.CANCELLED, S.FAILED}),
-    S.MONITORING: frozenset({S.CLOSED}),
+    S.SUBMITTED: frozenset({S.MONITORING, S.UNPROTECTED, S.CLOSED, S.SENT, S.CANCELLED, S.FAILED}),
+    S.MONITORING: frozenset({S.CLOSED, S.UNPROTECTED}),
+    S.UNPROTECTED: frozenset({S.MONITORING, S.CLOSED}),
     S.REJECTED: frozenset(),
     S.NO_TRADE: frozenset(),
     S.DRY_RUN: frozenset(),

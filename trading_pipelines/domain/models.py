@@ -135,7 +135,10 @@ class IntentStatus(str, enum.Enum):
     SUBMITTED: the orders are at the venue, the entry (or exit) not yet filled. MONITORING: the
     entry filled, the position is open with its stop-loss and take-profit resting. CLOSED: the
     position is closed (its realized P&L in the reason), or an exit filled. SENT: delivered to a
-    fire-and-forget venue (a webhook), which reports nothing back."""
+    fire-and-forget venue (a webhook), which reports nothing back. UNPROTECTED: the position is open
+    and no stop rests for its whole quantity, and the strategy chose ``execution.protection: flag``
+    (page a human) over flattening it. Once an intent's orders exist its status is derived from
+    its legs (:func:`trading_pipelines.domain.orders.derive_intent_status`)."""
 
     PENDING = "PENDING"
     NO_TRADE = "NO_TRADE"
@@ -145,6 +148,7 @@ class IntentStatus(str, enum.Enum):
     DRY_RUN = "DRY_RUN"
     SUBMITTED = "SUBMITTED"
     MONITORING = "MONITORING"
+    UNPROTECTED = "UNPROTECTED"
     CLOSED = "CLOSED"
     SENT = "SENT"
     CANCELLED = "CANCELLED"

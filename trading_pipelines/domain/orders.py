@@ -174,51 +174,60 @@ def derive_intent_status(kind: IntentKind, legs: list[Leg], *, venue_flat: bool 
 
 @dataclass(frozen=True)
 class Protection:
-    """What the protection invariant asks of an intent's open position: ``place_stop`` a reduce-only
-    stop for ``quantity`` (none rests for the whole open quantity), ``cancel`` client order ids of
-    legs that must go (a stop/take-profit of the wrong size, or legs left after the position
-    closed, or the unfilled rest of a partly filled entry)."""
+    """What the protection invariant asks of an intent's open position: ``quantity`` open (base
+    units); ``place`` a new reduce-only stop-loss (with the take-profit when ``take_profit``) for
+    it; ``cancel`` client order ids of legs that must go first (a stop or take-profit of another
+    size, legs left after the position closed, the unfilled rest of a partly filled entry);
+    ``wait``: a protective leg's fate is UNKNOWN — nothing new is placed until it is looked up."""
 
     quantity: float
-    place_stop: bool
-    place_take_profit: bool
-    cancel: tuple[str, ...]
+    place: bool = False
+    take_profit: bool = False
+    cancel: tuple[str, ...] = ()
+    wait: bool = False
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= max(QTY_EPS, 1e-9 * max(abs(a), abs(b)))
 
 
 def protection(legs: list[Leg], *, has_take_profit: bool, venue_open: float | None = None) -> Protection:
-    """The protection invariant for one entry intent (pure): after every engine call, an open
-    position that belongs to an intent has a resting reduce-only stop for its whole open quantity.
+    """The protection invariant for one entry intent (pure): an open position that belongs to an
+    intent has a resting reduce-only stop for its whole open quantity.
 
     ``venue_open``: the position quantity the venue reports on the instrument (None: not read);
-    the open quantity is the smaller of that and what the legs say (a position closed by hand needs
-    no stop). A stop or take-profit resting for another quantity is cancelled and placed again for
-    the open quantity; the working rest of a partly filled entry is cancelled (the position is what
-    filled); with nothing open, every working exit leg is cancelled (one-cancels-other emulation)."""
+    the open quantity is the smaller of that and what the legs say (a position closed by hand or
+    by another intent's exit needs no stop). When no working stop rests for exactly the open
+    quantity, or a working take-profit rests for another one, every working stop-loss and
+    take-profit is cancelled and both are placed again for the open quantity (the take-profit only
+    when ``has_take_profit``: the intent has one on the profit side of the fill). The working rest
+    of a partly filled entry is cancelled (the position is what filled). With nothing open, every
+    working exit leg is cancelled (one-cancels-other emulation), unless its entry is still working.
+    A take-profit the venue cancelled while the stop rests is not placed again (the paper venue
+    cancels one on the wrong side of the fill on purpose)."""
     open_qty = open_quantity(legs)
     if venue_open is not None:
         open_qty = min(open_qty, venue_open)
-    cancel: list[str] = []
     entry = next((g for g in legs if g.role is OrderRole.ENTRY), None)
     filled = entry_filled(legs)
+    cancel: list[str] = []
     if entry is not None and filled > QTY_EPS and entry.working and entry.status is not S.UNKNOWN:
         cancel.append(entry.client_order_id)
-    stops = [g for g in legs if g.role is OrderRole.STOP_LOSS and g.working]
-    targets = [g for g in legs if g.role is OrderRole.TAKE_PROFIT and g.working]
+    protective = [g for g in legs if g.role in (OrderRole.STOP_LOSS, OrderRole.TAKE_PROFIT) and g.working]
     if open_qty <= QTY_EPS:
-        parent_working = entry is not None and entry.working and filled <= QTY_EPS
-        if not parent_working:  # legs waiting on a resting entry are not orphans
-            cancel += [g.client_order_id for g in stops + targets if g.status is not S.UNKNOWN]
-        return Protection(0.0, False, False, tuple(cancel))
-    good_stop = any(abs(g.remaining - open_qty) <= max(QTY_EPS, 1e-9 * open_qty) for g in stops)
-    good_target = any(abs(g.remaining - open_qty) <= max(QTY_EPS, 1e-9 * open_qty) for g in targets)
-    if not good_stop:
-        cancel += [g.client_order_id for g in stops if g.status is not S.UNKNOWN]
-    if not good_target:
-        cancel += [g.client_order_id for g in targets if g.status is not S.UNKNOWN]
-    unknown_stop = any(g.status is S.UNKNOWN for g in stops)
-    return Protection(open_qty, place_stop=not good_stop and not unknown_stop,
-                      place_take_profit=has_take_profit and not good_target and not any(g.status is S.UNKNOWN for g in targets),
-                      cancel=tuple(dict.fromkeys(cancel)))
+        if not (entry is not None and entry.working and filled <= QTY_EPS):  # legs waiting on a resting entry stay
+            cancel += [g.client_order_id for g in protective if g.status is not S.UNKNOWN]
+        return Protection(0.0, cancel=tuple(cancel))
+    if any(g.status is S.UNKNOWN for g in protective):
+        return Protection(open_qty, cancel=tuple(cancel), wait=True)
+    stops = [g for g in protective if g.role is OrderRole.STOP_LOSS]
+    targets = [g for g in protective if g.role is OrderRole.TAKE_PROFIT]
+    good_stop = len(stops) == 1 and _same(stops[0].remaining, open_qty)
+    good_targets = all(_same(g.remaining, open_qty) for g in targets) and len(targets) <= 1
+    if good_stop and good_targets:
+        return Protection(open_qty, cancel=tuple(cancel))
+    cancel += [g.client_order_id for g in protective]
+    return Protection(open_qty, place=True, take_profit=has_take_profit, cancel=tuple(cancel))
 
 
 def realized_pnl(legs: list[Leg], *, long: bool, fees: float = 0.0) -> float:

@@ -225,10 +225,12 @@ class OrderRow(_BookLineage, Base):
     price: Mapped[float | None] = mapped_column(Float, nullable=True)
     trigger_price: Mapped[float | None] = mapped_column(Float, nullable=True)
     reduce_only: Mapped[bool] = mapped_column(Boolean, default=False)
-    status: Mapped[str] = mapped_column(String(12), index=True)
+    # the leg's state (domain.orders): INITIALIZED … FILLED | CANCELED | EXPIRED | REJECTED, UNKNOWN
+    status: Mapped[str] = mapped_column(String(20), index=True)
     venue_order_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     filled_quantity: Mapped[float] = mapped_column(Float, default=0.0)
     average_price: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)  # the venue's or the engine's last word on the leg
     placed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -269,7 +271,11 @@ class PositionRow(Base):
     exit_price: Mapped[float | None] = mapped_column(Float, nullable=True)
     exit_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
     exit_fill_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    realized_pnl: Mapped[float] = mapped_column(Float, default=0.0)
+    realized_pnl: Mapped[float] = mapped_column(Float, default=0.0)  # quote currency, before fees
+    fees: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")  # quote currency, entry and exit fills
+    # base units traded by reduce-only fills (stop-loss, take-profit, exit, liquidation, a close by hand);
+    # the position is open for ``quantity − exit_quantity`` and closes when that reaches zero
+    exit_quantity: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     status: Mapped[str] = mapped_column(String(8), index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -373,7 +379,7 @@ class PaperOrderRow(Base):
     position_side: Mapped[str | None] = mapped_column(String(5), nullable=True)
     leverage: Mapped[float] = mapped_column(Float, default=1.0)
     reserved: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")  # quote held back for a resting entry
-    status: Mapped[str] = mapped_column(String(12), index=True)
+    status: Mapped[str] = mapped_column(String(20), index=True)
     placed_at: Mapped[datetime] = mapped_column(UTCDateTime)
     filled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     fill_price: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from trading_pipelines.domain.intents import transition
-from trading_pipelines.domain.models import GuardResult, IntentStatus, Order, PortfolioSnapshot, Position, Signal, TradeIntent
+from trading_pipelines.domain.models import GuardResult, IntentStatus, PortfolioSnapshot, Position, Signal, TradeIntent
 from trading_pipelines.ledger.models import (
     LIVE_BOOK,
     AuditRow,
@@ -287,116 +287,6 @@ def record_guards(s: Session, lin: Lineage, intent_id: str, results: tuple[Guard
     s.flush()
 
 
-def record_orders(s: Session, lin: Lineage, intent_id: str, mode: str, venue: str, orders: list[Order],
-                  status_override: str | None = None) -> None:
-    for o in orders:
-        row = s.get(OrderRow, o.client_order_id)
-        if row is None:
-            r = o.request
-            row = OrderRow(client_order_id=o.client_order_id, intent_id=intent_id, strategy=lin.strategy, book=lin.book,
-                           instrument=lin.instrument, partition_key=lin.partition_key, run_id=lin.run_id, mode=mode,
-                           venue=venue, role=r.role.value, side=r.side.value, type=r.type.value, quantity=r.quantity,
-                           price=r.price, trigger_price=r.trigger_price, reduce_only=r.reduce_only,
-                           status=status_override or o.status.value, venue_order_id=o.venue_order_id,
-                           placed_at=o.placed_at)
-            s.add(row)
-            audit(s, lin, "order", client_order_id=o.client_order_id, role=r.role.value, side=r.side.value,
-                  type=r.type.value, quantity=r.quantity, price=r.price, trigger_price=r.trigger_price,
-                  status=row.status, venue=venue)
-    s.flush()
-
-
-def reconcile(s: Session, strategy: str, book: str, mode: str, venue) -> dict[str, int]:
-    """Mirror what the venue *reports* into the ledger (the venue wins), through the venue
-    protocol only: order states by client order id, new fills (``fetch_my_trades`` since the
-    newest fill the ledger has), and positions derived from fills — an entry fill opens one, the
-    next reduce-only fill on the instrument closes it, so a position opened and closed between two
-    reconciliations is still recorded; open positions take the venue's mark price.
-
-    Returns counts of what changed: ``orders``, ``fills``, ``positions_opened``, ``positions_closed``.
-    """
-    changed = {"orders": 0, "fills": 0, "positions_opened": 0, "positions_closed": 0}
-    for row in s.execute(select(OrderRow).where(OrderRow.strategy == strategy, OrderRow.book == book,
-                                                OrderRow.status == "NEW")).scalars():
-        o = venue.fetch_order(row.client_order_id, instrument=row.instrument)
-        if o is not None and o.status.value != row.status:
-            row.status, row.filled_quantity, row.average_price = o.status.value, o.filled_quantity, o.average_price
-            changed["orders"] += 1
-    newest = s.execute(select(FillRow.time).where(FillRow.strategy == strategy, FillRow.book == book)
-                       .order_by(FillRow.time.desc()).limit(1)).scalar_one_or_none()
-    since = newest - timedelta(microseconds=1) if newest is not None else None
-    fills = venue.fetch_my_trades(since)
-    known = set(s.execute(select(FillRow.fill_id).where(FillRow.fill_id.in_([f.fill_id for f in fills])))
-                .scalars()) if fills else set()
-    new_fills = []
-    for f in fills:
-        if f.fill_id in known:
-            continue
-        if s.get(OrderRow, f.client_order_id) is None:
-            _mirror_venue_order(s, venue, f.client_order_id, book)
-        order = s.get(OrderRow, f.client_order_id)
-        if order is not None:
-            if order.status == "NEW":  # the fill says so even if the order read above raced it
-                order.status, order.filled_quantity, order.average_price = "FILLED", f.quantity, f.price
-            s.add(FillRow(fill_id=f.fill_id, client_order_id=f.client_order_id, strategy=strategy, book=book,
-                          instrument=f.instrument, side=f.side.value, quantity=f.quantity, price=f.price, fee=f.fee, time=f.time))
-            new_fills.append((f, order))
-            changed["fills"] += 1
-    s.flush()
-    _positions_from_fills(s, strategy, book, mode, new_fills, {p.instrument: p for p in venue.fetch_positions()}, changed)
-    s.flush()
-    return changed
-
-
-def _mirror_venue_order(s: Session, venue, cid: str, book: str) -> None:
-    """Record an order the venue placed on its own (a liquidation) under its parent entry's intent."""
-    o = venue.fetch_order(cid)
-    if o is None or o.request.parent_client_order_id is None:
-        return
-    parent = s.get(OrderRow, o.request.parent_client_order_id)
-    if parent is None:
-        return
-    r = o.request
-    s.add(OrderRow(client_order_id=cid, intent_id=parent.intent_id, strategy=parent.strategy, instrument=parent.instrument,
-                   book=book, partition_key=parent.partition_key, run_id="venue", mode=parent.mode, venue=parent.venue,
-                   role=r.role.value, side=r.side.value, type=r.type.value, quantity=r.quantity, reduce_only=r.reduce_only,
-                   status=o.status.value, venue_order_id=o.venue_order_id, filled_quantity=o.filled_quantity,
-                   average_price=o.average_price, placed_at=o.placed_at))
-    audit(s, Lineage(parent.strategy, parent.instrument, parent.partition_key, "venue", book), "venue_order",
-          client_order_id=cid, role=r.role.value, price=o.average_price, quantity=r.quantity)
-    s.flush()
-
-
-def _positions_from_fills(s: Session, strategy: str, book: str, mode: str, new_fills: list, venue_positions: dict,
-                          changed: dict[str, int]) -> None:
-    open_rows = {r.instrument: r for r in s.execute(select(PositionRow).where(
-        PositionRow.strategy == strategy, PositionRow.book == book, PositionRow.status == "open")).scalars()}
-    for f, order in sorted(new_fills, key=lambda x: (x[0].time, x[0].fill_id)):
-        if order.role == "entry":
-            intent = s.get(IntentRow, order.intent_id)
-            row = PositionRow(strategy=strategy, book=book, instrument=f.instrument, mode=mode,
-                              side=(intent.position_side if intent and intent.position_side else ("long" if f.side.value == "buy" else "short")),
-                              quantity=f.quantity, entry_price=f.price, mark_price=f.price,
-                              leverage=intent.leverage if intent else 1.0, opened_at=f.time, status="open")
-            s.add(row)
-            open_rows[f.instrument] = row
-            changed["positions_opened"] += 1
-        elif order.reduce_only and f.instrument in open_rows:
-            row = open_rows.pop(f.instrument)
-            sign = 1.0 if row.side == "long" else -1.0
-            row.status, row.closed_at, row.exit_price, row.exit_reason = "closed", f.time, f.price, order.role
-            row.exit_fill_id, row.mark_price = f.fill_id, f.price
-            row.realized_pnl = sign * (f.price - row.entry_price) * row.quantity
-            changed["positions_closed"] += 1
-    for inst, row in open_rows.items():
-        p = venue_positions.get(inst)
-        if p is not None and p.opened_at == row.opened_at:
-            row.mark_price, row.quantity = p.mark_price, p.quantity
-        else:  # the venue no longer holds it and no closing fill explains why: say so, never guess a price
-            row.status, row.exit_reason = "closed", "venue_closed"
-            changed["positions_closed"] += 1
-
-
 # ---------------------------------------------------------------- books
 
 
@@ -521,5 +411,5 @@ def status_report(s: Session, strategy: str | None = None, book: str | None = No
 
 
 __all__ = ["Lineage", "audit", "record_signal", "record_provider_call", "cached_call", "provider_calls",
-           "used_signal_intents", "set_signal_call", "record_intent", "intent_from_row", "set_intent_status", "record_guards", "record_orders",
-           "reconcile", "ensure_book", "lock_book", "book_progress", "record_snapshot", "stored_snapshot", "day_start_equity", "status_report"]
+           "used_signal_intents", "set_signal_call", "record_intent", "intent_from_row", "set_intent_status", "record_guards",
+           "ensure_book", "lock_book", "book_progress", "record_snapshot", "stored_snapshot", "day_start_equity", "status_report"]

@@ -14,7 +14,8 @@ import dagster as dg
 from trading_pipelines.config import StrategySpec
 from trading_pipelines.ledger.repo import Lineage
 from trading_pipelines.resources.dagster_resources import TradingResource
-from trading_pipelines.services import has_activity, monitor, venue_clock
+from trading_pipelines.account.window import has_activity, monitor
+from trading_pipelines.runtime import venue_clock
 
 
 def monitor_strategy(spec: StrategySpec, trading: TradingResource, run_id: str = "position_monitor") -> list:

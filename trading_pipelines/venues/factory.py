@@ -7,7 +7,7 @@
   ``ccxt`` (:class:`~.ccxt_venue.CcxtVenue`: ``binance`` spot, ``binanceusdm`` futures), ``ibkr``
   (:class:`~.ibkr.IbkrVenue`, connected and reconciled on start: the venue's state wins) or
   ``webhook`` (:class:`~.webhook.WebhookVenue`). Orders reach a real venue only when the live
-  switch allows it (``services.live_trading_allowed``); until then its intents are DRY_RUN.
+  switch allows it (``runtime.live_trading_allowed``); until then its intents are DRY_RUN.
 
 Secrets (API key and secret, webhook URL and HMAC secret) are read from the environment
 variables the block names, at the moment the venue is built, and handed to the adapter only;
@@ -26,6 +26,27 @@ from typing import Callable, Mapping
 from trading_pipelines.venues.protocol import Venue
 
 CLIENTS: dict[str, Callable] = {}
+
+LIVE_BOOK = "live"  # the ledger's name for the live book (ledger.models.LIVE_BOOK)
+
+
+def venue_account(strategy: str, book: str) -> str:
+    """The venue account of a book: the strategy's name for the live book, ``strategy@book`` else."""
+    return strategy if book == LIVE_BOOK else f"{strategy}@{book}"
+
+
+def make_paper_venue(spec, market, engine, book: str = LIVE_BOOK):
+    """The strategy's paper exchange account for ``book`` (``spec`` a ``StrategySpec``, ``market`` a
+    market data source the exchange reads bars from); ``engine`` is the venue's own store."""
+    from trading_pipelines.venues.paper import PaperExchange
+
+    v = spec.venue
+    return PaperExchange(account=venue_account(spec.name, book), mode=spec.mode, starting_cash=v.starting_cash,
+                         fee_rate=v.fee_rate, slippage_bps=v.slippage_bps,
+                         bars_fn=lambda inst, start, end: market.bars_between(inst, spec.timeframe, start, end),
+                         bar_duration=spec.bar_duration, engine=engine,
+                         tick_sizes={i: spec.instrument(i).tick_size for i in spec.instruments},
+                         maintenance_margin_rates={i: spec.instrument(i).maintenance_margin_rate for i in spec.instruments})
 
 
 class VenueConfigError(ValueError):
@@ -55,9 +76,6 @@ def ibkr_venue(*, host: str, port: int, client_id: int, account: str, connect_ti
 def make_venue(spec, market, venue_engine, book: str, environ: Mapping[str, str] = os.environ) -> Venue:
     """The venue of ``book`` for strategy ``spec`` (see the module doc). ``venue_engine``: the
     paper exchange's own store. Raises :class:`VenueConfigError` for a missing secret."""
-    from trading_pipelines.ledger.models import LIVE_BOOK
-    from trading_pipelines.services import make_paper_venue, venue_account
-
     v = spec.venue
     if book != LIVE_BOOK or v.kind == "paper":
         return make_paper_venue(spec, market, venue_engine, book)
@@ -84,4 +102,4 @@ def make_venue(spec, market, venue_engine, book: str, environ: Mapping[str, str]
     raise VenueConfigError(f"strategy {spec.name!r}: unknown venue kind {v.kind!r}")
 
 
-__all__ = ["CLIENTS", "VenueConfigError", "ibkr_venue", "make_venue"]
+__all__ = ["CLIENTS", "VenueConfigError", "ibkr_venue", "make_paper_venue", "make_venue", "venue_account"]
