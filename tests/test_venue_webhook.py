@@ -16,7 +16,7 @@ import httpx2
 import pytest
 
 from trading_pipelines.domain.models import OrderRequest, OrderRole, OrderStatus, OrderType, Side
-from trading_pipelines.venues.protocol import Balance, VenueError
+from trading_pipelines.venues.protocol import Balance, OrderRejected, OrderStateUnknown, VenueError, VenueUnavailable
 from trading_pipelines.venues.webhook import WebhookVenue, canonical_json, sign, verify
 from webhook_receiver import Scripted, WebhookReceiver
 
@@ -324,3 +324,28 @@ def test_naive_placed_at_and_bad_config_are_refused(receiver):
     with pytest.raises(ValueError, match="http"):
         venue(receiver, url="ftp://example.invalid/x")
     assert receiver.requests == []
+
+
+# ------------------------------------------------------------------ the protocol's errors
+
+
+def test_errors_map_to_the_protocols(receiver):
+    """A refusal (HTTP 422) is :class:`OrderRejected` with the status as code, not retried; a
+    Retry-After beyond the cap is :class:`VenueUnavailable` (not delivered); retries exhausted are
+    :class:`OrderStateUnknown` naming the client order id (it may have been delivered), and
+    lookup_order then answers None (re-sending under the same Idempotency-Key is safe)."""
+    receiver.push_status(422, {"error": "quantity below the minimum"})
+    with pytest.raises(OrderRejected, match="HTTP 422") as rejected:
+        venue(receiver).create_order(ENTRY, placed_at=PLACED_AT, position_side="long")
+    assert rejected.value.code == 422 and len(receiver.requests) == 1
+    receiver.push_status(429, headers={"Retry-After": "120"})
+    with pytest.raises(VenueUnavailable) as later:
+        venue(receiver, retry_after_max_s=60).create_order(ENTRY, placed_at=PLACED_AT, position_side="long")
+    assert not isinstance(later.value, OrderStateUnknown)
+    receiver.push_status(503, times=2)
+    v = venue(receiver, max_retries=1)
+    with pytest.raises(OrderStateUnknown) as unknown:
+        v.create_order(ENTRY, placed_at=PLACED_AT, position_side="long")
+    assert unknown.value.client_order_id == ENTRY_CID and v.lookup_order(ENTRY_CID) is None
+    with pytest.raises(VenueError, match="cannot cancel"):
+        v.cancel_order(ENTRY_CID, instrument="BTC/USDT")

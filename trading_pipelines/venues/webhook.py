@@ -31,7 +31,10 @@ A 409 means "I already have this Idempotency-Key" and also counts as delivered (
 original order's). Connection errors, timeouts, 408, 429 and 5xx are retried with tenacity
 (exponential backoff with full jitter, or the receiver's ``Retry-After`` seconds when it sends
 one); a retry re-sends the same bytes under the same Idempotency-Key with a fresh timestamp and
-signature. Any other status raises :class:`VenueError` at once with the status and the body.
+signature. Any other status raises :class:`OrderRejected` (``code`` = the HTTP status) at once
+with the status and the body. Retries exhausted raise :class:`OrderStateUnknown` (it may have
+been delivered); a ``Retry-After`` longer than ``retry_after_max_s`` or a request that cannot be
+sent at all (proxy, protocol) raises :class:`VenueUnavailable` (not delivered).
 
 **Exactly once** rests on the receiver deduplicating on Idempotency-Key: a POST whose answer was
 lost (timeout, crash before the ledger write) is sent again under the same key, and the receiver
@@ -63,7 +66,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from tenacity.wait import wait_base
 
 from trading_pipelines.domain.models import Fill, Order, OrderRequest, OrderStatus, Position
-from trading_pipelines.venues.protocol import Balance, Venue, VenueError
+from trading_pipelines.venues.protocol import Balance, OrderRejected, OrderStateUnknown, Venue, VenueError, VenueUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +182,7 @@ class WebhookVenue(Venue):
     """
 
     name = "webhook"
-    reports_positions = False  # nothing comes back: the account step counts what the ledger SENT (services.book_positions)
+    reports_positions = False  # nothing comes back: the account step counts what the ledger SENT (account.view.book_positions)
     simulated = False
 
     def __init__(self, *, url: str, account: str, secret: str | None, equity: float, timeout_s: float = 10.0,
@@ -284,7 +287,7 @@ class WebhookVenue(Venue):
         except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as e:
             raise _Retryable(self._scrub(f"{type(e).__name__}: {e}")) from None
         except httpx.HTTPError as e:  # unsupported protocol, proxy, too many redirects: not transient
-            raise VenueError(f"webhook {self._where}: {key}: {self._scrub(f'{type(e).__name__}: {e}')}") from None
+            raise VenueUnavailable(f"webhook {self._where}: {key}: {self._scrub(f'{type(e).__name__}: {e}')}") from None
         status = response.status_code
         if 200 <= status < 300 or status == 409:
             try:
@@ -296,10 +299,10 @@ class WebhookVenue(Venue):
             retry_after = _retry_after_seconds(response.headers.get("Retry-After"), time.time())
             reason = f"HTTP {status}: {self._body_text(response)}"
             if retry_after is not None and retry_after > self.retry_after_max_s:
-                raise VenueError(f"webhook {self._where}: {key}: {reason} (Retry-After {retry_after:g} s is more than "
+                raise VenueUnavailable(f"webhook {self._where}: {key}: {reason} (Retry-After {retry_after:g} s is more than "
                                  f"the {self.retry_after_max_s:g} s this venue waits; not delivered)")
             raise _Retryable(reason, status=status, retry_after=retry_after)
-        raise VenueError(f"webhook {self._where}: {key} refused with HTTP {status}: {self._body_text(response)}")
+        raise OrderRejected(f"webhook {self._where}: {key} refused with HTTP {status}: {self._body_text(response)}", status)
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
@@ -319,9 +322,9 @@ class WebhookVenue(Venue):
         try:
             status, data = retrying(self._post_once, key=key, body=body)
         except _Retryable as e:
-            raise VenueError(f"webhook {self._where}: {key} not confirmed after {self.max_retries + 1} attempts: "
-                             f"{e.reason} (it may have been delivered; re-sending under the same Idempotency-Key "
-                             f"is safe)") from None
+            raise OrderStateUnknown(f"webhook {self._where}: {key} not confirmed after {self.max_retries + 1} attempts: "
+                                    f"{e.reason} (it may have been delivered; re-sending under the same "
+                                    f"Idempotency-Key is safe)", key) from None
         log.info("webhook %s: %s delivered (HTTP %d%s)", self._where, key, status,
                  ", receiver already had it" if status == 409 else "")
         return status, data
@@ -389,7 +392,14 @@ class WebhookVenue(Venue):
         with self._lock:
             return self._sent.get(client_order_id)
 
-    def cancel_order(self, client_order_id: str) -> Order:
+    def lookup_order(self, client_order_id: str, instrument: str | None = None,
+                     since: datetime | None = None) -> Order | None:
+        """As :meth:`fetch_order`: the order this process delivered, else None — which for a
+        webhook means "not confirmed here", not "absent at the receiver"; re-sending it is safe
+        because the receiver deduplicates on Idempotency-Key (a 409 counts as delivered)."""
+        return self.fetch_order(client_order_id, instrument)
+
+    def cancel_order(self, client_order_id: str, instrument: str | None = None) -> Order:
         raise VenueError(f"a webhook venue cannot cancel: {client_order_id} was handed to the receiver, which reports "
                          "nothing back; cancel it at the receiver")
 
