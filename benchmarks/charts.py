@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trading_pipelines.config import IndicatorConfig  # noqa: E402
 from trading_pipelines.domain.indicators import compute_indicators  # noqa: E402
-from trading_pipelines.resources.charts import ChartJob, render_chart, render_charts, shutdown_chart_pool  # noqa: E402
-from trading_pipelines.resources.market_data import CsvReplaySource  # noqa: E402
+from trading_pipelines.stores.chart_render import ChartJob, render_chart, render_charts, shutdown_chart_pool  # noqa: E402
+from trading_pipelines.stores.market_data import CsvReplaySource  # noqa: E402
 
 BARS = 90
 FIRST = 150  # rows of the first window (enough for every indicator of its 90 drawn bars)

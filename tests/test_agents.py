@@ -24,8 +24,9 @@ from trading_pipelines.domain.models import Mode, OrderRequest, OrderRole, Order
 from trading_pipelines.ledger import models as m
 from trading_pipelines.ledger.db import get_engine, session_scope
 from trading_pipelines.llm.agents import FUTURES_ANALYST, SPOT_ANALYST, agent_for
+from trading_pipelines.llm.parsing import InvalidSignalResponse
+from trading_pipelines.llm.prompts import template_sha256
 from trading_pipelines.resources.dagster_resources import default_resources
-from trading_pipelines.resources.signals import InvalidSignalResponse, template_sha256
 from trading_pipelines.venues.protocol import FuturesTerms
 
 KEY = "sk-agents-test-key-000000000000"
@@ -111,7 +112,7 @@ def test_the_futures_prompt_carries_wallet_positions_funding_and_leverage_from_t
     assert system == {"role": "system", "content": FUTURES_ANALYST.system}
     prompt = user["content"]
     assert isinstance(prompt, str)  # no chart: plain-string content
-    from trading_pipelines.resources.signals import _num  # the prompt's own number format
+    from trading_pipelines.llm.prompts import _num  # the prompt's own number format
 
     assert f"Wallet balance: {_num(bal.cash)}; available (not reserved): {_num(bal.free)}; equity" in prompt
     row = (f"| BTC/USDT:USDT | long | 0.05 | {_num(pos.entry_price)} | {_num(pos.mark_price)} | "
@@ -143,7 +144,7 @@ def test_the_spot_prompt_carries_balances_last_price_and_open_orders(env):
     system, user = _messages(stub)
     assert system["content"] == SPOT_ANALYST.system
     prompt = user["content"]
-    from trading_pipelines.resources.signals import _num
+    from trading_pipelines.llm.prompts import _num
 
     close = float(out[0].frame["close"].iloc[-1])
     assert f"Last price (close of the last closed bar): {_num(close)}" in prompt

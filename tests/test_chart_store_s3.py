@@ -14,8 +14,9 @@ import pytest
 
 from trading_pipelines.config import IndicatorConfig
 from trading_pipelines.domain.indicators import compute_indicators
-from trading_pipelines.resources.charts import PNG_SIGNATURE, ChartRef, MinioChartStore, chart_key, render_chart
-from trading_pipelines.resources.market_data import CsvReplaySource
+from trading_pipelines.stores.chart_render import PNG_SIGNATURE, render_chart
+from trading_pipelines.stores.charts import ChartRef, MinioChartStore, chart_key
+from trading_pipelines.stores.market_data import CsvReplaySource
 
 pytestmark = pytest.mark.s3
 

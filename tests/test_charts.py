@@ -16,19 +16,17 @@ from PIL import Image
 
 from trading_pipelines.config import IndicatorConfig
 from trading_pipelines.domain.indicators import compute_indicators
-from trading_pipelines.resources.charts import (
+from trading_pipelines.stores.chart_render import (
     PNG_SIGNATURE,
     ChartJob,
-    ChartRef,
-    LocalChartStore,
-    chart_key,
     default_overlays,
     render_chart,
     render_charts,
     shutdown_chart_pool,
     thumbnail_markdown,
 )
-from trading_pipelines.resources.market_data import CsvReplaySource
+from trading_pipelines.stores.charts import ChartRef, LocalChartStore, chart_key
+from trading_pipelines.stores.market_data import CsvReplaySource
 
 WINDOW_END = datetime(2025, 10, 11, tzinfo=timezone.utc)
 

@@ -24,9 +24,9 @@ from trading_pipelines.domain.models import IntentStatus, Mode, OrderRole, Signa
 from trading_pipelines.ledger import models as m
 from trading_pipelines.ledger.db import get_engine, session_scope
 from trading_pipelines.ledger.repo import Lineage
-from trading_pipelines.resources.charts import LocalChartStore
-from trading_pipelines.resources.market_data import CsvReplaySource
-from trading_pipelines.resources.signals import RulesSignalProvider
+from trading_pipelines.llm.rules_provider import RulesSignalProvider
+from trading_pipelines.stores.charts import LocalChartStore
+from trading_pipelines.stores.market_data import CsvReplaySource
 from trading_pipelines import services
 
 N = 12

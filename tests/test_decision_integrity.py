@@ -17,9 +17,9 @@ from trading_pipelines.domain.models import IntentStatus, OrderRole, OrderStatus
 from trading_pipelines.ledger import models as m
 from trading_pipelines.ledger.db import get_engine, session_scope
 from trading_pipelines.ledger.repo import Lineage
-from trading_pipelines.resources.charts import LocalChartStore
-from trading_pipelines.resources.market_data import CsvReplaySource
-from trading_pipelines.resources.signals import RulesSignalProvider
+from trading_pipelines.llm.rules_provider import RulesSignalProvider
+from trading_pipelines.stores.charts import LocalChartStore
+from trading_pipelines.stores.market_data import CsvReplaySource
 
 H4 = timedelta(hours=4)
 T0 = datetime(2025, 9, 1, tzinfo=timezone.utc)

@@ -16,7 +16,7 @@ from trading_pipelines.domain.indicators import (
     required_bars,
     swing_levels,
 )
-from trading_pipelines.resources.market_data import CsvReplaySource
+from trading_pipelines.stores.market_data import CsvReplaySource
 
 DEFAULT = IndicatorConfig()
 # fits in 20 bars: RSI 14 needs 14, ADX 5 needs 10, MACD 3/6/3 needs 8, SMA 10 needs 10

@@ -25,7 +25,7 @@ from trading_pipelines.io_managers import (
     frames_io_manager_from_env,
     safe_segment,
 )
-from trading_pipelines.resources.market_data import CsvReplaySource
+from trading_pipelines.stores.market_data import CsvReplaySource
 
 FMT = "%Y-%m-%d-%H:%M"
 INSTRUMENTS = dg.DynamicPartitionsDefinition(name="io_test_instruments")

@@ -37,8 +37,8 @@ from trading_pipelines.assets.review import BOOK_TAG, CHARTS_TAG
 from trading_pipelines.config import DEFAULT_DATA_DIR, INSTRUMENTS_FILE, STRATEGIES_DIR, load_strategies
 from trading_pipelines.ledger import models as m
 from trading_pipelines.ledger.db import get_engine, session_scope
-from trading_pipelines.resources.charts import PNG_SIGNATURE
-from trading_pipelines.resources.market_data import CsvReplaySource, MarketDataError
+from trading_pipelines.stores.chart_render import PNG_SIGNATURE
+from trading_pipelines.stores.market_data import CsvReplaySource, MarketDataError
 
 UTC = timezone.utc
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}

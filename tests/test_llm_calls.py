@@ -28,8 +28,9 @@ from trading_pipelines.domain.ids import intent_id
 from trading_pipelines.ledger import models as m
 from trading_pipelines.ledger import repo
 from trading_pipelines.ledger.db import MIGRATIONS_DIR, get_engine, session_scope
+from trading_pipelines.llm.calls import estimated_cost_usd
+from trading_pipelines.llm.prompts import template_sha256
 from trading_pipelines.resources.dagster_resources import default_resources
-from trading_pipelines.resources.signals import estimated_cost_usd, template_sha256
 
 UTC = timezone.utc
 KEY = "sk-test-not-a-real-key-0000"

@@ -1,5 +1,5 @@
 """The OpenAI provider against each server dialect, the model's numbers checked against the market,
-and hygiene of everything the provider returns (resources.signals; issue 7 items 2, 3 and 7).
+and hygiene of everything the provider returns (trading_pipelines.llm; issue 7 items 2, 3 and 7).
 
 The servers are tests/openai_stub_server.py in a dialect mode: it refuses requests the way OpenAI
 (strict json_schema, reasoning models), LM Studio, vLLM, llama.cpp's server and Ollama do, over
@@ -19,17 +19,12 @@ from test_signals_openai import API_KEY, CHART, MODEL, SPOT_BUY, WINDOW_END, req
 from trading_pipelines.config import OpenAIProviderConfig, RiskConfig
 from trading_pipelines.domain.models import InstrumentSpec, IntentKind, IntentStatus, Mode, Signal
 from trading_pipelines.domain.planning import MarketContext, PlanParams, plan_intent
-from trading_pipelines.resources.signals import (
-    MAX_STEP_DOWNS,
-    InvalidSignalResponse,
-    OpenAISignalProvider,
-    RulesSignalProvider,
-    build_provider,
-    clean_text,
-    parse_signal_response,
-    response_format_body,
-    response_json_schema,
-)
+from trading_pipelines.llm.dialects import MAX_STEP_DOWNS, response_format_body
+from trading_pipelines.llm.openai_provider import OpenAISignalProvider
+from trading_pipelines.llm.parsing import InvalidSignalResponse, clean_text, parse_signal_response
+from trading_pipelines.llm.providers import build_provider
+from trading_pipelines.llm.rules_provider import RulesSignalProvider
+from trading_pipelines.llm.schemas import response_json_schema
 
 CLOSE = 84210.5  # the last close in samples.indicator_summary
 

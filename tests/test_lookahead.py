@@ -14,10 +14,10 @@ from trading_pipelines import services
 from trading_pipelines.assets.partitions import window_end, window_partitions
 from trading_pipelines.config import DEFAULT_DATA_DIR, instrument_data_file, load_strategies
 from trading_pipelines.ledger.db import get_engine
-from trading_pipelines.resources.charts import LocalChartStore
-from trading_pipelines.resources.market_data import CsvReplaySource, MarketDataSource
-from trading_pipelines.resources.signals import build_provider
+from trading_pipelines.llm.providers import build_provider
 from trading_pipelines.services import Runtime, indicator_frame, make_chart, make_paper_venue
+from trading_pipelines.stores.charts import LocalChartStore
+from trading_pipelines.stores.market_data import CsvReplaySource, MarketDataSource
 
 CASES = [
     ("spot_4h_majors", "BTC/USDT", "2025-10-10-20:00"),   # the flash-crash bar closes at the window end
@@ -60,7 +60,7 @@ def _runtime(spec, source, tmp_path) -> Runtime:
 def _signal(rt, instrument, end):
     """The per-step path: frame, chart, provider (no ledger)."""
     from trading_pipelines.domain.indicators import indicator_summary
-    from trading_pipelines.resources.signals import SignalRequest
+    from trading_pipelines.llm.requests import SignalRequest
 
     frame = indicator_frame(rt, instrument, end)
     ref, png = make_chart(rt, instrument, end, frame)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from trading_pipelines.config import DEFAULT_DATA_DIR
-from trading_pipelines.resources.market_data import CcxtSource, CsvReplaySource, MarketDataError, validate_ohlcv
+from trading_pipelines.stores.market_data import CcxtSource, CsvReplaySource, MarketDataError, validate_ohlcv
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ccxt"
 BTC_4H = DEFAULT_DATA_DIR / "BINANCE_BTC-USDT_4h.csv"
@@ -369,7 +369,7 @@ def test_off_grid_1h_and_1d(tmp_path):
 
 
 def test_grid_is_checked_only_with_a_timeframe(tmp_path):
-    from trading_pipelines.resources.market_data import load_ohlcv_csv
+    from trading_pipelines.stores.market_data import load_ohlcv_csv
 
     path = write_btc_4h(tmp_path, _bars_at("2026-01-01T00:00:00Z", "2026-01-01T04:30:00Z"))
     assert len(load_ohlcv_csv(path)) == 2  # no timeframe given: no grid to check

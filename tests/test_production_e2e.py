@@ -24,7 +24,7 @@ from trading_pipelines.io_managers import safe_segment
 from trading_pipelines.ledger import models as m
 from trading_pipelines.ledger.db import get_engine, session_scope
 from trading_pipelines.ledger.repo import status_report
-from trading_pipelines.resources.market_data import CsvReplaySource
+from trading_pipelines.stores.market_data import CsvReplaySource
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3]
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}

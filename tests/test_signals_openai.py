@@ -1,4 +1,4 @@
-"""Signal providers (resources.signals): prompts, rules provider, OpenAI provider over real HTTP.
+"""Signal providers (trading_pipelines.llm): prompts, rules provider, OpenAI provider over real HTTP.
 
 OpenAI cannot be reached from here, so the model is a scripted local OpenAI-compatible server
 (tests/openai_stub_server.py: stdlib http.server on 127.0.0.1). The real ``openai`` SDK talks to
@@ -19,19 +19,13 @@ from openai_stub_server import OpenAIStubServer
 
 from trading_pipelines.config import OpenAIProviderConfig, RulesProviderConfig
 from trading_pipelines.domain.models import Mode
-from trading_pipelines.resources.signals import (
-    FuturesSignalResponse,
-    OpenAISignalProvider,
-    ProviderConfigError,
-    RulesSignalProvider,
-    SignalRequest,
-    SpotSignalResponse,
-    build_provider,
-    prompt_hash,
-    redact_request_body,
-    render_prompt,
-    response_json_schema,
-)
+from trading_pipelines.llm.openai_provider import OpenAISignalProvider
+from trading_pipelines.llm.parsing import redact_request_body
+from trading_pipelines.llm.prompts import prompt_hash, render_prompt
+from trading_pipelines.llm.providers import build_provider
+from trading_pipelines.llm.requests import ProviderConfigError, SignalRequest
+from trading_pipelines.llm.rules_provider import RulesSignalProvider
+from trading_pipelines.llm.schemas import FuturesSignalResponse, SpotSignalResponse, response_json_schema
 
 API_KEY = "sk-test-DO-NOT-LEAK-7f3a9c"
 MODEL = "gpt-4o-mini"

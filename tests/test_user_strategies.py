@@ -27,7 +27,7 @@ from trading_pipelines.config import (
     strategy_files,
     strategy_roots,
 )
-from trading_pipelines.resources.market_data import CsvReplaySource
+from trading_pipelines.stores.market_data import CsvReplaySource
 
 UTC = timezone.utc
 SHIPPED = {"spot_4h_majors", "futures_1h_btc_eth", "equities_1d_spy_aapl"}

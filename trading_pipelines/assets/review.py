@@ -42,8 +42,8 @@ from trading_pipelines.domain.planning import MarketContext
 from trading_pipelines.ledger import repo
 from trading_pipelines.ledger.db import session_scope
 from trading_pipelines.ledger.models import LIVE_BOOK, SignalRow
-from trading_pipelines.resources.charts import thumbnail_markdown
 from trading_pipelines.resources.dagster_resources import TradingResource
+from trading_pipelines.stores.chart_render import thumbnail_markdown
 
 ANALYSIS_STEPS = ("ohlcv_bars", "indicator_frames", "chart_images", "signals")
 ACCOUNT_STEPS = ("trade_intents", "validated_intents", "orders", "portfolio_snapshots")
@@ -252,11 +252,11 @@ def signal_call_metadata(spec: StrategySpec, instruments: list[str], results: di
     Usage counters under dagster-openai's keys (``openai.calls`` = HTTP calls made, cache hits
     excluded; ``openai.prompt_tokens``, ``openai.completion_tokens``, ``openai.total_tokens``; as
     ``dagster_openai.with_usage_metadata`` records them) plus ``openai.cache_hits`` and
-    ``openai.estimated_cost_usd`` (list prices, see ``resources.signals.estimated_cost_usd``); a
+    ``openai.estimated_cost_usd`` (list prices, see ``llm.calls.estimated_cost_usd``); a
     ``calls`` table (window, instrument, agent, action, tokens, cost, latency, cache hit, ledger
     call id); and for a single-window run, per instrument ``signal/<instrument>``: the chart, the
     exact prompt, the raw answer, tokens and cost. Rules signals record no HTTP usage."""
-    from trading_pipelines.resources.signals import estimated_cost_usd
+    from trading_pipelines.llm.calls import estimated_cost_usd
 
     analyses = [a for i in instruments for a in results[i] if a.result is not None]
     http = [a for a in analyses if a.http_calls and not a.cache_hit]

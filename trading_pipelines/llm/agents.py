@@ -4,9 +4,9 @@ Each agent owns its system instructions, its prompt template (``prompts/spot_rev
 ``prompts/futures_review.j2``, what the prompt shows of the account: spot — balances, the last
 price, open orders; futures — wallet balance, open positions with entry, mark price, unrealized
 P&L and liquidation price, the funding rate, leverage limits and margin mode), its response
-schema (:class:`~trading_pipelines.resources.signals.SpotSignalResponse` /
-:class:`~trading_pipelines.resources.signals.FuturesSignalResponse`) and its validation
-(:func:`~trading_pipelines.resources.signals.parse_signal_response` for its mode: the actions of
+schema (:class:`~trading_pipelines.llm.schemas.SpotSignalResponse` /
+:class:`~trading_pipelines.llm.schemas.FuturesSignalResponse`) and its validation
+(:func:`~trading_pipelines.llm.parsing.parse_signal_response` for its mode: the actions of
 the mode, prices on the right side of the last close, entry near it, the reviewed instrument).
 The strategy's ``mode`` picks the agent (:func:`agent_for`); every provider call records the
 mode, the agent's name, the template's name and its version hash (sha256 of the file).
@@ -20,13 +20,9 @@ from dataclasses import dataclass
 from typing import Callable
 
 from trading_pipelines.domain.models import Mode
-from trading_pipelines.resources.signals import (
-    FuturesSignalResponse,
-    SignalResponse,
-    SpotSignalResponse,
-    parse_signal_response,
-    template_sha256,
-)
+from trading_pipelines.llm.parsing import parse_signal_response
+from trading_pipelines.llm.prompts import template_sha256
+from trading_pipelines.llm.schemas import FuturesSignalResponse, SignalResponse, SpotSignalResponse
 
 SPOT_SYSTEM = (
     "You are spot_analyst, a disciplined analyst of SPOT markets. Spot is long-only: buy opens or adds "

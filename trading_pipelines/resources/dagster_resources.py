@@ -13,10 +13,10 @@ from trading_pipelines.config import DEFAULT_DATA_DIR, StrategySpec
 from trading_pipelines.io_managers import frame_store_from_env, frames_io_manager_from_env
 from trading_pipelines.ledger.db import default_ledger_url, default_venue_url, get_engine
 from trading_pipelines.ledger.models import LIVE_BOOK
-from trading_pipelines.resources.charts import ChartStore, LocalChartStore, MinioChartStore
-from trading_pipelines.resources.market_data import CcxtSource, CsvReplaySource, MarketDataSource
-from trading_pipelines.resources.signals import build_provider
+from trading_pipelines.llm.providers import build_provider
 from trading_pipelines.services import Runtime
+from trading_pipelines.stores.charts import ChartStore, LocalChartStore, MinioChartStore
+from trading_pipelines.stores.market_data import CcxtSource, CsvReplaySource, MarketDataSource
 from trading_pipelines.venues.factory import make_venue
 
 
@@ -88,8 +88,8 @@ class TradingResource(dg.ConfigurableResource):
 
     def chart_renderer(self):
         """``jobs -> pngs`` for :func:`trading_pipelines.services.analyze`, rendering in a process
-        pool (:func:`~trading_pipelines.resources.charts.render_charts`)."""
-        from trading_pipelines.resources.charts import ChartJob, render_charts
+        pool (:func:`~trading_pipelines.stores.chart_render.render_charts`)."""
+        from trading_pipelines.stores.chart_render import ChartJob, render_charts
 
         def render(jobs):
             return render_charts([ChartJob.from_frame(f, t, o, b) for f, t, o, b in jobs], workers=self.chart_workers or None)
