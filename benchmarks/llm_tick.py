@@ -7,7 +7,7 @@
 ``tests/openai_stub_server.py`` started in this process on 127.0.0.1, every answer 1 s late.
 Text-only (``send_chart: false``): the step measured is the signal step, not chart rendering.
 
-1. The signal step of one tick: ``services.analyze_many`` (what the analysis asset and the replay
+1. The signal step of one tick: ``analysis.analyze_many`` (what the analysis asset and the replay
    op call) over the 20 instruments' newest window: the instruments side by side, bounded by
    ``max_concurrent_calls`` (20), each call made outside the ledger transaction. The live book's
    account view (the paper venue's balance, positions and open orders) is read per instrument.
@@ -53,7 +53,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp, OpenAIStubServer() as stub:
         _setup(Path(tmp), stub.base_url)
-        from trading_pipelines import services
+        from trading_pipelines.analysis import analyze as analysis
+from trading_pipelines.analysis import frames
         from trading_pipelines.assets.partitions import window_end, window_partitions
         from trading_pipelines.config import load_strategies
         from trading_pipelines.resources.dagster_resources import default_resources
@@ -63,13 +64,13 @@ def main() -> int:
         keys = window_partitions(spec).get_partition_keys()
         ends = [window_end(spec, k) for k in keys]
         for inst in spec.instruments:  # warm the market-data cache: the tick's data is already loaded
-            services.indicator_frame(rt, inst, ends[-1])
+            frames.indicator_frame(rt, inst, ends[-1])
 
         # 1. the signal step of one tick
         for _ in spec.instruments:
             stub.push_slow_json_answer(HOLD, LATENCY_S, prompt_tokens=900, completion_tokens=40)
         t0 = time.perf_counter()
-        tick = list(services.analyze_many(rt, list(spec.instruments), [ends[-1]], "bench-tick", charts=False).values())
+        tick = list(analysis.analyze_many(rt, list(spec.instruments), [ends[-1]], "bench-tick", charts=False).values())
         wall = time.perf_counter() - t0
         calls = len(stub.chat_requests)
         usable = sum(1 for out in tick for a in out if not a.error and not a.signal.no_trade_reason)
@@ -82,11 +83,11 @@ def main() -> int:
             stub.push_slow_json_answer(HOLD, LATENCY_S, prompt_tokens=900, completion_tokens=40)
         before = len(stub.chat_requests)
         t0 = time.perf_counter()
-        first = services.analyze(rt, inst, window, "bench-replay-1", charts=False)
+        first = analysis.analyze(rt, inst, window, "bench-replay-1", charts=False)
         w1 = time.perf_counter() - t0
         mid = len(stub.chat_requests)
         t0 = time.perf_counter()
-        second = services.analyze(default_resources()["trading"].runtime(spec), inst, window, "bench-replay-2", charts=False)
+        second = analysis.analyze(default_resources()["trading"].runtime(spec), inst, window, "bench-replay-2", charts=False)
         w2 = time.perf_counter() - t0
         after = len(stub.chat_requests)
         same = [a.signal for a in first] == [a.signal for a in second]

@@ -61,7 +61,8 @@ def main() -> None:
         results[charts] = (len(keys), wall)
         print(f"charts {'on ' if charts else 'off'}: {len(keys)} windows in {wall:.1f} s = {len(keys) / wall:.1f} windows/s")
     # the floor, measured here on the same frames
-    from trading_pipelines import services
+    from trading_pipelines.analysis import charting
+from trading_pipelines.analysis import frames
     from trading_pipelines.stores.chart_render import render_chart
     from trading_pipelines.resources.dagster_resources import default_resources
 
@@ -69,11 +70,11 @@ def main() -> None:
     from trading_pipelines.assets.partitions import window_end
 
     sample = [window_end(spec, k) for k in keys[:: max(1, len(keys) // 40)]][:40]
-    frames = [services.indicator_frame(rt, "BTC/USDT", e) for e in sample]
+    frames = [frames.indicator_frame(rt, "BTC/USDT", e) for e in sample]
     times = []
     for e, f in zip(sample, frames):
         t = time.perf_counter()
-        render_chart(f, services.chart_title(rt, "BTC/USDT", e), services.chart_overlays(rt), spec.template.chart_bars)
+        render_chart(f, charting.chart_title(rt, "BTC/USDT", e), charting.chart_overlays(rt), spec.template.chart_bars)
         times.append(time.perf_counter() - t)
     median = statistics.median(times[3:])
     n, wall = results[True]

@@ -1,6 +1,6 @@
 """The two analysts, separate end to end (issue 7 item 1): spot_analyst and futures_analyst.
 
-Real pipeline: ``services.analyze`` on the shipped strategies' real candles, the real ``openai``
+Real pipeline: ``analysis.analyze`` on the shipped strategies' real candles, the real ``openai``
 SDK against tests/openai_stub_server.py over HTTP, the real paper venue holding a real position
 opened through the venue protocol, the SQLite ledger. The paper venue simulates no funding, so
 the futures test gives it the funding terms a real venue reports (ccxt's ``fetch_funding_rate``:
@@ -17,7 +17,10 @@ import yaml
 from openai_stub_server import OpenAIStubServer
 from sqlalchemy import select
 
-from trading_pipelines import services
+from trading_pipelines.analysis import analyze as analysis
+from trading_pipelines.venues import factory
+from trading_pipelines.runtime import Runtime
+from trading_pipelines.account import window
 from trading_pipelines.assets.partitions import window_end, window_partitions
 from trading_pipelines.config import STRATEGIES_DIR, parse_strategy
 from trading_pipelines.domain.models import Mode, OrderRequest, OrderRole, OrderType, Side
@@ -47,8 +50,8 @@ def env(embedded_home, monkeypatch):
         spec = parse_strategy(attrs)
         rt = default_resources()["trading"].runtime(spec)
         if book != "live":
-            rt = services.Runtime(spec=spec, engine=rt.engine, market=rt.market, charts=rt.charts, provider=rt.provider,
-                                  venue=services.make_paper_venue(spec, rt.market, get_engine(f"sqlite:///{tmp_path / 'v.sqlite'}"), book),
+            rt = Runtime(spec=spec, engine=rt.engine, market=rt.market, charts=rt.charts, provider=rt.provider,
+                                  venue=factory.make_paper_venue(spec, rt.market, get_engine(f"sqlite:///{tmp_path / 'v.sqlite'}"), book),
                                   book=book)
         return rt
 
@@ -106,7 +109,7 @@ def test_the_futures_prompt_carries_wallet_positions_funding_and_leverage_from_t
     # the stand-in (see the module doc): the terms a real venue reports for this perpetual
     rt.venue.futures_terms = lambda inst: FuturesTerms(inst, None, 0.000125, nft, 125.0, "isolated")
     stub.push_json_answer(HOLD, prompt_tokens=900)
-    out = services.analyze(rt, "ETH/USDT:USDT", [t], "run-futures")
+    out = analysis.analyze(rt, "ETH/USDT:USDT", [t], "run-futures")
     assert not out[0].signal.no_trade_reason, out[0].signal.no_trade_reason
     system, user = _messages(stub)
     assert system == {"role": "system", "content": FUTURES_ANALYST.system}
@@ -139,7 +142,7 @@ def test_the_spot_prompt_carries_balances_last_price_and_open_orders(env):
                           placed_at=ends[-3], position_side="long")
     bal, pos = rt.venue.fetch_balance(), rt.venue.fetch_positions()[0]
     stub.push_json_answer(HOLD, prompt_tokens=900)
-    out = services.analyze(rt, "ETH/USDT", [t], "run-spot")
+    out = analysis.analyze(rt, "ETH/USDT", [t], "run-spot")
     assert not out[0].signal.no_trade_reason, out[0].signal.no_trade_reason
     system, user = _messages(stub)
     assert system["content"] == SPOT_ANALYST.system
@@ -161,7 +164,7 @@ def test_a_replay_prompt_says_the_book_is_not_known_at_analysis_time(env):
     stub, runtime, _ = env
     rt = runtime("futures_1h_btc_eth", book="replay-test")
     stub.push_json_answer(HOLD, prompt_tokens=900)
-    services.analyze(rt, "BTC/USDT:USDT", [_ends(rt)[-1]], "run-replay")
+    analysis.analyze(rt, "BTC/USDT:USDT", [_ends(rt)[-1]], "run-replay")
     prompt = _messages(stub)[1]["content"]
     assert "This is a replay: the book's wallet and positions at this window are not known to you." in prompt
     assert "Wallet balance" not in prompt
@@ -176,7 +179,7 @@ def test_an_unreadable_venue_is_a_recorded_no_trade_and_no_call(env):
         raise ConnectionError("venue at 127.0.0.1:1 refused the connection")
 
     rt.venue.fetch_balance = down  # the venue cannot be read: the analyst would see no account
-    out = services.analyze(rt, "BTC/USDT", [_ends(rt)[-1]], "run-down")
+    out = analysis.analyze(rt, "BTC/USDT", [_ends(rt)[-1]], "run-down")
     assert out[0].signal.no_trade_reason.startswith("venue unreadable for the analyst's account view: ConnectionError")
     assert stub.chat_requests == []
 
@@ -205,11 +208,11 @@ def test_each_mode_runs_end_to_end_against_each_server_dialect(dialect, shipped,
         end = _ends(rt)[-1]
         for _ in range(8):  # one answer per HTTP call, step-downs included
             stub.push_json_answer(ANSWERS[shipped], prompt_tokens=900)
-        out = services.analyze_many(rt, list(spec.instruments), [end], "run-dialect")
+        out = analysis.analyze_many(rt, list(spec.instruments), [end], "run-dialect")
         for inst, (a,) in out.items():
             assert a.signal.no_trade_reason is None, (inst, a.signal.no_trade_reason)
             assert a.signal.action == "hold" and a.signal.thesis == ANSWERS[shipped]["thesis"]
-        outcome = services.account_window(rt, end, {i: a.signal for i, (a,) in out.items()},
+        outcome = window.account_window(rt, end, {i: a.signal for i, (a,) in out.items()},
                                           {i: a.market for i, (a,) in out.items()}, "pk", "run-dialect")
         assert {i.reason for i in outcome.intents.values()} == {f"hold: {ANSWERS[shipped]['thesis']}"}
         with session_scope(get_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}")) as s:
@@ -254,7 +257,7 @@ def test_the_futures_prompt_reads_a_real_venue_binance_usdm_through_ccxt(env):
         spec = parse_strategy(attrs)
         rt = default_resources()["trading"].runtime(spec)
         stub.push_json_answer(HOLD, prompt_tokens=900)
-        [a] = services.analyze(rt, "BTC/USDT:USDT", [_ends(rt)[-1]], "run-ccxt")
+        [a] = analysis.analyze(rt, "BTC/USDT:USDT", [_ends(rt)[-1]], "run-ccxt")
     finally:
         mp.undo()
     assert a.signal.no_trade_reason is None, a.signal.no_trade_reason

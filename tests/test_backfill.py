@@ -36,7 +36,7 @@ from trading_pipelines.assets.partitions import window_end, window_partitions
 from trading_pipelines.config import load_strategies
 from trading_pipelines.ledger import models as m
 from trading_pipelines.ledger.db import get_engine, session_scope
-from trading_pipelines.services import replay_book_id
+from trading_pipelines.runtime import replay_book_id
 
 REPO = Path(__file__).resolve().parents[1]
 SPOT = "spot_4h_majors"

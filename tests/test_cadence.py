@@ -17,8 +17,9 @@ from trading_pipelines.domain.models import IntentKind, IntentStatus, Mode, Orde
 from trading_pipelines.domain.paper import entry_reserve
 from trading_pipelines.ledger import models as m
 from trading_pipelines.ledger.db import get_engine, session_scope
-from trading_pipelines.ledger.repo import Lineage, record_intent, record_orders, set_intent_status
-from trading_pipelines.services import order_requests
+from trading_pipelines.ledger.legs import record_reported
+from trading_pipelines.ledger.repo import Lineage, record_intent, set_intent_status
+from trading_pipelines.account.requests import order_requests
 
 SPOT = "spot_4h_majors"
 QUIET = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
@@ -109,7 +110,7 @@ def _place(rt, intent, placed, partition_key, engine):
             orders = [venue.create_order(r, placed_at=placed, position_side="long", leverage=1.0,
                                          reserve=reserve if r.role is OrderRole.ENTRY else 0.0)
                       for r in order_requests(intent)]
-        record_orders(s, lin, intent.intent_id, "spot", venue.name, orders)
+        record_reported(s, lin, intent.intent_id, "spot", venue.name, orders)
         set_intent_status(s, lin, intent.intent_id, IntentStatus.SUBMITTED)
 
 
@@ -158,8 +159,10 @@ def test_position_monitor_records_the_stop_loss_exit(env):
     with session_scope(engine) as s:
         reason = s.get(m.IntentRow, intent.intent_id).reason
     # worked: 0.01 × (109945.0 − 119078.5) = −91.335 (in binary floating point −91.33500000000013: −91.34 to the cent)
-    assert reason == "position closed by its stop_loss at 109945.0: realized P&L -91.34 (quote currency, before fees)"
-    assert legs == {"entry": "FILLED", "stop_loss": "FILLED", "take_profit": "CANCELLED"}
+    # fees: 0.1 % of each fill's notional, 1 190.785 × 0.001 = 1.190785 + 1 099.45 × 0.001 = 1.09945 → 2.29; net −93.63
+    assert reason == ("position closed by its stop_loss at 109945.0: realized P&L -91.34 (quote currency, before fees); "
+                      "fees 2.29, net -93.63")
+    assert legs == {"entry": "FILLED", "stop_loss": "FILLED", "take_profit": "CANCELED"}
     assert monitor_strategy(spec, trading) == []  # nothing new: idempotent
 
 

@@ -27,7 +27,10 @@ from trading_pipelines.ledger.repo import Lineage
 from trading_pipelines.llm.rules_provider import RulesSignalProvider
 from trading_pipelines.stores.charts import LocalChartStore
 from trading_pipelines.stores.market_data import CsvReplaySource
-from trading_pipelines import services
+from trading_pipelines.venues import factory
+from trading_pipelines.analysis import frames
+from trading_pipelines import runtime
+from trading_pipelines.account import window
 
 N = 12
 WINDOW = "2026-02-27-00:00"
@@ -56,11 +59,11 @@ def _trial(engine, venue_engine, spec, tmp_path):
     from trading_pipelines.assets.partitions import window_end
 
     market = CsvReplaySource()
-    rt = services.Runtime(spec=spec, engine=engine, market=market, charts=LocalChartStore(tmp_path / "charts"),
+    rt = runtime.Runtime(spec=spec, engine=engine, market=market, charts=LocalChartStore(tmp_path / "charts"),
                           provider=RulesSignalProvider(spec.prompt_template),
-                          venue=services.make_paper_venue(spec, market, venue_engine))
+                          venue=factory.make_paper_venue(spec, market, venue_engine))
     end = window_end(spec, WINDOW)
-    frame = services.indicator_frame(rt, spec.instruments[0], end)
+    frame = frames.indicator_frame(rt, spec.instruments[0], end)
     validated, errors = [], []
     barrier = threading.Barrier(N)
 
@@ -69,11 +72,11 @@ def _trial(engine, venue_engine, spec, tmp_path):
             lin = Lineage(spec.name, inst, f"{inst}|{WINDOW}", f"run-{inst}")
             sig = Signal(strategy=spec.name, instrument=inst, window_end=end, mode=Mode.SPOT, action="buy", confidence=0.9,
                          thesis="concurrency test", provider="test", model="none", prompt_hash="0" * 64)
-            intent = services.plan(rt, lin, sig, frame)
-            intent, _ = services.validate(rt, lin, intent)
+            intent = window.plan(rt, lin, sig, frame)
+            intent, _ = window.validate(rt, lin, intent)
             validated.append(intent.status)
             barrier.wait(timeout=60)  # everyone validated against the same empty account
-            services.execute(rt, lin, intent)
+            window.execute(rt, lin, intent)
         except Exception as e:  # pragma: no cover - surfaced below
             errors.append(repr(e))
             barrier.abort()

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from trading_pipelines import services
+from trading_pipelines.account import window
 from trading_pipelines.assets.review import INSTRUMENTS_TAG
 from trading_pipelines.components import build_strategy_defs
 from trading_pipelines.config import STRATEGIES_DIR, parse_strategy
@@ -63,15 +63,15 @@ def test_manual_intent_waits_then_confirm_sends_the_bracket(manual):
     with session_scope(engine) as s:
         assert s.execute(select(m.OrderRow)).scalars().all() == []
     assert rt.venue.fetch_open_orders() == []             # nothing reached the venue either
-    confirmed, orders = services.confirm(rt, intent.intent_id, run_id="test")
+    confirmed, orders = window.confirm(rt, intent.intent_id, run_id="test")
     assert confirmed.status.value == "SUBMITTED" and {o["role"] for o in orders} == {"entry", "stop_loss", "take_profit"}
     with pytest.raises(ValueError, match="not AWAITING_CONFIRMATION"):
-        services.confirm(rt, intent.intent_id)        # a second confirm sends nothing
+        window.confirm(rt, intent.intent_id)        # a second confirm sends nothing
     review("2026-02-27-04:00")                        # the next bar fills the entry
     assert _intent(engine).status == "MONITORING"  # entry filled: position open, brackets resting
     assert _intent(engine).reason.startswith("entry filled at ") and "stop-loss and take-profit resting" in _intent(engine).reason
-    with pytest.raises(ValueError, match="is MONITORING: nothing to cancel"):
-        services.cancel(rt, intent.intent_id)
+    with pytest.raises(ValueError, match="is MONITORING: already executed, it cannot be cancelled"):
+        window.cancel(rt, intent.intent_id)
 
 
 def test_confirmation_expires_after_one_bar(manual):
@@ -79,7 +79,7 @@ def test_confirmation_expires_after_one_bar(manual):
     review("2026-02-27-00:00")
     review("2026-02-27-04:00")  # the venue moves to 08:00: past the bar the signal was for
     intent = _intent(engine)
-    confirmed, orders = services.confirm(rt, intent.intent_id)
+    confirmed, orders = window.confirm(rt, intent.intent_id)
     assert confirmed.status.value == "CANCELLED" and orders == []
     assert "expired" in _intent(engine).reason
 
@@ -107,10 +107,10 @@ def test_cancel_a_submitted_entry_cancels_its_bracket_at_the_venue(manual):
     review, engine, rt = manual
     review("2026-02-27-00:00")
     intent = _intent(engine)
-    services.confirm(rt, intent.intent_id)
-    cancelled, orders = services.cancel(rt, intent.intent_id)
+    window.confirm(rt, intent.intent_id)
+    cancelled, orders = window.cancel(rt, intent.intent_id)
     assert cancelled.status.value == "CANCELLED"
-    assert {o["role"]: o["status"] for o in orders} == {"entry": "CANCELLED", "stop_loss": "CANCELLED", "take_profit": "CANCELLED"}
+    assert {o["role"]: o["status"] for o in orders} == {"entry": "CANCELED", "stop_loss": "CANCELED", "take_profit": "CANCELED"}
     assert rt.venue.fetch_open_orders() == []                       # cancelled at the venue, not only in the ledger
     review("2026-02-27-04:00")
     with session_scope(engine) as s:

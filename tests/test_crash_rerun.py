@@ -127,8 +127,9 @@ def _kill_rerun(env, ledger_url, venue_url, list_objects, read_object, cwd=None)
     assert 0 < partial["signals"] < WINDOWS * len(INSTRUMENTS), partial  # killed in the middle
     assert partial["snapshots"] == 0 and partial["orders"] == 0, partial
 
-    # 2. re-run, killed in the account step: the book has traded, some windows are not done yet
-    assert _cli(env, ledger_url, cwd=cwd, kill_when=lambda c: c["orders"] > 0) == -signal.SIGKILL
+    # 2. re-run, killed in the account step: the book has traded, some windows are not done yet (the
+    #    engine writes a window's legs ahead, before its snapshot: wait for both)
+    assert _cli(env, ledger_url, cwd=cwd, kill_when=lambda c: c["orders"] > 0 and c["snapshots"] > 0) == -signal.SIGKILL
     partial = _ledger_counts(engine)
     assert partial["signals"] == WINDOWS * len(INSTRUMENTS) and partial["orders"] > 0, partial
     assert 0 < partial["snapshots"] < WINDOWS, partial  # killed in the middle of the account walk

@@ -10,7 +10,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
-from trading_pipelines import services
+from trading_pipelines.venues import factory
+from trading_pipelines.analysis import frames
+from trading_pipelines.account import requests
+from trading_pipelines import runtime
+from trading_pipelines.account import window
 from trading_pipelines.config import load_strategies
 from trading_pipelines.domain.ids import client_order_id
 from trading_pipelines.domain.models import IntentStatus, OrderRole, OrderStatus, Signal
@@ -29,8 +33,8 @@ T0 = datetime(2025, 9, 1, tzinfo=timezone.utc)
 def rt(tmp_path):
     spec = load_strategies()["spot_4h_majors"]
     market = CsvReplaySource()
-    venue = services.make_paper_venue(spec, market, get_engine(f"sqlite:///{tmp_path / 'venue.sqlite'}"))  # its own store
-    return services.Runtime(spec=spec, engine=get_engine(f"sqlite:///{tmp_path / 'l.sqlite'}"), market=market,
+    venue = factory.make_paper_venue(spec, market, get_engine(f"sqlite:///{tmp_path / 'venue.sqlite'}"))  # its own store
+    return runtime.Runtime(spec=spec, engine=get_engine(f"sqlite:///{tmp_path / 'l.sqlite'}"), market=market,
                             charts=LocalChartStore(tmp_path / "charts"), provider=RulesSignalProvider(spec.prompt_template),
                             venue=venue)
 
@@ -42,24 +46,24 @@ def _lin(rt, inst, end, run="r1"):
 def _plan(rt, inst, end, action, run="r1"):
     sig = Signal(strategy=rt.spec.name, instrument=inst, window_end=end, mode=rt.spec.mode, action=action, confidence=0.9,
                  thesis="forced for the test", provider="test", model="none", prompt_hash="0" * 64)
-    frame = services.indicator_frame(rt, inst, end)
-    return services.plan(rt, _lin(rt, inst, end, run), sig, frame)
+    frame = frames.indicator_frame(rt, inst, end)
+    return window.plan(rt, _lin(rt, inst, end, run), sig, frame)
 
 
 def _review(rt, inst, end, action):
     intent = _plan(rt, inst, end, action)
-    checked, guards = services.validate(rt, _lin(rt, inst, end), intent)
-    return services.execute(rt, _lin(rt, inst, end), checked), guards
+    checked, guards = window.validate(rt, _lin(rt, inst, end), intent)
+    return window.execute(rt, _lin(rt, inst, end), checked), guards
 
 
 def test_a_rerun_sends_the_validated_decision_not_a_new_one(rt):
     first = _plan(rt, "BTC/USDT", T0, "buy")
-    validated, _ = services.validate(rt, _lin(rt, "BTC/USDT", T0), first)
+    validated, _ = window.validate(rt, _lin(rt, "BTC/USDT", T0), first)
     assert validated.status is IntentStatus.VALIDATED
     # the orders step did not run; a re-run of the partition gets a different signal (an LLM changed its mind)
     again = _plan(rt, "BTC/USDT", T0, "sell", run="r2")
     assert again == validated                                  # the stored decision, unchanged
-    (sent, orders) = services.execute(rt, _lin(rt, "BTC/USDT", T0, "r2"), again.model_copy(update={"quantity": 99.0}))
+    (sent, orders) = window.execute(rt, _lin(rt, "BTC/USDT", T0, "r2"), again.model_copy(update={"quantity": 99.0}))
     entry = next(o for o in orders if o["role"] == "entry")
     assert entry["side"] == "buy" and entry["quantity"] == validated.quantity  # the ledger row, not the caller's copy
     with session_scope(rt.engine) as s:
@@ -78,23 +82,23 @@ def test_resting_entries_reserve_cash_so_the_account_is_never_overcommitted(rt):
     sol_guards = {g.guard: g for g in results["SOL/USDT"][1]}
     assert not sol_guards["balance"].passed
     assert sol_guards["balance"].message == "needs 2978.46 (notional + fee at 134.79) but only 1056.70 is free"
-    snap, _ = services.snapshot(rt, _lin(rt, "BTC/USDT", t0 + H4), t0 + H4)
+    snap, _ = window.snapshot(rt, _lin(rt, "BTC/USDT", t0 + H4), t0 + H4)
     assert len(snap.positions) == 2 and snap.cash > 0
 
 
 def test_a_stale_exit_is_cancelled_not_wedged(rt):
     _review(rt, "BTC/USDT", T0, "buy")
     t1 = T0 + H4
-    services.snapshot(rt, _lin(rt, "BTC/USDT", t1), t1)           # the entry fills
+    window.snapshot(rt, _lin(rt, "BTC/USDT", t1), t1)           # the entry fills
     exit_ = _plan(rt, "BTC/USDT", t1, "sell")
-    checked, _ = services.validate(rt, _lin(rt, "BTC/USDT", t1), exit_)
+    checked, _ = window.validate(rt, _lin(rt, "BTC/USDT", t1), exit_)
     assert checked.status is IntentStatus.VALIDATED
     t = t1                                                         # the orders step waits; the target fills meanwhile
     while rt.venue.fetch_positions():
         t += H4
         rt.venue.advance(["BTC/USDT"], t)
     for _ in range(2):                                             # retried: cancelled once, then a no-op
-        result, orders = services.execute(rt, _lin(rt, "BTC/USDT", t1), checked)
+        result, orders = window.execute(rt, _lin(rt, "BTC/USDT", t1), checked)
         assert result.status is IntentStatus.CANCELLED and not [o for o in orders if o["role"] == "exit"]
     with session_scope(rt.engine) as s:
         assert "pre-submit fresh_window" in s.get(m.IntentRow, checked.intent_id).reason
@@ -103,10 +107,10 @@ def test_a_stale_exit_is_cancelled_not_wedged(rt):
 def test_a_late_run_neither_sizes_on_nor_snapshots_the_future(rt):
     _review(rt, "BTC/USDT", T0, "buy")
     t1 = T0 + H4
-    first, pit = services.snapshot(rt, _lin(rt, "BTC/USDT", t1), t1)
+    first, pit = window.snapshot(rt, _lin(rt, "BTC/USDT", t1), t1)
     assert pit and len(first.positions) == 1
-    services.snapshot(rt, _lin(rt, "BTC/USDT", T0 + 20 * H4), T0 + 20 * H4)   # later windows run
-    again, pit = services.snapshot(rt, _lin(rt, "BTC/USDT", t1), t1)          # then window t1 is re-materialized
+    window.snapshot(rt, _lin(rt, "BTC/USDT", T0 + 20 * H4), T0 + 20 * H4)   # later windows run
+    again, pit = window.snapshot(rt, _lin(rt, "BTC/USDT", t1), t1)          # then window t1 is re-materialized
     assert pit and again.equity == pytest.approx(first.equity) and again.as_of == first.as_of
     late = _plan(rt, "ETH/USDT", t1, "buy")                                      # ETH's t1 review arrives late
     assert late.status is IntentStatus.NO_TRADE and "late review" in late.reason
@@ -129,7 +133,7 @@ def _futures_venue(account, bars_ohlc, starting_cash, engine):
 
 
 def _submit(v, intent, placed_at):
-    """An entry intent's bracket through the venue protocol, as services._send places it."""
+    """An entry intent's bracket through the venue protocol, as the execution engine places it."""
     from trading_pipelines.domain.models import OrderRole
     from trading_pipelines.domain.paper import entry_reserve
 
@@ -137,7 +141,7 @@ def _submit(v, intent, placed_at):
     with v.unit_of_work():
         return [v.create_order(r, placed_at=placed_at, position_side=intent.position_side.value, leverage=intent.leverage,
                                reserve=reserve if r.role is OrderRole.ENTRY else 0.0)
-                for r in services.order_requests(intent)]
+                for r in requests.order_requests(intent)]
 
 
 def _fills(v, cid):
@@ -166,7 +170,7 @@ def test_isolated_futures_loss_is_capped_at_the_margin(tmp_path):
     assert bal.cash == pytest.approx(9000.0) and bal.realized_pnl == pytest.approx(-1000.0)
     assert bal.equity == pytest.approx(9000.0) and v.fetch_positions() == []
     legs = {o.request.role.value: o.status.value for o in (v.fetch_order("tp-" + "e" * 24 + r) for r in ("-sl", "-tp", "-lq"))}
-    assert legs == {"stop_loss": "CANCELLED", "take_profit": "CANCELLED", "liquidation": "FILLED"}
+    assert legs == {"stop_loss": "CANCELED", "take_profit": "CANCELED", "liquidation": "FILLED"}
 
 
 def test_liquidation_inside_the_bar_costs_exactly_the_margin(tmp_path):
@@ -198,9 +202,9 @@ def test_a_crashed_plan_is_replaced_by_the_rerun_plan(rt):
     assert first.status is IntentStatus.PENDING and first.quantity > 0
     second = _plan(rt, "BTC/USDT", T0, "hold", run="r2")
     assert second.status is IntentStatus.NO_TRADE and second.quantity == 0
-    checked, guards = services.validate(rt, _lin(rt, "BTC/USDT", T0, "r2"), first)  # even with the stale copy
+    checked, guards = window.validate(rt, _lin(rt, "BTC/USDT", T0, "r2"), first)  # even with the stale copy
     assert checked.status is IntentStatus.NO_TRADE and guards == ()
-    _, orders = services.execute(rt, _lin(rt, "BTC/USDT", T0, "r2"), first)
+    _, orders = window.execute(rt, _lin(rt, "BTC/USDT", T0, "r2"), first)
     assert orders == []
 
 
@@ -210,8 +214,8 @@ def test_cancel_reads_the_venue_not_a_stale_ledger(rt):
     (eth, _), _ = _review(rt, "ETH/USDT", T0, "buy")
     assert eth.status is IntentStatus.SUBMITTED
     _plan(rt, "BTC/USDT", T0 + H4, "hold")
-    with pytest.raises(ValueError, match="MONITORING: nothing to cancel|already traded"):
-        services.cancel(rt, eth.intent_id)
+    with pytest.raises(ValueError, match="MONITORING: already executed|already traded"):
+        window.cancel(rt, eth.intent_id)
     [pos] = rt.venue.fetch_positions()                            # the refused cancel left the venue's fill alone
     assert pos.instrument == "ETH/USDT"
     assert rt.venue.fetch_order(client_order_id(eth.intent_id, OrderRole.ENTRY)).status is OrderStatus.FILLED
@@ -223,8 +227,8 @@ def test_a_refused_cancel_still_brings_the_ledger_up_to_date(rt):
     (eth, _), _ = _review(rt, "ETH/USDT", T0, "buy")
     assert eth.status is IntentStatus.SUBMITTED
     _plan(rt, "BTC/USDT", T0 + H4, "hold")
-    with pytest.raises(ValueError, match="MONITORING: nothing to cancel|already traded"):
-        services.cancel(rt, eth.intent_id)
+    with pytest.raises(ValueError, match="MONITORING: already executed|already traded"):
+        window.cancel(rt, eth.intent_id)
     with session_scope(rt.engine) as s:
         assert s.get(m.IntentRow, eth.intent_id).status == "MONITORING"
 
@@ -233,7 +237,8 @@ def test_a_liquidation_is_in_the_ledger(tmp_path):
     """The venue's liquidation order and fill are mirrored under the entry's intent and close the
     ledger position with reason `liquidation` and the margin as the loss."""
     from trading_pipelines.domain.models import IntentKind, Mode, PositionSide, Side, TradeIntent
-    from trading_pipelines.ledger import repo
+    from trading_pipelines.account import sync as book_sync
+    from trading_pipelines.ledger import legs, repo
 
     v = _futures_venue("liq3", [(100.0, 101.0, 99.0, 100.0), (60.0, 61.0, 55.0, 58.0)], starting_cash=10_000,
                        engine=get_engine(f"sqlite:///{tmp_path / 'venue.sqlite'}"))  # not the ledger's file
@@ -244,9 +249,9 @@ def test_a_liquidation_is_in_the_ledger(tmp_path):
     with session_scope(get_engine(f"sqlite:///{tmp_path / 'f.sqlite'}")) as s:
         repo.record_intent(s, lin, intent)
         repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.VALIDATED)
-        repo.record_orders(s, lin, intent.intent_id, "futures", "paper", _submit(v, intent, placed_at=T0))
+        legs.record_reported(s, lin, intent.intent_id, "futures", "paper", _submit(v, intent, placed_at=T0))
         v.advance(["X"], T0 + 2 * H4)
-        repo.reconcile(s, "liq3", lin.book, "futures", v)
+        book_sync.record_venue_fills(s, v, "liq3", lin.book, "futures", {p.instrument: p for p in v.fetch_positions()})
         pos = s.execute(select(m.PositionRow)).scalar_one()
         liq = s.get(m.OrderRow, "tp-" + "9" * 24 + "-lq")
     assert (pos.status, pos.exit_reason) == ("closed", "liquidation")

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
-from trading_pipelines import services
+from trading_pipelines import runtime
 from trading_pipelines.assets.partitions import range_tags, window_end
 from trading_pipelines.assets.review import BOOK_TAG
 from trading_pipelines.config import DEFAULT_DATA_DIR, load_strategies
@@ -212,7 +212,7 @@ def test_stop_loss_exit_is_recorded_with_realized_pnl(spot_run):
     for p in closed:
         legs = {o["role"]: o for o in rep["orders"] if o["instrument"] == p["instrument"] and o["reduce_only"]}
         assert legs["stop_loss"]["status"] == "FILLED"
-        assert legs["take_profit"]["status"] == "CANCELLED"
+        assert legs["take_profit"]["status"] == "CANCELED"
 
 
 def test_snapshot_equity_is_cash_plus_positions(spot_run):
@@ -331,7 +331,7 @@ def test_replay_book_is_its_own_account(spot_run):
     res = _run_range(spot_run["defs"], spot_run["instance"], SPOT, WINDOWS, **{BOOK_TAG: "replay"})
     assert res.success
     ends = [window_end(spec, w) for w in WINDOWS]
-    book = services.replay_book_id(spec, list(spec.instruments), ends[0], ends[-1])
+    book = runtime.replay_book_id(spec, list(spec.instruments), ends[0], ends[-1])
     with session_scope(engine) as s:
         rep = status_report(s, SPOT, book)
         live_after = status_report(s, SPOT, "live")

@@ -25,7 +25,11 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from trading_pipelines import services
+from trading_pipelines.venues import factory
+from trading_pipelines.analysis import frames
+from trading_pipelines.account import requests
+from trading_pipelines import runtime
+from trading_pipelines.account import window
 from trading_pipelines.config import DEFAULT_DATA_DIR, load_strategies
 from trading_pipelines.domain.ids import client_order_id
 from trading_pipelines.domain.models import (
@@ -54,11 +58,11 @@ CAP = EQUITY * 1.0 / 100  # risk_per_trade_pct 1 % of the starting equity
 ENTERED = {"FILLED", "MONITORING"}  # an intent whose entry filled (the lifecycle names it MONITORING once it tracks the position)
 
 
-def _runtime(tmp_path, name=EQUITIES) -> services.Runtime:
+def _runtime(tmp_path, name=EQUITIES) -> runtime.Runtime:
     spec = load_strategies()[name]
     market = CsvReplaySource()
-    venue = services.make_paper_venue(spec, market, get_engine(f"sqlite:///{tmp_path / 'venue.sqlite'}"))
-    return services.Runtime(spec=spec, engine=get_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}"), market=market,
+    venue = factory.make_paper_venue(spec, market, get_engine(f"sqlite:///{tmp_path / 'venue.sqlite'}"))
+    return runtime.Runtime(spec=spec, engine=get_engine(f"sqlite:///{tmp_path / 'ledger.sqlite'}"), market=market,
                             charts=LocalChartStore(tmp_path / "charts"), provider=None, venue=venue)
 
 
@@ -70,9 +74,9 @@ def _buy(rt, inst, end):
     """A forced buy through PLAN, VALIDATE and EXECUTE; returns (planned intent, guards, sent intent, orders)."""
     sig = Signal(strategy=rt.spec.name, instrument=inst, window_end=end, mode=rt.spec.mode, action="buy",
                  confidence=0.9, thesis="forced buy for the gap test", provider="test", model="none", prompt_hash="0" * 64)
-    planned = services.plan(rt, _lin(rt, inst, end), sig, services.indicator_frame(rt, inst, end))
-    checked, guards = services.validate(rt, _lin(rt, inst, end), planned)
-    sent, orders = services.execute(rt, _lin(rt, inst, end), checked)
+    planned = window.plan(rt, _lin(rt, inst, end), sig, frames.indicator_frame(rt, inst, end))
+    checked, guards = window.validate(rt, _lin(rt, inst, end), planned)
+    sent, orders = window.execute(rt, _lin(rt, inst, end), checked)
     return planned, guards, sent, orders
 
 
@@ -110,16 +114,17 @@ def test_a_real_gap_expires_the_protected_entry(tmp_path, inst, end, close, stop
     assert (entry["type"], entry["price"], entry["quantity"]) == ("limit", limit, qty)
     # the next bar gaps far beyond the limit: the IOC entry expires, its legs are cancelled, nothing is bought
     assert _open(inst, f"{end:%Y-%m-%d}") == open_
-    events = services.monitor(rt, _lin(rt, inst, end + DAY), end + DAY)
+    events = window.monitor(rt, _lin(rt, inst, end + DAY), end + DAY)
     assert [(e.kind, e.role, e.price, e.reason) for e in events] == [("expired", "entry", open_, reason)]
     venue = rt.venue
-    for role in (OrderRole.ENTRY, OrderRole.STOP_LOSS, OrderRole.TAKE_PROFIT):
-        assert venue.fetch_order(client_order_id(planned.intent_id, role)).status is OrderStatus.CANCELLED
+    assert venue.fetch_order(client_order_id(planned.intent_id, OrderRole.ENTRY)).status is OrderStatus.EXPIRED
+    for role in (OrderRole.STOP_LOSS, OrderRole.TAKE_PROFIT):
+        assert venue.fetch_order(client_order_id(planned.intent_id, role)).status is OrderStatus.CANCELED
     bal = venue.fetch_balance()
     assert venue.fetch_my_trades() == [] and venue.fetch_positions() == []
     assert (bal.cash, bal.reserved, bal.fees_paid) == (EQUITY, 0, 0.0)
     status, why = _intent_row(rt, planned.intent_id)
-    assert status == IntentStatus.CANCELLED.value and "cancelled" in why
+    assert status == IntentStatus.CANCELLED.value and why == f"venue expired the entry (expired: {reason})"
 
 
 @pytest.mark.parametrize(
@@ -138,7 +143,7 @@ def test_an_entry_within_the_band_fills_with_at_most_the_planned_risk(tmp_path, 
     planned, _, sent, orders = _buy(rt, inst, end)
     assert sent.status is IntentStatus.SUBMITTED and planned.quantity == qty and planned.stop == stop
     assert next(o for o in orders if o["role"] == "entry")["price"] == limit
-    services.monitor(rt, _lin(rt, inst, end + DAY), end + DAY)
+    window.monitor(rt, _lin(rt, inst, end + DAY), end + DAY)
     [f] = [f for f in rt.venue.fetch_my_trades() if f.client_order_id == client_order_id(planned.intent_id, OrderRole.ENTRY)]
     assert f.price == pytest.approx(fill) and f.price <= limit
     realized = f.quantity * (f.price - planned.stop)
@@ -159,7 +164,7 @@ def test_the_old_market_entry_on_the_aapl_gap_no_longer_books_a_take_profit(tmp_
     intent = TradeIntent(intent_id="it-" + "a" * 24, strategy=EQUITIES, instrument="AAPL", window_end=end, mode=Mode.SPOT,
                          kind="entry", side=Side.BUY, position_side="long", quantity=301.0, entry=150.050003, stop=146.73,
                          take_profit=158.35, risk_amount=999.32, notional=45165.05, margin=45165.05, equity=EQUITY)
-    en, sl, tp = services.order_requests(intent, tick_size=0.01)
+    en, sl, tp = requests.order_requests(intent, tick_size=0.01)
     market_entry = OrderRequest(client_order_id=en.client_order_id, instrument="AAPL", side=Side.BUY,
                                 type=OrderType.MARKET, quantity=301.0, role=OrderRole.ENTRY)
     with venue.unit_of_work():
@@ -171,8 +176,8 @@ def test_the_old_market_entry_on_the_aapl_gap_no_longer_books_a_take_profit(tmp_
     assert 301 * (159.31 - 146.73) == pytest.approx(3_786.58)
     [pos] = venue.fetch_positions()
     assert (pos.quantity, pos.entry_price) == (301.0, 159.31)
-    assert venue.fetch_order(tp.client_order_id).status is OrderStatus.CANCELLED
-    assert venue.fetch_order(sl.client_order_id).status is OrderStatus.NEW  # the stop still protects the position
+    assert venue.fetch_order(tp.client_order_id).status is OrderStatus.CANCELED
+    assert venue.fetch_order(sl.client_order_id).status is OrderStatus.ACCEPTED  # the stop still protects the position
     assert not [f for f in venue.fetch_my_trades() if f.client_order_id == tp.client_order_id]
 
 
@@ -192,7 +197,7 @@ def test_a_take_profit_inside_the_band_is_cancelled_not_filled_below_the_entry(t
                          kind="entry", side=Side.BUY, position_side="long", quantity=10.0, entry=100.0, stop=99.0,
                          take_profit=100.3, risk_amount=15.0, notional=1000.0, margin=1000.0, equity=10_000.0)
     with v.unit_of_work():
-        for r in services.order_requests(intent, 0.5, 0.01):
+        for r in requests.order_requests(intent, 0.5, 0.01):
             v.create_order(r, placed_at=t0, position_side="long",
                            reserve=10 * 100.5 * 1.001 if r.role is OrderRole.ENTRY else 0.0)
     events = v.advance(["X/USDT"], t0 + 2 * H4)
@@ -222,7 +227,7 @@ def test_entries_whose_balance_guards_passed_are_never_refused_for_funds(tmp_pat
         assert sent.status is IntentStatus.SUBMITTED
         assert rt.venue.fetch_balance().reserved == pytest.approx(reserved, abs=0.005)  # the guard's number, reserved
         intents[inst] = planned
-    events = services.monitor(rt, _lin(rt, "BTC/USDT", end + H4), end + H4)
+    events = window.monitor(rt, _lin(rt, "BTC/USDT", end + H4), end + H4)
     assert [e.kind for e in events] == ["fill"] * 3
     fills = {f.instrument: f.price for f in rt.venue.fetch_my_trades()}
     assert fills == {"BTC/USDT": 114_105.96, "ETH/USDT": 4_147.22, "SOL/USDT": 208.78}
@@ -254,7 +259,7 @@ def test_a_gap_down_through_the_stop_fills_then_stops_out_in_the_same_bar(tmp_pa
                          kind="entry", side=Side.BUY, position_side="long", quantity=10.0, entry=100.0, stop=99.0,
                          take_profit=103.0, risk_amount=15.0, notional=1000.0, margin=1000.0, equity=10_000.0)
     with v.unit_of_work():
-        for r in services.order_requests(intent, 0.5, 0.01):
+        for r in requests.order_requests(intent, 0.5, 0.01):
             v.create_order(r, placed_at=t0, position_side="long", reserve=1005.0 if r.role is OrderRole.ENTRY else 0.0)
     events = v.advance(["X/USDT"], t0 + H4)
     assert [(e.kind, e.role, e.price) for e in events] == [("fill", "entry", 98.05), ("fill", "stop_loss", 97.95)]
@@ -269,7 +274,7 @@ def test_a_short_entry_expires_when_the_bar_gaps_below_its_limit(tmp_path):
                          kind="entry", side=Side.SELL, position_side="short", quantity=10.0, entry=100.0, stop=101.0,
                          take_profit=97.0, leverage=2.0, risk_amount=15.0, notional=1000.0, margin=500.0, equity=10_000.0)
     with v.unit_of_work():
-        for r in services.order_requests(intent, 0.5, 0.01):
+        for r in requests.order_requests(intent, 0.5, 0.01):
             v.create_order(r, placed_at=t0, position_side="short", leverage=2.0,
                            reserve=502.5 if r.role is OrderRole.ENTRY else 0.0)
     [event] = v.advance(["X/USDT"], t0 + H4)

@@ -28,7 +28,8 @@ import pytest
 from sqlalchemy import func, select
 
 from trading_pipelines import operations as op
-from trading_pipelines import services
+from trading_pipelines.analysis import frames
+from trading_pipelines.account import window
 from trading_pipelines.assets.review import INSTRUMENTS_TAG
 from trading_pipelines.components import build_strategy_defs
 from trading_pipelines.config import load_strategies
@@ -77,7 +78,7 @@ def test_manual_plan_sizes_on_the_technical_stop_and_validates(env):
     rt = op.runtime_for(trading, specs[SPOT])
     rep = _plan_0400(rt)
     # the worked numbers, recomputed here from the frame the pipeline would see
-    frame = services.indicator_frame(rt, "ETH/USDT", W0400)
+    frame = frames.indicator_frame(rt, "ETH/USDT", W0400)
     close, atr = _d(frame["close"].iloc[-1]), _d(float(frame["atr"].iloc[-1]))
     assert (float(close), round(float(atr), 6)) == (2045.39, 48.33603)
     tick, lot = _d("0.01"), _d("0.0001")
@@ -156,7 +157,7 @@ def test_plan_refusals_change_nothing(env):
         op.plan_manual(rt, "ETH/USDT", "buy", now=datetime(2025, 6, 1, 3, tzinfo=UTC))
     assert _ledger_counts(rt.engine) == before
     # the venue already past the window: a past window plans no trade
-    services.monitor(rt, Lineage(SPOT, "*", "monitor", "test"), datetime(2026, 2, 27, 12, tzinfo=UTC))
+    window.monitor(rt, Lineage(SPOT, "*", "monitor", "test"), datetime(2026, 2, 27, 12, tzinfo=UTC))
     before = _ledger_counts(rt.engine)
     with pytest.raises(op.Refused, match="past the window ending 2026-02-27T04:00:00\\+00:00"):
         _plan_0400(rt)
@@ -230,14 +231,14 @@ def test_live_sends_once_then_cancel_reaches_the_venue(env, monkeypatch):
     rep = op.execute_intent(rt, iid, "LIVE", acknowledge_risk=True, who="tester")
     assert rep["status"] == "SUBMITTED"
     assert {o["role"]: (o["status"], o["quantity"], o["price"] or o["trigger_price"]) for o in rep["orders"]} == {
-        "entry": ("NEW", 0.9354, 2055.61), "stop_loss": ("NEW", 0.9354, 1948.71), "take_profit": ("NEW", 0.9354, 2238.75)}
+        "entry": ("ACCEPTED", 0.9354, 2055.61), "stop_loss": ("ACCEPTED", 0.9354, 1948.71), "take_profit": ("ACCEPTED", 0.9354, 2238.75)}
     assert {o.client_order_id for o in rt.venue.fetch_open_orders()} == {o["client_order_id"] for o in rep["orders"]}
     with pytest.raises(op.Refused, match=f"intent {iid} is SUBMITTED: already executed"):
         op.execute_intent(rt, iid, "LIVE", acknowledge_risk=True)
     rep = op.cancel_intent(rt, iid, "changed my mind", who="tester")
     assert rep["status"] == "CANCELLED" and rep["reason"] == "cancelled by tester: changed my mind"
-    assert {o["role"]: o["status"] for o in rep["orders"]} == {"entry": "CANCELLED", "stop_loss": "CANCELLED",
-                                                                "take_profit": "CANCELLED"}
+    assert {o["role"]: o["status"] for o in rep["orders"]} == {"entry": "CANCELED", "stop_loss": "CANCELED",
+                                                                "take_profit": "CANCELED"}
     assert rt.venue.fetch_open_orders() == [] and rt.venue.fetch_balance().reserved == 0.0
     assert [t["to"] for t in rep["transitions"]] == ["PENDING", "VALIDATED", "SUBMITTED", "CANCELLED"]
     cancel = next(a for a in rep["audit"] if a["event"] == "cancel")["detail"]
@@ -253,7 +254,7 @@ def test_cancel_refused_once_the_entry_filled(env, monkeypatch):
     rt = op.runtime_for(trading, specs[SPOT])
     iid = _plan_0400(rt)["intent_id"]
     op.execute_intent(rt, iid, "LIVE", acknowledge_risk=True)
-    events = services.monitor(rt, Lineage(SPOT, "*", "monitor", "test"), datetime(2026, 2, 27, 8, tzinfo=UTC))
+    events = window.monitor(rt, Lineage(SPOT, "*", "monitor", "test"), datetime(2026, 2, 27, 8, tzinfo=UTC))
     assert [(e.role, e.quantity, e.price) for e in events if e.kind == "fill"] == [("entry", 0.9354, 2046.41)]
     status = op.show_intent(rt.engine, iid)["status"]
     assert status not in {"VALIDATED", "AWAITING_CONFIRMATION", "SUBMITTED"}   # executed (monitored by the lead's states)
@@ -269,7 +270,7 @@ def test_a_plan_is_good_for_one_bar(env):
     specs, trading = env
     rt = op.runtime_for(trading, specs[SPOT])
     iid = _plan_0400(rt)["intent_id"]
-    services.monitor(rt, Lineage(SPOT, "*", "monitor", "test"), datetime(2026, 2, 27, 8, tzinfo=UTC))
+    window.monitor(rt, Lineage(SPOT, "*", "monitor", "test"), datetime(2026, 2, 27, 8, tzinfo=UTC))
     rep = op.execute_intent(rt, iid, "DRY_RUN", who="tester")
     assert rep["status"] == "CANCELLED" and rep["orders"] == []
     assert rep["reason"].startswith("expired: DRY_RUN execution by tester at 2026-02-27T08:00:00+00:00")
@@ -304,7 +305,7 @@ def test_futures_dry_run_and_history_per_mode(env):
     with pytest.raises(op.Refused, match="not a futures side .*long, short, close"):
         op.plan_manual(rf, "BTC/USDT:USDT", "buy")
     rep = op.plan_manual(rf, "BTC/USDT:USDT", "short", who="tester")
-    frame = services.indicator_frame(rf, "BTC/USDT:USDT", datetime(2026, 4, 16, tzinfo=UTC))
+    frame = frames.indicator_frame(rf, "BTC/USDT:USDT", datetime(2026, 4, 16, tzinfo=UTC))
     close, atr = _d(frame["close"].iloc[-1]), _d(float(frame["atr"].iloc[-1]))
     tick, lot = _d("0.1"), _d("0.001")
     stop = ((close + _d("2.5") * atr) / tick).to_integral_value(ROUND_CEILING) * tick

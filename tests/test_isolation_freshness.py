@@ -31,7 +31,9 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from trading_pipelines import services
+from trading_pipelines.analysis import analyze as analysis
+from trading_pipelines.analysis import charting
+from trading_pipelines.analysis import frames
 from trading_pipelines.assets.partitions import range_tags, window_end
 from trading_pipelines.assets.review import BOOK_TAG, CHARTS_TAG
 from trading_pipelines.config import DEFAULT_DATA_DIR, INSTRUMENTS_FILE, STRATEGIES_DIR, load_strategies
@@ -280,17 +282,17 @@ TWO = [utc(2026, 2, 27, 4), utc(2026, 2, 27, 8)]  # windows 2026-02-27-00:00 and
 
 def _baseline(rt) -> dict:
     return {(i, a.window_end): (a.signal.action, a.signal.confidence)
-            for i in rt.spec.instruments for a in services.analyze(rt, i, TWO, "baseline", charts=False)}
+            for i in rt.spec.instruments for a in analysis.analyze(rt, i, TWO, "baseline", charts=False)}
 
 
 def _failing_render(monkeypatch, instrument: str):
-    real = services.render_chart
+    real = charting.render_chart
 
     def render(frame, title, *args, **kw):
         if title.startswith(instrument):
             raise RuntimeError(f"renderer crashed on {instrument}")
         return real(frame, title, *args, **kw)
-    monkeypatch.setattr(services, "render_chart", render)
+    monkeypatch.setattr(charting, "render_chart", render)
 
 
 def test_a_chart_failure_is_a_no_trade_for_a_provider_that_reads_charts(env, monkeypatch):
@@ -299,7 +301,7 @@ def test_a_chart_failure_is_a_no_trade_for_a_provider_that_reads_charts(env, mon
     assert base[("SOL/USDT", TWO[0])][0] == "buy"  # what the chart failure will cost
     _failing_render(monkeypatch, "SOL/USDT")
     rt.provider = ChartReadingRules(rt.provider)
-    out = {i: services.analyze(rt, i, TWO, "run-chart", charts=True) for i in spec.instruments}
+    out = {i: analysis.analyze(rt, i, TWO, "run-chart", charts=True) for i in spec.instruments}
 
     reason = "chart failed: RuntimeError: renderer crashed on SOL/USDT"
     for a in out["SOL/USDT"]:
@@ -321,7 +323,7 @@ def test_a_provider_error_is_that_instruments_no_trade(env):
     spec, rt = env.runtime(SPOT)
     base = _baseline(rt)
     rt.provider = ChartReadingRules(rt.provider, fail_for="ETH/USDT")
-    out = {i: services.analyze(rt, i, TWO, "run-provider", charts=False) for i in spec.instruments}
+    out = {i: analysis.analyze(rt, i, TWO, "run-provider", charts=False) for i in spec.instruments}
     for a in out["ETH/USDT"]:
         assert a.error == "provider error: RuntimeError: provider down for ETH/USDT"
         assert a.signal.no_trade_reason == a.error and a.signal.action == "hold" and a.signal.confidence == 0.0
@@ -338,7 +340,7 @@ def test_a_failed_chart_does_not_block_the_rules_signal(env, monkeypatch):
     base = _baseline(rt)
     assert rt.provider.reads_chart is False
     _failing_render(monkeypatch, "SOL/USDT")
-    sync = {i: services.analyze(rt, i, TWO, "run-sync", charts=True) for i in spec.instruments}
+    sync = {i: analysis.analyze(rt, i, TWO, "run-sync", charts=True) for i in spec.instruments}
     for a in sync["SOL/USDT"]:
         assert a.chart_error == "chart failed: RuntimeError: renderer crashed on SOL/USDT"
         assert a.error is None and a.chart is None and a.signal.no_trade_reason is None
@@ -351,7 +353,7 @@ def test_a_failed_chart_does_not_block_the_rules_signal(env, monkeypatch):
         f.set_exception(OSError("chart pool died"))
         return f
     deferred: list = []
-    bg = services.analyze(rt, "SOL/USDT", TWO, "run-async", charts=True, render_async=submit, deferred=deferred)
+    bg = analysis.analyze(rt, "SOL/USDT", TWO, "run-async", charts=True, render_async=submit, deferred=deferred)
     assert [(a.signal.action, a.signal.confidence) for a in bg] == [base[("SOL/USDT", e)] for e in TWO]
     assert len(deferred) == 1
     deferred[0]()  # does not raise
@@ -377,10 +379,10 @@ def test_a_missing_bar_makes_its_window_stale_and_plans_no_entry(env):
     spec, rt = env.runtime(USER)
     keys = ["2026-02-26-20:00", "2026-02-27-00:00", "2026-02-27-04:00"]
     ends = [window_end(spec, k) for k in keys]
-    a_prev, a_stale, a_next = services.analyze(rt, "ETH/USDT", ends, "probe", charts=False)
+    a_prev, a_stale, a_next = analysis.analyze(rt, "ETH/USDT", ends, "probe", charts=False)
     reason = ("stale data: newest bar closed at 2026-02-27T00:00:00+00:00, 1 bar missing before the window end "
               "2026-02-27T04:00:00+00:00")
-    assert services.freshness(rt, a_stale.frame, a_stale.window_end) == reason
+    assert frames.freshness(rt, a_stale.frame, a_stale.window_end) == reason
     assert a_stale.error == reason and a_stale.signal.no_trade_reason == reason and a_stale.market is None
     # the window before never saw the deleted bar: the same decision as on the full file
     assert (a_prev.signal.action, round(a_prev.signal.confidence, 6)) == ("buy", 0.735667)
@@ -423,7 +425,7 @@ def test_the_bar_that_must_exist_opens_at_the_window_start(env):
     keys = ["2026-02-27-04:00", "2026-02-27-08:00", "2026-02-27-12:00"]
     ends = [window_end(spec, k) for k in keys]
     assert ends[1] == utc(2026, 2, 27, 12)
-    out = services.analyze(rt, "BTC/USDT", ends, "probe", charts=False)
+    out = analysis.analyze(rt, "BTC/USDT", ends, "probe", charts=False)
     assert [a.error for a in out] == [
         None,
         "stale data: newest bar closed at 2026-02-27T08:00:00+00:00, 1 bar missing before the window end 2026-02-27T12:00:00+00:00",
@@ -449,7 +451,7 @@ def test_a_zero_volume_newest_bar_is_a_no_trade_but_older_ones_only_count(env):
     spec, rt = env.runtime(USER)
     keys = ["2026-02-26-20:00", "2026-02-27-00:00", "2026-02-27-04:00"]
     ends = [window_end(spec, k) for k in keys]
-    prev, zero, nxt = services.analyze(rt, "ETH/USDT", ends, "probe", charts=False)
+    prev, zero, nxt = analysis.analyze(rt, "ETH/USDT", ends, "probe", charts=False)
     assert [a.zero_volume_bars for a in (prev, zero, nxt)] == [1, 2, 2]
     reason = ("stale data: the newest bar (2026-02-27T00:00:00+00:00) has zero volume, a placeholder, "
               "never the basis of an entry")

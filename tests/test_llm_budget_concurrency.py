@@ -20,7 +20,8 @@ from sqlalchemy import select
 
 import openai_stub_server
 from openai_stub_server import OpenAIStubServer
-from trading_pipelines import services
+from trading_pipelines.analysis import analyze as analysis
+from trading_pipelines.analysis import calls
 from trading_pipelines.config import STRATEGIES_DIR, parse_strategy
 from trading_pipelines.ledger import models as m
 from trading_pipelines.ledger import repo
@@ -90,7 +91,7 @@ def _signals(engine) -> dict[datetime, m.SignalRow]:
         return {r.window_end: r for r in s.execute(select(m.SignalRow)).scalars()}
 
 
-def _decision(a: services.Analysis) -> tuple:
+def _decision(a: analysis.Analysis) -> tuple:
     g = a.signal
     return (g.action, g.confidence, g.thesis, g.prompt_hash, g.no_trade_reason, a.result.response_text, a.http_calls)
 
@@ -101,7 +102,7 @@ def test_calls_run_concurrently_bounded_and_identical_to_serial(llm):
     for i in range(6):
         stub.push_slow_json_answer(_answer(i), 1.0, **USAGE)
     t0 = time.perf_counter()
-    par = services.analyze(runtime(max_concurrent_calls=3), INST, ENDS, "run-par")
+    par = analysis.analyze(runtime(max_concurrent_calls=3), INST, ENDS, "run-par")
     wall = time.perf_counter() - t0
     assert len(stub.chat_requests) == 6
     assert inflight.max == 3  # three requests held by the server at once, never more
@@ -118,7 +119,7 @@ def test_calls_run_concurrently_bounded_and_identical_to_serial(llm):
     inflight.max = 0
     for i in range(6):
         stub.push_json_answer(_answer(i), **USAGE)
-    ser = services.analyze(runtime(max_concurrent_calls=1), INST, ENDS, "run-ser")
+    ser = analysis.analyze(runtime(max_concurrent_calls=1), INST, ENDS, "run-ser")
     assert inflight.max == 0 and len(stub.chat_requests) == 12
     assert [_decision(a) for a in ser] == [_decision(a) for a in par]
     assert [a.signal for a in ser] == [a.signal for a in par]
@@ -132,9 +133,9 @@ def test_rules_provider_stays_serial_without_a_pool(llm):
     ledger()
     attrs = yaml.safe_load((STRATEGIES_DIR / "spot_4h_majors" / "defs.yaml").read_text())["attributes"]
     rt = default_resources()["trading"].runtime(parse_strategy(attrs))
-    assert services._call_workers(rt) == 0  # inline, no pool
-    assert services._call_workers(runtime(max_concurrent_calls=7)) == 7
-    out = services.analyze(rt, INST, ENDS[:2], "run-rules")
+    assert calls._call_workers(rt) == 0  # inline, no pool
+    assert calls._call_workers(runtime(max_concurrent_calls=7)) == 7
+    out = analysis.analyze(rt, INST, ENDS[:2], "run-rules")
     assert all(a.signal.provider == "rules" for a in out) and not stub.chat_requests
 
 
@@ -144,7 +145,7 @@ def test_a_run_token_budget_allows_exactly_two_calls(llm, workers):
     engine = ledger()
     for i in range(6):
         stub.push_slow_json_answer(_answer(i), 0.2, **USAGE)
-    out = services.analyze(runtime(max_concurrent_calls=workers, budget={"max_tokens_per_run": 2 * PER_CALL}),
+    out = analysis.analyze(runtime(max_concurrent_calls=workers, budget={"max_tokens_per_run": 2 * PER_CALL}),
                            INST, ENDS, "run-1")
     assert len(stub.chat_requests) == 2  # 0 and 120 tokens used before calls 1 and 2; 240 before call 3
     assert [a.http_calls for a in out] == [1, 1, 0, 0, 0, 0]
@@ -158,7 +159,7 @@ def test_a_run_token_budget_allows_exactly_two_calls(llm, workers):
         assert len(repo.provider_calls(s)) == 2  # no call made, none recorded
         assert repo.provider_usage(s, "spot_4h_llm", run_id="run-1") == (240, pytest.approx(2 * COST_PER_CALL))
     # another run has its own per-run budget
-    out2 = services.analyze(runtime(max_concurrent_calls=workers, budget={"max_tokens_per_run": 2 * PER_CALL}),
+    out2 = analysis.analyze(runtime(max_concurrent_calls=workers, budget={"max_tokens_per_run": 2 * PER_CALL}),
                             INST, ENDS[2:4], "run-2")
     assert [a.http_calls for a in out2] == [1, 1]
 
@@ -170,13 +171,13 @@ def test_a_day_limit_reached_by_earlier_calls_blocks_the_next_run(llm):
     day = {"max_tokens_per_day": 2 * PER_CALL}
     for i in range(2):
         stub.push_json_answer(_answer(i), **USAGE)
-    first = services.analyze(runtime(budget=day), INST, ENDS[:2], "run-1")
+    first = analysis.analyze(runtime(budget=day), INST, ENDS[:2], "run-1")
     assert [a.http_calls for a in first] == [1, 1]
     with session_scope(engine) as s:
         assert repo.provider_usage(s, "spot_4h_llm", day=today) == (240, pytest.approx(2 * COST_PER_CALL))
         assert repo.provider_usage(s, "spot_4h_llm", day=today - timedelta(days=1)) == (0, 0.0)
         assert repo.provider_usage(s, "other_strategy", day=today) == (0, 0.0)
-    second = services.analyze(runtime(budget=day), INST, ENDS[2:4], "run-2")
+    second = analysis.analyze(runtime(budget=day), INST, ENDS[2:4], "run-2")
     assert len(stub.chat_requests) == 2 and [a.http_calls for a in second] == [0, 0]
     assert second[0].signal.no_trade_reason == (f"budget: max_tokens_per_day 240 spent (240 tokens used by spot_4h_llm "
                                                 f"on {today:%Y-%m-%d} UTC); no call made")
@@ -186,7 +187,7 @@ def test_a_day_limit_reached_by_earlier_calls_blocks_the_next_run(llm):
         for c in repo.provider_calls(s):
             c.created_at = c.created_at - timedelta(days=1)
     stub.push_json_answer(_answer(4), **USAGE)
-    third = services.analyze(runtime(budget=day), INST, ENDS[4:5], "run-3")
+    third = analysis.analyze(runtime(budget=day), INST, ENDS[4:5], "run-3")
     assert [a.http_calls for a in third] == [1]
 
 
@@ -196,7 +197,7 @@ def test_a_day_cost_limit(llm):
     for i in range(6):
         stub.push_slow_json_answer(_answer(i), 0.2, **USAGE)
     # 2.7e-5 used before call 2 (< 5e-5), 5.4e-5 before call 3
-    out = services.analyze(runtime(max_concurrent_calls=4, budget={"max_cost_usd_per_day": 5e-5}), INST, ENDS, "run-1")
+    out = analysis.analyze(runtime(max_concurrent_calls=4, budget={"max_cost_usd_per_day": 5e-5}), INST, ENDS, "run-1")
     assert [a.http_calls for a in out] == [1, 1, 0, 0, 0, 0]
     assert out[2].signal.no_trade_reason.startswith("budget: max_cost_usd_per_day 5e-05 spent ($0.000054 estimated for "
                                                     "spot_4h_llm on ")
@@ -208,11 +209,11 @@ def test_cache_hits_are_free(llm):
     today = datetime.now(UTC)
     for i in range(3):
         stub.push_json_answer(_answer(i), **USAGE)
-    first = services.analyze(runtime(), INST, ENDS[:3], "run-1")  # no budget: 3 calls, 360 tokens
+    first = analysis.analyze(runtime(), INST, ENDS[:3], "run-1")  # no budget: 3 calls, 360 tokens
     assert [a.http_calls for a in first] == [1, 1, 1]
     # a day limit already spent (360 ≥ 240): the cached windows are still answered, for free;
     # the new window is not called
-    again = services.analyze(runtime(budget={"max_tokens_per_day": 2 * PER_CALL, "max_tokens_per_run": 1}),
+    again = analysis.analyze(runtime(budget={"max_tokens_per_day": 2 * PER_CALL, "max_tokens_per_run": 1}),
                              INST, ENDS[:4], "run-2")
     assert len(stub.chat_requests) == 3
     assert [a.cache_hit for a in again] == [True, True, True, False]

@@ -22,7 +22,8 @@ from alembic.config import Config
 from sqlalchemy import create_engine, func, inspect, select
 
 from openai_stub_server import OpenAIStubServer
-from trading_pipelines import services
+from trading_pipelines.analysis import analyze as analysis
+from trading_pipelines.account import window
 from trading_pipelines.config import STRATEGIES_DIR, parse_strategy
 from trading_pipelines.domain.ids import intent_id
 from trading_pipelines.ledger import models as m
@@ -82,7 +83,7 @@ def test_a_rerun_is_served_from_the_cache_and_rows_are_append_only(llm):
     for i in range(5):
         stub.push_json_answer(BUY if i == 0 else HOLD, prompt_tokens=900, completion_tokens=40)
     rt = runtime()
-    first = services.analyze(rt, INST, ENDS, "run-1")
+    first = analysis.analyze(rt, INST, ENDS, "run-1")
     assert len(stub.chat_requests) == 5
     assert [a.http_calls for a in first] == [1] * 5 and not any(a.cache_hit for a in first)
     calls = _calls(engine)
@@ -109,7 +110,7 @@ def test_a_rerun_is_served_from_the_cache_and_rows_are_append_only(llm):
     assert all(KEY not in str(c) for c in calls)
 
     # a re-run (a new process: a new runtime) of the same windows: zero HTTP calls, five cache hits
-    second = services.analyze(runtime(), INST, ENDS, "run-2")
+    second = analysis.analyze(runtime(), INST, ENDS, "run-2")
     assert len(stub.chat_requests) == 5
     assert [a.http_calls for a in second] == [0] * 5 and all(a.cache_hit for a in second)
     assert sum(a.cache_hit for a in second) == 5
@@ -129,7 +130,7 @@ def test_a_rerun_is_served_from_the_cache_and_rows_are_append_only(llm):
     # another parameter is another cache key: new HTTP calls, the old rows still unchanged
     for _ in range(5):
         stub.push_json_answer(HOLD)
-    third = services.analyze(runtime(temperature=0.3), INST, ENDS, "run-3")
+    third = analysis.analyze(runtime(temperature=0.3), INST, ENDS, "run-3")
     assert len(stub.chat_requests) == 10 and sum(a.http_calls for a in third) == 5
     assert not any(a.cache_hit for a in third)
     final = _calls(engine)
@@ -141,27 +142,27 @@ def test_a_window_whose_intent_left_pending_makes_no_call_on_a_rerun(llm):
     for i in range(5):
         stub.push_json_answer(BUY if i < 2 else HOLD)
     rt = runtime()
-    first = services.analyze(rt, INST, ENDS, "run-1")
+    first = analysis.analyze(rt, INST, ENDS, "run-1")
     assert len(stub.chat_requests) == 5
     original = _signals(engine)[ENDS[0]]
     assert original.action == "buy" and original.call_id is not None
 
     # the first window is planned, validated and sent on the live book (then, say, the run crashes);
     # the second is only planned (PENDING: a crash before validation)
-    out = services.account_window(rt, ENDS[0], {INST: first[0].signal}, {INST: first[0].market},
+    out = window.account_window(rt, ENDS[0], {INST: first[0].signal}, {INST: first[0].market},
                                   f"{INST}|{ENDS[0].isoformat()}", "run-1")
     traded = out.intents[INST]
     assert traded.intent_id == intent_id(rt.spec.name, INST, ENDS[0]) and traded.status.value != "PENDING"
     assert out.orders[INST]  # a trade stands behind the first window's signal
     lin1 = rt.lineage(INST, f"{INST}|{ENDS[1].isoformat()}", "run-1")
-    pending = services.plan(rt, lin1, first[1].signal, first[1].frame)
+    pending = window.plan(rt, lin1, first[1].signal, first[1].frame)
     assert pending.status.value == "PENDING"
     before = _calls(engine)
 
     # the re-run with other parameters (no cache hit possible): no call at all for the traded window
     for _ in range(4):
         stub.push_json_answer(HOLD)
-    rerun = services.analyze(runtime(temperature=0.3), INST, ENDS, "run-2")
+    rerun = analysis.analyze(runtime(temperature=0.3), INST, ENDS, "run-2")
     assert len(stub.chat_requests) == 5 + 4
     kept = rerun[0]
     assert kept.signal_kept and kept.http_calls == 0 and not kept.cache_hit and kept.call_id == original.call_id
@@ -181,7 +182,7 @@ def test_a_window_whose_intent_left_pending_makes_no_call_on_a_rerun(llm):
         assert skips[0].detail["call_id"] == original.call_id
 
     # and once more: still no call for it, cache hits for the others
-    again = services.analyze(runtime(temperature=0.3), INST, ENDS, "run-3")
+    again = analysis.analyze(runtime(temperature=0.3), INST, ENDS, "run-3")
     assert len(stub.chat_requests) == 9
     assert again[0].signal_kept and [a.cache_hit for a in again[1:]] == [True] * 4
     assert _calls(engine)[:9] == after
@@ -192,9 +193,9 @@ def test_errors_are_recorded_but_never_served_from_the_cache_and_nothing_stored_
     stub.push_error(400, "stub: bad request")  # not retried: a no-trade without an answer
     stub.push_completion('{"action": "hold", "confidence": 0.4, "thesis": "echo ' + KEY + ' and a NUL \x00 here"}')
     rt = runtime()
-    [a] = services.analyze(rt, INST, ENDS[:1], "run-1")
+    [a] = analysis.analyze(rt, INST, ENDS[:1], "run-1")
     assert a.signal.no_trade_reason and "HTTP 400" in a.signal.no_trade_reason and a.http_calls == 1
-    [b] = services.analyze(runtime(), INST, ENDS[:1], "run-2")  # the error is not a cache entry: asked again
+    [b] = analysis.analyze(runtime(), INST, ENDS[:1], "run-2")  # the error is not a cache entry: asked again
     assert not b.cache_hit and b.http_calls == 1 and b.signal.action == "hold"
     calls = _calls(engine)
     assert len(calls) == 2 and calls[0]["error"] and calls[1]["error"] is None
@@ -202,7 +203,7 @@ def test_errors_are_recorded_but_never_served_from_the_cache_and_nothing_stored_
         text = repr(c)
         assert KEY not in text and "\x00" not in text
     assert "***" in calls[1]["response_text"]
-    [c] = services.analyze(runtime(), INST, ENDS[:1], "run-3")
+    [c] = analysis.analyze(runtime(), INST, ENDS[:1], "run-3")
     assert c.cache_hit and len(stub.chat_requests) == 2
 
 
@@ -212,7 +213,7 @@ def test_rules_calls_are_recorded_without_cost(tmp_path, monkeypatch):
     monkeypatch.setenv("TRADING_CHART_DIR", str(tmp_path / "charts"))
     attrs = yaml.safe_load((STRATEGIES_DIR / "spot_4h_majors" / "defs.yaml").read_text())["attributes"]
     rt = default_resources()["trading"].runtime(parse_strategy(attrs))
-    out = services.analyze(rt, INST, ENDS, "run-1", charts=False)
+    out = analysis.analyze(rt, INST, ENDS, "run-1", charts=False)
     calls = _calls(rt.engine)
     assert len(calls) == 5 and {c["provider"] for c in calls} == {"rules"}
     assert all(c["estimated_cost_usd"] is None and c["http_calls"] == 0 and not c["cache_hit"] for c in calls)

@@ -2,8 +2,8 @@
 guards would refuse, nor an order from an answer that disagrees with the market.
 
 Level exercised: the pipeline's own steps, end to end, for one instrument × window per example —
-:func:`services.analyze` (prompt rendering, the response cache lookup, the provider call, the
-ledger's ``signals``/``provider_calls`` rows) then :func:`services.account_window` (PLAN with the
+:func:`analysis.analyze` (prompt rendering, the response cache lookup, the provider call, the
+ledger's ``signals``/``provider_calls`` rows) then :func:`window.account_window` (PLAN with the
 real ``plan_intent``, VALIDATE with the real guards, EXECUTE through ``sane_to_send`` and the
 pre-submit re-check, the paper venue, the ledger). These are the functions the Dagster review
 assets call (``assets/review.py``); the runtime is built by the real
@@ -59,7 +59,12 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from openai_stub_server import OpenAIStubServer, ScriptedResponse, completion_body
-from trading_pipelines import services
+from trading_pipelines.analysis import analyze as analysis
+from trading_pipelines.account import decide
+from trading_pipelines.venues import factory
+from trading_pipelines.analysis import frames
+from trading_pipelines.account import view
+from trading_pipelines.account import window
 from trading_pipelines.config import STRATEGIES_DIR, parse_strategy
 from trading_pipelines.domain.calendars import market_hours
 from trading_pipelines.domain.guards import run_guards
@@ -136,7 +141,7 @@ class Outcome:
     instrument: str
     window_end: datetime
     analysis: Any
-    window: Any  # services.WindowOutcome
+    window: Any  # window.WindowOutcome
     intent: Any  # the stored TradeIntent
     orders: list  # OrderRow of the intent
     guards: tuple  # stored GuardResult of the intent
@@ -167,7 +172,7 @@ class World:
         if template is None:
             template = self._templates[spec.mode] = self.trading.runtime(spec)
         return dataclasses.replace(template, spec=spec, frames=None, _reconciled=None, _day_start={},
-                                   venue=services.make_paper_venue(spec, template.market, self.trading.ledger.venue_engine()))
+                                   venue=factory.make_paper_venue(spec, template.market, self.trading.ledger.venue_engine()))
 
     def window(self, rt, instrument: str, end: datetime, content: str | None, *, finish_reason: str = "stop",
                prompt_tokens: int = 900) -> Outcome:
@@ -181,18 +186,18 @@ class World:
         spec_before = rt.spec.model_dump(mode="json")
         params_before = provider_settings(rt.provider)
         run_id = f"run-{rt.spec.name}-{end:%Y%m%d%H}"
-        [a] = services.analyze(rt, instrument, [end], run_id, charts=False)
+        [a] = analysis.analyze(rt, instrument, [end], run_id, charts=False)
         assert len(stub.chat_requests) == before + 1 and not a.cache_hit, "each example must make exactly one call"
         assert stub.refusals == 0, "the llama.cpp settings must not need a step-down"
         with session_scope(rt.engine) as s:
-            acct = services.account_view(s, rt, end)
-        out = services.account_window(rt, end, {instrument: a.signal}, {instrument: a.market},
+            acct = view.account_view(s, rt, end)
+        out = window.account_window(rt, end, {instrument: a.signal}, {instrument: a.market},
                                       f"{instrument}|{end.isoformat()}", run_id)
         intent = out.intents[instrument]
         with session_scope(rt.engine) as s:
             stored = repo.intent_from_row(s.get(m.IntentRow, intent.intent_id))
             orders = s.execute(select(m.OrderRow).where(m.OrderRow.intent_id == intent.intent_id)).scalars().all()
-            guards = services._stored_guards(s, intent.intent_id)
+            guards = window.stored_guards(s, intent.intent_id)
             sig = s.execute(select(m.SignalRow).where(m.SignalRow.strategy == rt.spec.name, m.SignalRow.instrument == instrument,
                                                       m.SignalRow.window_end == end)).scalar_one()
             call = s.get(m.ProviderCallRow, a.call_id) if a.call_id is not None else None
@@ -220,7 +225,7 @@ def world(tmp_path_factory):
             mp.delenv(var, raising=False)
         # indicator chunks are a pure function of the CSV bars and the indicator settings (the same
         # for every example of a mode): computed once per (instrument, windows), copies handed out
-        chunks_of = services.indicator_chunks
+        chunks_of = frames.indicator_chunks
         memo: dict = {}
 
         def indicator_chunks(rt, instrument, window_ends):
@@ -229,7 +234,7 @@ def world(tmp_path_factory):
                 memo[key] = chunks_of(rt, instrument, window_ends)
             return {k: v.copy() for k, v in memo[key].items()}
 
-        mp.setattr(services, "indicator_chunks", indicator_chunks)
+        mp.setattr(analysis, "indicator_chunks", indicator_chunks)
         w = World(stub, default_resources()["trading"])
         for case in CASES.values():
             attrs = yaml.safe_load((STRATEGIES_DIR / case.base / "defs.yaml").read_text())["attributes"]
@@ -240,7 +245,7 @@ def world(tmp_path_factory):
             case.closes = []
             for inst, end in case.windows:
                 rt = w.runtime(w.spec(case))
-                frame = services.indicator_frame(rt, inst, end)
+                frame = frames.indicator_frame(rt, inst, end)
                 case.closes.append(float(frame["close"].iloc[-1]))
         yield w
     finally:
@@ -607,14 +612,14 @@ def check_placed_order_is_sound(o: Outcome) -> None:
     intent, rt = o.intent, o.rt
     assert intent.status is IntentStatus.SUBMITTED
     assert o.guards and all(g.passed for g in o.guards), o.guards
-    ok, why = services.sane_to_send(intent.model_copy(update={"status": IntentStatus.VALIDATED}), o.guards)
+    ok, why = decide.sane_to_send(intent.model_copy(update={"status": IntentStatus.VALIDATED}), o.guards)
     assert ok, why
     spec_inst = rt.spec.instrument(o.instrument)
     hours = market_hours(spec_inst, intent.window_end, rt.spec.bar_duration)
     acct = o.acct_before
     if intent.kind is IntentKind.EXIT:
         with session_scope(rt.engine) as s:
-            acct = services.account_view(s, rt, intent.window_end)  # the exit order has not filled: position held
+            acct = view.account_view(s, rt, intent.window_end)  # the exit order has not filled: position held
     rerun = run_guards(intent, spec_inst, acct, rt.limits, hours)
     assert rerun and all(g.passed for g in rerun), [g for g in rerun if not g.passed]
     roles = {r.role: r for r in o.orders}

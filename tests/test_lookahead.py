@@ -10,12 +10,16 @@ from datetime import datetime, timedelta
 import pandas as pd
 import pytest
 
-from trading_pipelines import services
+from trading_pipelines.analysis import analyze as analysis
+from trading_pipelines.analysis import frames
 from trading_pipelines.assets.partitions import window_end, window_partitions
 from trading_pipelines.config import DEFAULT_DATA_DIR, instrument_data_file, load_strategies
 from trading_pipelines.ledger.db import get_engine
 from trading_pipelines.llm.providers import build_provider
-from trading_pipelines.services import Runtime, indicator_frame, make_chart, make_paper_venue
+from trading_pipelines.runtime import Runtime
+from trading_pipelines.analysis.frames import indicator_frame
+from trading_pipelines.analysis.charting import make_chart
+from trading_pipelines.venues.factory import make_paper_venue
 from trading_pipelines.stores.charts import LocalChartStore
 from trading_pipelines.stores.market_data import CsvReplaySource, MarketDataSource
 
@@ -109,10 +113,10 @@ def test_signal_for_window_t_ignores_later_bars(tmp_path, strategy, instrument, 
 
     # the pipeline's path: T alone on data that ends at T, vs T inside a range that runs past it on
     # the full data (its chunk's indicators are computed up to the range's newest window)
-    [a_t] = services.analyze(_runtime(spec, truncated, tmp_path / "c"), instrument, [end], "run-t")
+    [a_t] = analysis.analyze(_runtime(spec, truncated, tmp_path / "c"), instrument, [end], "run-t")
     ends = _around(spec, wkey, before=3, after=6)
     assert max(ends) > end
-    out = services.analyze(_runtime(spec, full, tmp_path / "d"), instrument, ends, "run-f")
+    out = analysis.analyze(_runtime(spec, full, tmp_path / "d"), instrument, ends, "run-f")
     [a_f] = [a for a in out if a.window_end == end]
     assert a_t.error is None and a_f.error is None
     assert a_t.bars.equals(a_f.bars) and a_t.frame.equals(a_f.frame)
@@ -127,7 +131,7 @@ def test_signal_for_window_t_ignores_later_bars(tmp_path, strategy, instrument, 
 
     # a watched source: analysing T alone never hands out a bar that closes after T
     watched = _Watched(full, bar)
-    [a_w] = services.analyze(_runtime(spec, watched, tmp_path / "e"), instrument, [end], "run-w")
+    [a_w] = analysis.analyze(_runtime(spec, watched, tmp_path / "e"), instrument, [end], "run-w")
     assert watched.newest == end
     assert a_w.frame.equals(a_f.frame) and a_w.signal == a_f.signal
 
@@ -135,7 +139,7 @@ def test_signal_for_window_t_ignores_later_bars(tmp_path, strategy, instrument, 
 def _chunk_boundary_window(spec) -> str:
     """A window key whose newest bar opens exactly at a chunk start (UTC-epoch aligned), inside the
     strategy's windows, with windows on both sides."""
-    step = spec.bar_duration * services.CHUNK_BARS
+    step = spec.bar_duration * frames.CHUNK_BARS
     keys = window_partitions(spec).get_partition_keys()
     epoch = datetime(1970, 1, 1, tzinfo=window_end(spec, keys[0]).tzinfo)
     for k in keys[200:-20]:
@@ -147,22 +151,22 @@ def _chunk_boundary_window(spec) -> str:
 
 @pytest.mark.parametrize("strategy,instrument", [("spot_4h_majors", "ETH/USDT"), ("futures_1h_btc_eth", "BTC/USDT:USDT")])
 def test_single_window_and_range_analysis_produce_identical_frames(tmp_path, strategy, instrument):
-    """services.analyze over [T] and over a range containing T (one that crosses a chunk boundary)
+    """analysis.analyze over [T] and over a range containing T (one that crosses a chunk boundary)
     give T the same frame, bit for bit, and the same signal."""
     spec = load_strategies()[strategy]
     source = CsvReplaySource(DEFAULT_DATA_DIR)
     boundary = _chunk_boundary_window(spec)
     ends = _around(spec, boundary, before=12, after=12)
-    rng = services.analyze(_runtime(spec, source, tmp_path / "range"), instrument, ends, "run-range", charts=False)
+    rng = analysis.analyze(_runtime(spec, source, tmp_path / "range"), instrument, ends, "run-range", charts=False)
     assert [a.window_end for a in rng] == ends
     # the range spans two chunks: the last window of the first one and the first of the next
-    chunks = services.indicator_chunks(_runtime(spec, source, tmp_path / "chunks"), instrument, ends)
+    chunks = frames.indicator_chunks(_runtime(spec, source, tmp_path / "chunks"), instrument, ends)
     assert len(chunks) == 2
     b = ends.index(window_end(spec, boundary))
     picks = sorted({0, b - 1, b, b + 1, len(ends) - 1})
     for i in picks:
         a = rng[i]
-        [one] = services.analyze(_runtime(spec, source, tmp_path / f"one{i}"), instrument, [a.window_end], f"run-{i}",
+        [one] = analysis.analyze(_runtime(spec, source, tmp_path / f"one{i}"), instrument, [a.window_end], f"run-{i}",
                                  charts=False)
         assert a.error is None and one.error is None, (a.error, one.error)
         assert len(one.frame) == spec.template.lookback_bars

@@ -3,8 +3,8 @@ cancels, idempotent client order ids and the forward-only clock. Real SQLite (th
 store); the bars are small hand-made OHLCV frames so every number can be checked by hand.
 
 Orders reach the venue only through the venue protocol (``create_order`` & co.), exactly as
-:func:`trading_pipelines.services._send` places them: the bracket of an entry intent from
-:func:`services.order_requests`, the entry holding :func:`domain.paper.entry_reserve`; an exit is
+the execution engine places them: the bracket of an entry intent from
+:func:`requests.order_requests`, the entry holding :func:`domain.paper.entry_reserve`; an exit is
 a reduce-only market order for the venue's position."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from trading_pipelines.domain.models import (
 )
 from trading_pipelines.domain.paper import entry_reserve
 from trading_pipelines.ledger.db import get_engine
-from trading_pipelines.services import order_requests
+from trading_pipelines.account.requests import order_requests
 from trading_pipelines.venues.paper import PaperExchange
 from trading_pipelines.venues.protocol import VenueError
 
@@ -70,7 +70,7 @@ def _intent(kind=IntentKind.ENTRY, side=Side.BUY, pos=PositionSide.LONG, qty=10.
 
 
 def _submit(v: PaperExchange, intent: TradeIntent, placed_at: datetime):
-    """An entry intent's bracket through the protocol, the entry reserving what services._send reserves."""
+    """An entry intent's bracket through the protocol, the entry reserving what the execution engine reserves."""
     reserve = entry_reserve(intent.quantity, intent.entry, intent.leverage, intent.mode is Mode.FUTURES, v.fee_rate,
                             v.slippage_bps)
     with v.unit_of_work():
@@ -102,7 +102,7 @@ def test_spot_bracket_take_profit_with_fees(venue):
     assert bal.realized_pnl == pytest.approx((110 - 100.05) * 10)          # 99.5 gross
     assert v.fetch_positions() == [] and bal.equity == pytest.approx(bal.cash)
     stop = v.fetch_order(orders[1].client_order_id)
-    assert stop.status is OrderStatus.CANCELLED                             # one-cancels-other
+    assert stop.status is OrderStatus.CANCELED                             # one-cancels-other
 
 
 def test_futures_short_stopped_out_margin_and_pnl(venue):
@@ -131,11 +131,11 @@ def test_exit_intent_sells_the_whole_position_at_the_next_open(venue):
     _submit(v, _intent(), placed_at=T0)
     v.advance(["X/USDT"], T0 + 2 * H4)
     exit_ = _intent(kind=IntentKind.EXIT, n="b").model_copy(update={"window_end": T0 + 2 * H4})
-    [pos] = v.fetch_positions()                           # the exit's size is the venue's position (services._send)
+    [pos] = v.fetch_positions()                           # the exit's size is the venue's position (the execution engine)
     order = v.create_order(_exit_request(exit_, pos.side.exit_side, pos.quantity), placed_at=T0 + 2 * H4,
                            position_side=pos.side.value, leverage=pos.leverage)
     assert order.request.reduce_only and order.request.quantity == 10.0 and order.request.side is Side.SELL
-    assert order.status is OrderStatus.NEW
+    assert order.status is OrderStatus.ACCEPTED
     events = v.advance(["X/USDT"], T0 + 3 * H4)
     assert [(e.role, e.price, e.realized_pnl) for e in events] == [("exit", 102.0, 20.0)]
     assert v.fetch_positions() == [] and v.fetch_open_orders() == []  # the bracket legs were cancelled
@@ -155,7 +155,7 @@ def test_client_order_ids_are_idempotent_and_one_position_per_instrument(venue):
     second = v.fetch_order("tp-" + "c" * 24 + "-en")
     assert second.status is OrderStatus.REJECTED
     for leg in ("-sl", "-tp"):  # no orphaned bracket legs
-        assert v.fetch_order("tp-" + "c" * 24 + leg).status is OrderStatus.CANCELLED
+        assert v.fetch_order("tp-" + "c" * 24 + leg).status is OrderStatus.CANCELED
     # and a client order id the venue has settled is still not accepted twice
     [again_en] = [o for o in _submit(v, _intent(n="c"), placed_at=T0 + H4) if o.request.role is OrderRole.ENTRY]
     assert again_en.status is OrderStatus.REJECTED and len(v.fetch_open_orders()) == 2  # only "a"'s armed legs
@@ -171,7 +171,7 @@ def test_an_entry_the_account_cannot_fund_is_rejected_at_the_fill(venue):
     events = v.advance(["X/USDT"], T0 + H4)
     assert [e.kind for e in events] == ["rejected"]
     assert [v.fetch_order(o.client_order_id).status for o in orders] == [
-        OrderStatus.REJECTED, OrderStatus.CANCELLED, OrderStatus.CANCELLED]
+        OrderStatus.REJECTED, OrderStatus.CANCELED, OrderStatus.CANCELED]
     bal = v.fetch_balance()
     assert bal.cash == 10_000.0 and bal.reserved == 0 and v.fetch_my_trades() == []
 
@@ -181,7 +181,7 @@ def test_cancel_before_fill_and_forward_only_clock(venue):
     orders = _submit(v, _intent(), placed_at=T0)
     v.cancel_order(orders[0].client_order_id)
     assert {o.client_order_id: o.status for o in (v.fetch_order(o.client_order_id) for o in orders)} == {
-        o.client_order_id: OrderStatus.CANCELLED for o in orders}
+        o.client_order_id: OrderStatus.CANCELED for o in orders}
     assert v.fetch_balance().reserved == 0
     assert v.advance(["X/USDT"], T0 + 2 * H4) == [] and v.fetch_positions() == []
     assert v.instrument_clock("X/USDT") == T0 + 2 * H4 and v.clock() == T0 + 2 * H4

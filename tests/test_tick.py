@@ -8,7 +8,7 @@ import dagster as dg
 import pytest
 from sqlalchemy import select
 
-from trading_pipelines import services
+from trading_pipelines import runtime
 from trading_pipelines.assets.partitions import range_tags, window_end
 from trading_pipelines.assets.review import BOOK_TAG, CHARTS_TAG, INSTRUMENTS_TAG
 from trading_pipelines.config import load_strategies
@@ -68,7 +68,7 @@ def test_a_ui_backfill_trades_a_replay_book(env):
     res = job.execute_in_process(instance=instance, run_config=QUIET,
                                  tags={**range_tags(*windows), "dagster/backfill": "abcdefgh"})
     assert res.success
-    book = services.replay_book_id(spec, list(spec.instruments), window_end(spec, windows[0]), window_end(spec, windows[1]))
+    book = runtime.replay_book_id(spec, list(spec.instruments), window_end(spec, windows[0]), window_end(spec, windows[1]))
     with session_scope(engine) as s:
         assert {i.book for i in s.execute(select(m.IntentRow)).scalars()} == {book}
         assert [x.book for x in s.execute(select(m.SnapshotRow)).scalars()] == [book, book]

@@ -12,7 +12,7 @@ What cannot run here is stood in for, one thing per venue, through ``venues.fact
   records requests, answers like Binance with recorded fixtures and documented shapes).
 * IBKR: ``FakeIB`` (tests/fake_ib.py) stands in for TWS / IB Gateway, which cannot run here.
 * webhook: nothing: a real local HTTP server verifying the HMAC (tests/webhook_receiver.py).
-The wall clock of the real venues is pinned (``services.WALL_CLOCK``) to one hour after the window,
+The wall clock of the real venues is pinned (``runtime.WALL_CLOCK``) to one hour after the window,
 so the window is the current one; the paper exchange keeps its own simulated clock.
 """
 
@@ -27,7 +27,10 @@ from sqlalchemy import select
 from test_venue_ccxt import KEY, SECRET, FakeBinance, exchange_factory
 from webhook_receiver import WebhookReceiver
 
-from trading_pipelines import services
+from trading_pipelines.analysis import analyze as analysis
+from trading_pipelines import runtime
+from trading_pipelines.account import window
+from trading_pipelines.account.engine import ExecutionEngine
 from trading_pipelines.config import STRATEGIES_DIR, parse_strategy
 from trading_pipelines.domain.models import IntentStatus, Mode, Signal
 from trading_pipelines.ledger import models as m
@@ -68,7 +71,7 @@ def spec_with(shipped: str, venue: dict, instruments: list[str] | None = None):
 
 def forced_buy(rt, instrument: str, end: datetime):
     """The window's real analysis (bars, indicators, market context), its signal replaced by a buy."""
-    [a] = services.analyze(rt, instrument, [end], "e2e-analysis", charts=False)
+    [a] = analysis.analyze(rt, instrument, [end], "e2e-analysis", charts=False)
     assert a.market is not None, a.error
     sig = Signal(strategy=rt.spec.name, instrument=instrument, window_end=end, mode=Mode.SPOT, action="buy",
                  confidence=0.9, thesis="forced buy (test)", provider="test", model="test", prompt_hash="0" * 64)
@@ -76,20 +79,22 @@ def forced_buy(rt, instrument: str, end: datetime):
 
 
 def run(rt, instrument, end, sig, market):
-    return services.account_window(rt, end, {instrument: sig}, {instrument: market}, f"{end:%Y-%m-%d-%H:%M}", "e2e-run")
+    return window.account_window(rt, end, {instrument: sig}, {instrument: market}, f"{end:%Y-%m-%d-%H:%M}", "e2e-run")
 
 
 def crash_once(monkeypatch):
-    real = repo.record_orders
+    """Die once right after the venue answered the engine's dispatch, before the ledger folded the
+    answers in (the legs were written ahead, so the re-run finds them by client order id)."""
+    real = ExecutionEngine.fold
     state = {"crashed": False}
 
-    def record(*a, **kw):
-        if not state["crashed"]:
+    def fold(self, s, outcomes):
+        if outcomes and not state["crashed"]:
             state["crashed"] = True
-            raise Crash("killed after the venue answered, before the ledger wrote the orders")
-        return real(*a, **kw)
+            raise Crash("killed after the venue answered, before the ledger recorded its answers")
+        return real(self, s, outcomes)
 
-    monkeypatch.setattr(repo, "record_orders", record)
+    monkeypatch.setattr(ExecutionEngine, "fold", fold)
     return state
 
 
@@ -118,7 +123,7 @@ def test_paper(env):
     venue = default_resources()["trading"].runtime(spec).venue
     assert sorted(o.request.role.value for o in venue.fetch_open_orders()) == ["entry", "stop_loss", "take_profit"]
     _, orders, _ = ledger(rt)
-    assert orders == [("entry", "NEW", "paper"), ("stop_loss", "NEW", "paper"), ("take_profit", "NEW", "paper")]
+    assert orders == [("entry", "ACCEPTED", "paper"), ("stop_loss", "ACCEPTED", "paper"), ("take_profit", "ACCEPTED", "paper")]
 
 
 def test_ibkr(env):
@@ -127,7 +132,7 @@ def test_ibkr(env):
     ib.set_account_values({"NetLiquidation": 100_000.0, "TotalCashValue": 100_000.0, "UnrealizedPnL": 0.0,
                            "RealizedPnL": 0.0})
     env.setattr(factory, "CLIENTS", {"ibkr": lambda: ib})
-    env.setattr(services, "WALL_CLOCK", lambda: AAPL_END + timedelta(hours=1))
+    env.setattr(runtime, "WALL_CLOCK", lambda: AAPL_END + timedelta(hours=1))
     spec = spec_with("equities_1d_spy_aapl", {"kind": "ibkr", "host": "127.0.0.1", "port": 4002, "client_id": 17,
                                               "account": "DU1234567"})
     rt = default_resources()["trading"].runtime(spec)
@@ -161,7 +166,7 @@ def test_ibkr_manual_position_is_a_duplicate(env):
     ib.set_account_values({"NetLiquidation": 100_000.0, "TotalCashValue": 99_150.0, "UnrealizedPnL": 0.0, "RealizedPnL": 0.0})
     ib.add_manual_position("AAPL", 5, 170.0, mark=150.0)
     env.setattr(factory, "CLIENTS", {"ibkr": lambda: ib})
-    env.setattr(services, "WALL_CLOCK", lambda: AAPL_END + timedelta(hours=1))
+    env.setattr(runtime, "WALL_CLOCK", lambda: AAPL_END + timedelta(hours=1))
     spec = spec_with("equities_1d_spy_aapl", {"kind": "ibkr", "account": "DU1234567"})
     rt = default_resources()["trading"].runtime(spec)
     sig, market = forced_buy(rt, "AAPL", AAPL_END)
@@ -179,7 +184,7 @@ def test_webhook(env, shipped, inst, end, equity):
     """Either shipped spot file with ``venue: {kind: webhook, …}``: one signed POST for the bracket, SENT."""
     with WebhookReceiver(HOOK_SECRET) as hook:
         env.setenv("TRADING_WEBHOOK_URL", hook.url)
-        env.setattr(services, "WALL_CLOCK", lambda: end + timedelta(hours=1))
+        env.setattr(runtime, "WALL_CLOCK", lambda: end + timedelta(hours=1))
         spec = spec_with(shipped, {"kind": "webhook", "equity": equity})
         rt = default_resources()["trading"].runtime(spec)
         sig, market = forced_buy(rt, inst, end)
@@ -210,7 +215,7 @@ def test_ccxt_binance_spot(env):
     spec = spec_with("spot_4h_majors", {"kind": "ccxt", "exchange": "binance"}, instruments=["BTC/USDT"])
     rt = default_resources()["trading"].runtime(spec)
     end = BTC_END
-    env.setattr(services, "WALL_CLOCK", lambda: end + timedelta(hours=1))
+    env.setattr(runtime, "WALL_CLOCK", lambda: end + timedelta(hours=1))
     sig, market = forced_buy(rt, "BTC/USDT", end)
     fake.fill_price["BTCUSDT"] = f"{market.last_close:.2f}"
     fake.balances["USDT"] = ["10000.00000000", "0.00000000"]
@@ -240,7 +245,7 @@ def test_webhook_positions_are_what_the_ledger_sent_fail_closed(env):
         ends = [AAPL_END, AAPL_END + timedelta(days=1), AAPL_END + timedelta(days=2)]
         intents = []
         for end, action in zip(ends, ("buy", "buy", "sell")):
-            env.setattr(services, "WALL_CLOCK", lambda end=end: end + timedelta(hours=1))
+            env.setattr(runtime, "WALL_CLOCK", lambda end=end: end + timedelta(hours=1))
             rt = default_resources()["trading"].runtime(spec)
             sig, market = forced_buy(rt, "AAPL", end)
             intents.append(run(rt, "AAPL", end, sig.model_copy(update={"action": action}), market).intents["AAPL"])

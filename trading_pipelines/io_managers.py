@@ -211,7 +211,7 @@ def frames_io_manager_from_env(environ: os._Environ | dict = os.environ) -> Parq
 
 class FrameStore:
     """Indicator frames as Parquet, one object per instrument per indicator chunk (512 bars, see
-    :mod:`trading_pipelines.services`): every window of a chunk slices the same frame, so a window's
+    :mod:`trading_pipelines.analysis.frames`): every window of a chunk slices the same frame, so a window's
     point-in-time frame is ``frame.loc[:window_end - bar].tail(lookback_bars)`` of its chunk's object.
     Storing chunks instead of windows keeps a year of 4h windows at 5 objects per instrument.
 

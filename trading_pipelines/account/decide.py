@@ -84,6 +84,7 @@ class WindowInputs:
     confirm_manual: bool = False
     live: tuple[bool, str] | None = None
     bar: timedelta | None = None
+    absent: frozenset[str] = frozenset()  # instruments with no intent on record for this window (the shell's hint)
 
 
 def sane_to_send(intent: TradeIntent, guards: tuple[GuardResult, ...] | list[GuardResult]) -> tuple[bool, str]:

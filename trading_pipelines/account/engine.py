@@ -92,6 +92,7 @@ class EngineRun:
     unknown: list[str] = field(default_factory=list)
     flattened: list[str] = field(default_factory=list)
     flagged: list[str] = field(default_factory=list)
+    pending: list[Cmd] = field(default_factory=list)
 
 
 class ExecutionEngine:
@@ -126,6 +127,7 @@ class ExecutionEngine:
         for r in requests:
             ledger_legs.stage_leg(s, lin, intent.intent_id, rt.spec.mode.value, rt.venue.name, r, placed_at, status=status)
         cids = tuple(r.client_order_id for r in requests)
+        s.info["staged"] = True
         if status is OrderStatus.DRY_RUN:
             return None
         repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.SUBMITTED,
@@ -142,15 +144,18 @@ class ExecutionEngine:
         window's snapshot). Idempotent: after a crash anywhere, calling it again finishes the job."""
         out = EngineRun()
         pending = list(cmds)
-        for _ in range(MAX_ROUNDS):
+        for round_ in range(MAX_ROUNDS):
             outcomes = self.dispatch(pending) if pending else {}
             out.dispatched += pending
             with self.step() as s:
                 self.fold(s, outcomes)
                 pending = book_sync.sync(self, s, intent_ids, out)
-                if not pending and then is not None:
-                    then(s)
-            if not pending:
+                last = not pending or round_ == MAX_ROUNDS - 1
+                if last:
+                    out.pending = pending  # staged and committed: the next call sends them
+                    if then is not None:
+                        then(s)
+            if last:
                 break
         return out
 

@@ -8,6 +8,7 @@ status from its legs. Returns the commands the next dispatch must send (their le
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import select
@@ -32,7 +33,6 @@ from trading_pipelines.domain.orders import (
     entry_filled,
     protection,
 )
-from trading_pipelines.domain.paper import entry_reserve
 from trading_pipelines.ledger import legs as ledger_legs
 from trading_pipelines.ledger import repo
 from trading_pipelines.ledger.models import IntentRow, OrderRow
@@ -47,6 +47,11 @@ def sync(engine, s, intent_ids: list[str] | None, out) -> list:
     rt = engine.rt
     venue = rt.venue
     strategy, book = rt.spec.name, rt.book
+    rev = getattr(venue, "revision", None)
+    current = rev() if rev else None
+    changed = s.info.pop("folded", False) | s.info.pop("staged", False)
+    if current is not None and current == rt._reconciled and not changed:
+        return []  # nothing at the venue changed since this runtime's last clean sync, and nothing of ours since
     if intent_ids is None:
         watched = s.execute(select(IntentRow.intent_id).where(IntentRow.strategy == strategy, IntentRow.book == book,
                                                               IntentRow.status.in_(WATCHED))).scalars()
@@ -54,60 +59,59 @@ def sync(engine, s, intent_ids: list[str] | None, out) -> list:
     else:
         ids = sorted(set(intent_ids))
     rows = {i: ledger_legs.legs_of(s, i) for i in ids}
-    rev = getattr(venue, "revision", None)
-    current = rev() if rev else None
-    lost = any(r.status in (OrderStatus.SUBMITTED.value, OrderStatus.UNKNOWN.value, OrderStatus.INITIALIZED.value)
-               for rs in rows.values() for r in rs)
-    if current is not None and current == rt._reconciled and not lost and not s.info.pop("folded", False):
-        return []  # nothing at the venue changed since this runtime's last sync, nothing of ours is in doubt
     for i in ids:
         lin = engine.lineage(s.get(IntentRow, i))
         for row in rows[i]:
             if OrderStatus(row.status).terminal or row.status == OrderStatus.INITIALIZED.value:
                 continue
             report, answered = engine.look_up(row)
-            ledger_legs.apply_leg(s, lin, row, apply_report(ledger_legs.to_leg(row), report, answered=answered),
-                                  report.venue_order_id if report is not None else None)
+            leg = apply_report(ledger_legs.to_leg(row), report, answered=answered)
+            if leg.status.terminal and not leg.reason and row.client_order_id in rt._venue_reasons:
+                leg = replace(leg, reason=rt._venue_reasons[row.client_order_id])  # the simulated venue's words
+            ledger_legs.apply_leg(s, lin, row, leg, report.venue_order_id if report is not None else None)
     reports_positions = getattr(venue, "reports_positions", True)
     positions = {p.instrument: p for p in venue.fetch_positions()} if reports_positions else None
-    _record_fills(engine, s, positions)
+    record_venue_fills(s, venue, strategy, book, rt.spec.mode.value, positions)
     cmds: list = []
     for i in ids:
         cmds += _intent(engine, s, s.get(IntentRow, i), positions, out)
     if intent_ids is None and positions is not None:
         cmds += _foreign_orphans(engine, s, positions)
-    rt._reconciled = rev() if rev else None
     s.flush()
+    in_doubt = any(r.status in (OrderStatus.SUBMITTED.value, OrderStatus.UNKNOWN.value, OrderStatus.INITIALIZED.value)
+                   for i in ids for r in ledger_legs.legs_of(s, i))
+    # a clean sync of the whole book lets the next one skip while the venue's revision stands still
+    rt._reconciled = rev() if rev and intent_ids is None and not cmds and not in_doubt else None
     return cmds
 
 
-def _record_fills(engine, s, positions: dict[str, Position] | None) -> None:
-    rt = engine.rt
-    strategy, book = rt.spec.name, rt.book
-    fills = ledger_legs.unknown_fills(s, rt.venue.fetch_my_trades(ledger_legs.newest_fill_time(s, strategy, book)))
+def record_venue_fills(s, venue, strategy: str, book: str, mode: str, positions: dict[str, Position] | None) -> dict:
+    """Record the fills the venue reports since the newest on record, and the positions they move
+    (:func:`~trading_pipelines.ledger.legs.record_fills`); a fill of an order no leg names is
+    mirrored first (:func:`mirror_fill`). Returns the counts of what changed."""
+    fills = ledger_legs.unknown_fills(s, venue.fetch_my_trades(ledger_legs.newest_fill_time(s, strategy, book)))
     for f in fills:
         if s.get(OrderRow, f.client_order_id) is None:
-            _mirror(engine, s, f)
-    ledger_legs.record_fills(s, strategy, book, rt.spec.mode.value, fills, positions)
+            mirror_fill(s, venue, strategy, book, f)
+    return ledger_legs.record_fills(s, strategy, book, mode, fills, positions)
 
 
-def _mirror(engine, s, f) -> None:
+def mirror_fill(s, venue, strategy: str, book: str, f) -> None:
     """A fill of an order no leg of ours was staged for: the venue's own (a liquidation, under its
     parent entry's intent) or one placed by hand at the venue against a position of ours (a close
     by hand, recorded as a reduce-only exit of that position's intent)."""
-    rt = engine.rt
     try:
-        o = rt.venue.fetch_order(f.client_order_id, instrument=f.instrument)
+        o = venue.fetch_order(f.client_order_id, instrument=f.instrument)
     except Exception:  # noqa: BLE001 - the fill itself says enough to record it
         o = None
     parent = s.get(OrderRow, o.request.parent_client_order_id) if o is not None and o.request.parent_client_order_id else None
     if parent is not None:
-        ledger_legs.mirror_order(s, o, parent.intent_id, rt.book, "placed by the venue")
+        ledger_legs.mirror_order(s, o, parent.intent_id, book, "placed by the venue")
         return
-    open_pos = ledger_legs.open_position_rows(s, rt.spec.name, rt.book).get(f.instrument)
+    open_pos = ledger_legs.open_position_rows(s, strategy, book).get(f.instrument)
     if open_pos is None or (f.side.value == "buy") == (open_pos.side == "long"):
         return  # not against a position of ours: not the ledger's business
-    entry = s.execute(select(OrderRow).where(OrderRow.strategy == rt.spec.name, OrderRow.book == rt.book,
+    entry = s.execute(select(OrderRow).where(OrderRow.strategy == strategy, OrderRow.book == book,
                                              OrderRow.instrument == f.instrument, OrderRow.role == OrderRole.ENTRY.value,
                                              OrderRow.filled_quantity > 0).order_by(OrderRow.placed_at.desc())).scalars().first()
     if entry is None:
@@ -116,7 +120,7 @@ def _mirror(engine, s, f) -> None:
                        quantity=f.quantity, role=OrderRole.EXIT, reduce_only=True)
     manual = Order(client_order_id=f.client_order_id, venue_order_id=o.venue_order_id if o else None, request=req,
                    status=OrderStatus.FILLED, placed_at=f.time, filled_quantity=f.quantity, average_price=f.price)
-    ledger_legs.mirror_order(s, manual, entry.intent_id, rt.book, "placed at the venue by hand")
+    ledger_legs.mirror_order(s, manual, entry.intent_id, book, "placed at the venue by hand")
 
 
 def fresh(rt, intent: TradeIntent) -> bool:
@@ -127,10 +131,9 @@ def fresh(rt, intent: TradeIntent) -> bool:
 
 
 def reserve_of(rt, intent: TradeIntent) -> float:
-    return entry_reserve(intent.quantity, intent.entry, intent.leverage, intent.mode.value == "futures",
-                         getattr(rt.spec.venue, "fee_rate", 0.0), side=intent.side,
-                         max_entry_slippage_pct=rt.limits.max_entry_slippage_pct,
-                         tick_size=rt.instrument(intent.instrument).tick_size)
+    from trading_pipelines.account.view import entry_reserve_of
+
+    return entry_reserve_of(rt, intent)
 
 
 def _intent(engine, s, row: IntentRow, positions: dict | None, out) -> list:
@@ -201,7 +204,7 @@ def _protect(engine, s, lin, intent: TradeIntent, rows: list[OrderRow], position
     avg = entry.average_price if entry is not None else None
     tp_ok = intent.take_profit is not None and avg is not None and (
         intent.take_profit > avg if intent.position_side.value == "long" else intent.take_profit < avg)
-    prot = protection(legs, has_take_profit=tp_ok, venue_open=venue_open)
+    prot = protection(legs, has_take_profit=tp_ok, venue_open=venue_open, lot_step=rt.instrument(intent.instrument).lot_step)
     cmds = [Cmd("cancel", intent.intent_id, (cid,), why="protection: cancelled before its replacement"
                 if prot.place else "no position behind it (one-cancels-other)") for cid in prot.cancel]
     for cid in prot.cancel:
@@ -332,4 +335,4 @@ def _foreign_orphans(engine, s, positions: dict) -> list:
     return cmds
 
 
-__all__ = ["fresh", "reserve_of", "sync"]
+__all__ = ["fresh", "mirror_fill", "record_venue_fills", "reserve_of", "sync"]

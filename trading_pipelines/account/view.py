@@ -9,12 +9,24 @@ from datetime import datetime
 from sqlalchemy import select
 
 from trading_pipelines.domain.guards import AccountView
-from trading_pipelines.domain.models import IntentKind, IntentStatus, OrderRole, PortfolioSnapshot, Position, PositionSide
+from trading_pipelines.domain.models import (
+    IntentKind,
+    IntentStatus,
+    OrderRole,
+    OrderStatus,
+    PortfolioSnapshot,
+    Position,
+    PositionSide,
+)
+from trading_pipelines.domain.paper import entry_reserve
 from trading_pipelines.ledger import repo
-from trading_pipelines.ledger.models import IntentRow
+from trading_pipelines.ledger.models import IntentRow, OrderRow
 from trading_pipelines import runtime
 from trading_pipelines.runtime import Runtime
 from trading_pipelines.venues.protocol import SimulatedVenue, VenueEvent
+
+
+IN_FLIGHT = (OrderStatus.INITIALIZED.value, OrderStatus.SUBMITTED.value, OrderStatus.UNKNOWN.value)
 
 
 def day_start(s, rt: Runtime, at: datetime) -> float | None:
@@ -85,13 +97,42 @@ def book_positions(s, rt: Runtime, reported: list[Position] | None = None) -> li
 
 def account_view(s, rt: Runtime, window_end: datetime) -> AccountView:
     """Guards' view of the book, from the venue: free cash net of reserved, equity, positions,
-    resting entries, the venue clock; the day's starting equity from the ledger's snapshots."""
+    resting entries, the venue clock; the day's starting equity from the ledger's snapshots.
+
+    Fail closed: an entry the ledger has written ahead (INITIALIZED, SUBMITTED, UNKNOWN) that the
+    venue does not list yet — another run's send between its commit and the venue's answer, or a
+    crashed one — counts as resting, holding back the reserve it will take."""
     bal = rt.venue.fetch_balance()
     positions = tuple(book_positions(s, rt))
-    resting = tuple(sorted({o.request.instrument for o in rt.venue.fetch_open_orders() if o.request.role is OrderRole.ENTRY}))
+    open_entries = [o for o in rt.venue.fetch_open_orders() if o.request.role is OrderRole.ENTRY]
+    resting = {o.request.instrument for o in open_entries}
+    free = bal.free
+    known = {o.client_order_id for o in open_entries}
+    for row, intent in in_flight_entries(s, rt):
+        if row.client_order_id in known or any(p.instrument == row.instrument for p in positions):
+            continue
+        resting.add(row.instrument)
+        free -= entry_reserve_of(rt, intent)
     day = day_start(s, rt, window_end)
-    return AccountView(free_cash=bal.free, equity=bal.equity, day_start_equity=day if day is not None else bal.equity,
-                       positions=positions, resting_entries=resting, as_of=guard_clock(rt, window_end))
+    return AccountView(free_cash=free, equity=bal.equity, day_start_equity=day if day is not None else bal.equity,
+                       positions=positions, resting_entries=tuple(sorted(resting)), as_of=guard_clock(rt, window_end))
+
+
+def in_flight_entries(s, rt: Runtime) -> list:
+    """(leg row, intent) of the book's entry legs written ahead or sent without an answer."""
+    rows = s.execute(select(OrderRow).where(OrderRow.strategy == rt.spec.name, OrderRow.book == rt.book,
+                                            OrderRow.role == OrderRole.ENTRY.value,
+                                            OrderRow.status.in_(IN_FLIGHT))).scalars().all()
+    return [(r, repo.intent_from_row(s.get(IntentRow, r.intent_id))) for r in rows]
+
+
+def entry_reserve_of(rt: Runtime, intent) -> float:
+    """The quote currency the venue holds back for the intent's entry (``domain.paper.entry_reserve``
+    at its protective limit), as the engine passes it with the order."""
+    return entry_reserve(intent.quantity, intent.entry, intent.leverage, intent.mode.value == "futures",
+                         getattr(rt.spec.venue, "fee_rate", 0.0), side=intent.side,
+                         max_entry_slippage_pct=rt.limits.max_entry_slippage_pct,
+                         tick_size=rt.instrument(intent.instrument).tick_size)
 
 
 def snapshot_now(rt: Runtime, as_of: datetime) -> PortfolioSnapshot:
@@ -101,4 +142,4 @@ def snapshot_now(rt: Runtime, as_of: datetime) -> PortfolioSnapshot:
                              positions=tuple(rt.venue.fetch_positions()))
 
 
-__all__ = ["account_view", "advance", "audit_events", "book_positions", "day_start", "guard_clock", "snapshot_now"]
+__all__ = ["IN_FLIGHT", "account_view", "entry_reserve_of", "in_flight_entries", "advance", "audit_events", "book_positions", "day_start", "guard_clock", "snapshot_now"]

@@ -65,31 +65,41 @@ def stored_guards(s, intent_id_: str) -> tuple[GuardResult, ...]:
 
 def inputs(s, rt: Runtime, window_end: datetime, instruments, late: datetime | None) -> decide.WindowInputs:
     """What the pure step needs from the ledger and the strategy for ``instruments`` at ``window_end``."""
-    stored = {}
+    stored, absent = {}, set()
+    ids = {}
     for inst in instruments:
         if inst not in rt.spec.instruments:
             raise ValueError(f"{rt.spec.name} does not trade {inst!r} (instruments: {list(rt.spec.instruments)})")
-        row = s.get(IntentRow, make_intent_id(rt.spec.name, inst, window_end, rt.book))
-        if row is not None and row.status != IntentStatus.PENDING.value:
+        ids[make_intent_id(rt.spec.name, inst, window_end, rt.book)] = inst
+    rows = {r.intent_id: r for r in s.execute(select(IntentRow).where(IntentRow.intent_id.in_(list(ids)))).scalars()} \
+        if ids else {}
+    for iid, inst in ids.items():
+        row = rows.get(iid)
+        if row is None:
+            absent.add(inst)
+        elif row.status != IntentStatus.PENDING.value:
             repo.keep(s, row)
             stored[inst] = (repo.intent_from_row(row), stored_guards(s, row.intent_id))
+        else:
+            repo.keep(s, row)
     specs = {i: rt.instrument(i) for i in instruments}
     ex = rt.spec.execution
     return decide.WindowInputs(
         strategy=rt.spec.name, book=rt.book, window_end=window_end, limits=rt.limits, params=rt.plan_params,
         specs=specs, hours={i: market_hours(specs[i], window_end, rt.spec.bar_duration) for i in instruments},
         fee_rate=getattr(rt.spec.venue, "fee_rate", 0.0), late=late, stored=stored,
-        confirm_manual=ex.confirm == "manual", bar=rt.spec.bar_duration,
+        confirm_manual=ex.confirm == "manual", bar=rt.spec.bar_duration, absent=frozenset(absent),
         live=None if rt.venue.simulated else live_trading_allowed(rt.spec.name, ex.dry_run, ex.live_ack))
 
 
-def record(s, rt: Runtime, lin: repo.Lineage, d: decide.Decision, engine: ExecutionEngine, placed_at: datetime):
+def record(s, rt: Runtime, lin: repo.Lineage, d: decide.Decision, engine: ExecutionEngine, placed_at: datetime,
+           absent: frozenset = frozenset()):
     """Write one decision (intent, guards, statuses) and, for a send, its legs ahead; the command."""
     if d.stored:
         if d.intent.status is not IntentStatus.VALIDATED:
             repo.audit(s, lin, "replan_ignored", intent_id=d.intent.intent_id, stored_status=d.intent.status.value)
     else:
-        repo.record_intent(s, lin, d.intent)
+        repo.record_intent(s, lin, d.intent, known_absent=d.intent.instrument in absent)
     if d.guards:
         repo.record_guards(s, lin, d.intent.intent_id, d.guards)
     for status, reason in d.statuses:
@@ -125,10 +135,10 @@ def account_window(rt: Runtime, window_end: datetime, signals: dict[str, Signal]
         book = s.get(BookRow, (rt.book, rt.spec.name))
         after_last = book.last_done is None or window_end > book.last_done
         late = advance(s, rt, window_end, lin0)
-        decisions = decide.decide_window(account_view(s, rt, window_end), signals, markets,
-                                         inputs(s, rt, window_end, signals, late))
+        inp = inputs(s, rt, window_end, signals, late)
+        decisions = decide.decide_window(account_view(s, rt, window_end), signals, markets, inp)
         for inst, d in decisions.items():
-            cmd = record(s, rt, rt.lineage(inst, partition_key, run_id), d, engine, window_end)
+            cmd = record(s, rt, rt.lineage(inst, partition_key, run_id), d, engine, window_end, inp.absent)
             if cmd is not None:
                 cmds.append(cmd)
         if not cmds:  # nothing to send: the sync and the snapshot in this same transaction

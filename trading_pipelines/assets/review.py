@@ -24,7 +24,7 @@ which is why the loop lives inside one multi-asset.
 
 **Books.** A run tagged ``dagster/backfill`` (a UI backfill) or ``trading/book=replay`` (the CLI's
 ``replay``) trades a replay book: a fresh simulated account named after what it replays
-(:func:`~trading_pipelines.services.replay_book_id`); every other run (schedule, sensor, a manual
+(:func:`~trading_pipelines.runtime.replay_book_id`); every other run (schedule, sensor, a manual
 materialization) trades the live book, which refuses windows it has moved past.
 """
 
@@ -34,7 +34,11 @@ from datetime import datetime
 
 import dagster as dg
 
-from trading_pipelines import services
+from trading_pipelines import runtime
+from trading_pipelines.account import window as account
+from trading_pipelines.account.decide import sane_to_send
+from trading_pipelines.analysis.analyze import analyze_many
+from trading_pipelines.venues.factory import venue_account
 from trading_pipelines.assets.partitions import window_end, window_key, window_partitions
 from trading_pipelines.config import StrategySpec
 from trading_pipelines.domain.models import IntentKind, IntentStatus, Signal
@@ -76,7 +80,7 @@ def run_book(context, spec: StrategySpec, window_ends: list[datetime], instrumen
         return LIVE_BOOK
     if kind != "replay":
         raise dg.Failure(f"tag {BOOK_TAG}={kind!r}: expected live or replay")
-    return services.replay_book_id(spec, instruments, min(window_ends), max(window_ends))
+    return runtime.replay_book_id(spec, instruments, min(window_ends), max(window_ends))
 
 
 def _keys(context) -> list[str]:
@@ -131,7 +135,7 @@ def build_review_assets(spec: StrategySpec) -> tuple[list, list[dg.AssetKey]]:
         rt = trading.runtime(spec)
         charts = context.run.tags.get(CHARTS_TAG, "on") != "off"
         results, failed, deferred = {}, [], []
-        results = services.analyze_many(rt, instruments, ends, context.run.run_id, partition_key=lambda e: window_key(spec, e),
+        results = analyze_many(rt, instruments, ends, context.run.run_id, partition_key=lambda e: window_key(spec, e),
                                         charts=charts, render=trading.chart_renderer(),
                                         render_async=trading.chart_submitter(), deferred=deferred)
         for finish in deferred:  # charts rendered in the background (providers that do not read them)
@@ -310,7 +314,7 @@ def _points(rep: dict):
     return [EquityPoint(datetime.fromisoformat(t), e) for t, e in rep["equity_curve"]]
 
 
-def _stored_signals(rt: services.Runtime, instruments: list[str], ends: list[datetime]) -> dict:
+def _stored_signals(rt: runtime.Runtime, instruments: list[str], ends: list[datetime]) -> dict:
     from sqlalchemy import select
 
     with session_scope(rt.engine) as s:
@@ -328,7 +332,7 @@ def _stored_signals(rt: services.Runtime, instruments: list[str], ends: list[dat
 
 
 def replay_account(trading: TradingResource, spec: StrategySpec, book: str, instruments: list[str], wkeys: list[str],
-                   run_id: str, log=None, progress=None) -> list[services.WindowOutcome]:
+                   run_id: str, log=None, progress=None) -> list[account.WindowOutcome]:
     """Run the account over ``wkeys`` (window keys, oldest first) on ``book`` from the signals in
     the ledger. A missing signal is that instrument's no-trade. ``progress(done, total)`` is
     called after every window."""
@@ -337,10 +341,10 @@ def replay_account(trading: TradingResource, spec: StrategySpec, book: str, inst
     rt.book_instruments = tuple(instruments)
     with session_scope(rt.engine) as s:
         if book == LIVE_BOOK:
-            repo.ensure_book(s, spec.name, book, kind="live", venue_account=services.venue_account(spec.name, book),
+            repo.ensure_book(s, spec.name, book, kind="live", venue_account=venue_account(spec.name, book),
                              starting_cash=spec.venue.starting_cash, instruments=list(spec.instruments))
         else:
-            repo.ensure_book(s, spec.name, book, kind="replay", venue_account=services.venue_account(spec.name, book),
+            repo.ensure_book(s, spec.name, book, kind="replay", venue_account=venue_account(spec.name, book),
                              starting_cash=spec.venue.starting_cash, first_window=ends[0], last_window=ends[-1],
                              instruments=instruments, run_id=run_id)
     stored = _stored_signals(rt, instruments, ends)
@@ -354,8 +358,8 @@ def replay_account(trading: TradingResource, spec: StrategySpec, book: str, inst
                              thesis="no trade: no signal recorded for this window", provider="pipeline", model="none",
                              prompt_hash="0" * 64, no_trade_reason="no signal recorded for this window (analysis did not run)")
             sigs[inst], markets[inst] = sig, market
-        outcomes.append(services.account_window(rt, end, sigs, markets, w, run_id))
-        for listener in (progress, *services.PROGRESS):
+        outcomes.append(account.account_window(rt, end, sigs, markets, w, run_id))
+        for listener in (progress, *runtime.PROGRESS):
             if listener:
                 listener(n, len(wkeys))
         if log and (n % 100 == 0 or n == len(wkeys)):
@@ -363,7 +367,7 @@ def replay_account(trading: TradingResource, spec: StrategySpec, book: str, inst
     return outcomes
 
 
-def account_results(spec: StrategySpec, k: dict, book: str, outcomes: list[services.WindowOutcome]):
+def account_results(spec: StrategySpec, k: dict, book: str, outcomes: list[account.WindowOutcome]):
     """The account step's materializations and checks, from its window outcomes."""
     rows = [(o.window_end, inst, it, o.guards.get(inst, ()), o.orders.get(inst, [])) for o in outcomes for inst, it in o.intents.items()]
     late = [(window_key(spec, w), i, it.reason) for w, i, it, _, _ in rows if "late review" in it.reason]
@@ -381,7 +385,7 @@ def account_results(spec: StrategySpec, k: dict, book: str, outcomes: list[servi
     for w, i, it, g, _ in rows:
         if it.status in (IntentStatus.SUBMITTED, IntentStatus.MONITORING, IntentStatus.CLOSED, IntentStatus.SENT,
                          IntentStatus.VALIDATED, IntentStatus.AWAITING_CONFIRMATION):
-            ok, why = services.sane_to_send(it.model_copy(update={"status": IntentStatus.VALIDATED}), g)
+            ok, why = sane_to_send(it.model_copy(update={"status": IntentStatus.VALIDATED}), g)
             if not ok:
                 insane.append((window_key(spec, w), i, why))
     guard_rows = [[window_key(spec, w), i, gr.guard, "PASS" if gr.passed else "FAIL", gr.message[:100]]
@@ -500,10 +504,10 @@ def build_replay_job(spec: StrategySpec) -> dg.JobDefinition:
         if unknown:
             raise dg.Failure(f"{name} does not trade {unknown} (instruments: {list(spec.instruments)})")
         ends = [window_end(spec, w) for w in wkeys]
-        book = services.replay_book_id(spec, instruments, ends[0], ends[-1])
+        book = runtime.replay_book_id(spec, instruments, ends[0], ends[-1])
         rt = trading.runtime(spec)
         deferred: list = []
-        analysed = services.analyze_many(rt, instruments, ends, context.run.run_id,
+        analysed = analyze_many(rt, instruments, ends, context.run.run_id,
                                          partition_key=lambda e: window_key(spec, e), charts=config.charts or llm,
                                          render=trading.chart_renderer(), render_async=trading.chart_submitter(),
                                          deferred=deferred)

@@ -13,6 +13,7 @@ NautilusTrader's orders do (``nautilus_trader.model.enums.OrderStatus`` and its
 
     UNKNOWN ─► ACCEPTED | PARTIALLY_FILLED | FILLED | CANCELED | EXPIRED | REJECTED   (found)
     UNKNOWN ─► INITIALIZED                                    (the venue says: definitely absent)
+    SUBMITTED ─► SENT                                 (a fire-and-forget venue took it: a webhook's 2xx)
 
 Every venue report is an event folded into the leg by :func:`apply_report`, in this one place:
 filled quantities never go down, a terminal leg never changes, and a report the table does not
@@ -24,6 +25,7 @@ Units: quantities in base units, prices in quote currency, fees in quote currenc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from trading_pipelines.domain.models import IntentKind, IntentStatus, Order, OrderRole, OrderStatus
@@ -33,7 +35,8 @@ S = OrderStatus
 ALLOWED: dict[OrderStatus, frozenset[OrderStatus]] = {
     S.INITIALIZED: frozenset({S.SUBMITTED, S.ACCEPTED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED,
                               S.REJECTED, S.UNKNOWN, S.DRY_RUN, S.SENT}),
-    S.SUBMITTED: frozenset({S.ACCEPTED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED, S.REJECTED, S.UNKNOWN}),
+    S.SUBMITTED: frozenset({S.ACCEPTED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED, S.REJECTED, S.UNKNOWN,
+                            S.SENT}),
     S.UNKNOWN: frozenset({S.ACCEPTED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED, S.REJECTED, S.INITIALIZED}),
     S.ACCEPTED: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED}),
     S.PARTIALLY_FILLED: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.CANCELED, S.EXPIRED}),
@@ -108,8 +111,8 @@ def apply_report(leg: Leg, report: Order | None, *, answered: bool = True) -> Le
     if not can_transition(leg.status, status):
         return leg
     avg = report.average_price if report.filled_quantity >= leg.filled_quantity and report.average_price else leg.average_price
-    quantity = leg.quantity if leg.status is not S.INITIALIZED else report.request.quantity
-    return replace(leg, status=status, filled_quantity=filled, average_price=avg, quantity=quantity,
+    # the venue's quantity is the leg's (Binance sizes spot legs to the base asset left after its fee)
+    return replace(leg, status=status, filled_quantity=filled, average_price=avg, quantity=report.request.quantity,
                    reason=report.reason or leg.reason)
 
 
@@ -169,7 +172,7 @@ def derive_intent_status(kind: IntentKind, legs: list[Leg], *, venue_flat: bool 
                else "closed at the venue (no closing fill of this intent)")
         return IntentStatus.CLOSED, f"position {how}"
     part = "" if primary.status is S.FILLED else f" (partial: {filled:g} of {primary.quantity:g})"
-    return IntentStatus.MONITORING, f"entry filled {filled:g} at {primary.average_price}{part}: position open"
+    return IntentStatus.MONITORING, f"entry filled at {primary.average_price}{part}: position open"
 
 
 @dataclass(frozen=True)
@@ -187,18 +190,25 @@ class Protection:
     wait: bool = False
 
 
-def _same(a: float, b: float) -> bool:
-    return abs(a - b) <= max(QTY_EPS, 1e-9 * max(abs(a), abs(b)))
+def _covers(remaining: float, open_qty: float, lot_step: float | None) -> bool:
+    """A leg for ``remaining`` protects ``open_qty``: it is the open quantity rounded down to the lot
+    step (a spot position may hold a base-asset fee's dust below one lot), and no more than it."""
+    tol = max(QTY_EPS, 1e-9 * max(abs(remaining), abs(open_qty)))
+    floor = open_qty
+    if lot_step:
+        floor = math.floor(open_qty / lot_step + 1e-9) * lot_step
+    return floor - tol <= remaining <= open_qty + tol
 
 
-def protection(legs: list[Leg], *, has_take_profit: bool, venue_open: float | None = None) -> Protection:
+def protection(legs: list[Leg], *, has_take_profit: bool, venue_open: float | None = None,
+               lot_step: float | None = None) -> Protection:
     """The protection invariant for one entry intent (pure): an open position that belongs to an
     intent has a resting reduce-only stop for its whole open quantity.
 
     ``venue_open``: the position quantity the venue reports on the instrument (None: not read);
     the open quantity is the smaller of that and what the legs say (a position closed by hand or
-    by another intent's exit needs no stop). When no working stop rests for exactly the open
-    quantity, or a working take-profit rests for another one, every working stop-loss and
+    by another intent's exit needs no stop). ``lot_step``: a leg for the open quantity rounded
+    down to it still covers it. When no working stop rests for the open quantity, or a working take-profit rests for another one, every working stop-loss and
     take-profit is cancelled and both are placed again for the open quantity (the take-profit only
     when ``has_take_profit``: the intent has one on the profit side of the fill). The working rest
     of a partly filled entry is cancelled (the position is what filled). With nothing open, every
@@ -222,8 +232,8 @@ def protection(legs: list[Leg], *, has_take_profit: bool, venue_open: float | No
         return Protection(open_qty, cancel=tuple(cancel), wait=True)
     stops = [g for g in protective if g.role is OrderRole.STOP_LOSS]
     targets = [g for g in protective if g.role is OrderRole.TAKE_PROFIT]
-    good_stop = len(stops) == 1 and _same(stops[0].remaining, open_qty)
-    good_targets = all(_same(g.remaining, open_qty) for g in targets) and len(targets) <= 1
+    good_stop = len(stops) == 1 and _covers(stops[0].remaining, open_qty, lot_step)
+    good_targets = all(_covers(g.remaining, open_qty, lot_step) for g in targets) and len(targets) <= 1
     if good_stop and good_targets:
         return Protection(open_qty, cancel=tuple(cancel))
     cancel += [g.client_order_id for g in protective]

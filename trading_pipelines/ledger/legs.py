@@ -74,6 +74,17 @@ def stage_leg(s: Session, lin: Lineage, intent_id: str, mode: str, venue: str, r
     return row
 
 
+def record_reported(s: Session, lin: Lineage, intent_id: str, mode: str, venue: str, orders: list[Order]) -> list[OrderRow]:
+    """Legs for orders a venue already reports (adopted as the venue has them: status, fills)."""
+    out = []
+    for o in orders:
+        row = stage_leg(s, lin, intent_id, mode, venue, o.request, o.placed_at, status=o.status, reason=o.reason)
+        row.filled_quantity, row.average_price, row.venue_order_id = o.filled_quantity, o.average_price, o.venue_order_id
+        out.append(row)
+    s.flush()
+    return out
+
+
 def apply_leg(s: Session, lin: Lineage, row: OrderRow, leg: Leg, venue_order_id: str | None = None) -> bool:
     """Write ``leg`` (the fold of a venue report, :func:`domain.orders.apply_report`) into its row;
     an ``order_status`` audit row records each change of state. Returns whether anything changed."""
@@ -200,5 +211,5 @@ def position_of(s: Session, strategy: str, book: str, instrument: str, opened_fr
                      .order_by(PositionRow.opened_at).limit(1)).scalar_one_or_none()
 
 
-__all__ = ["NON_TERMINAL", "apply_leg", "legs_of", "mirror_order", "newest_fill_time", "open_intent_ids",
+__all__ = ["NON_TERMINAL", "apply_leg", "record_reported", "legs_of", "mirror_order", "newest_fill_time", "open_intent_ids",
            "open_position_rows", "position_of", "record_fills", "request_of", "stage_leg", "to_leg", "unknown_fills"]

@@ -220,10 +220,11 @@ def _history(s: Session, intent_id: str, old: str | None, new: str, reason: str,
         s.add(IntentStatusRow(intent_id=intent_id, from_status=old, to_status=new, reason=reason, run_id=run_id))
 
 
-def record_intent(s: Session, lin: Lineage, intent: TradeIntent) -> IntentRow:
+def record_intent(s: Session, lin: Lineage, intent: TradeIntent, *, known_absent: bool = False) -> IntentRow:
     """Insert the planned intent, or replace a still-PENDING one with the re-run's plan. An intent
-    that already moved past PENDING (validated, submitted, filled …) is never changed here."""
-    row = s.get(IntentRow, intent.intent_id)
+    that already moved past PENDING (validated, submitted, filled …) is never changed here.
+    ``known_absent``: the caller just read that no row exists (one SELECT fewer)."""
+    row = None if known_absent else s.get(IntentRow, intent.intent_id)
     fields = intent.model_dump(exclude={"intent_id", "strategy", "instrument", "status"})
     fields = {k: (v.value if hasattr(v, "value") else v) for k, v in fields.items()}
     if row is None:

@@ -1,6 +1,6 @@
 """What an analyst is told about the book's account: pure data, no I/O.
 
-Built by :func:`trading_pipelines.services.account_context` from the book's venue (the venue is
+Built by :func:`trading_pipelines.analysis.analyze.account_context` from the book's venue (the venue is
 the source of truth: cash, positions, open orders, and for futures the funding rate, leverage
 limit and margin mode it reports). Units: money and prices in the quote currency, quantities in
 base units, rates as fractions (``funding_rate`` 0.0001 = 0.01 % per funding interval), times UTC.

@@ -14,7 +14,7 @@ from trading_pipelines.io_managers import frame_store_from_env, frames_io_manage
 from trading_pipelines.ledger.db import default_ledger_url, default_venue_url, get_engine
 from trading_pipelines.ledger.models import LIVE_BOOK
 from trading_pipelines.llm.providers import build_provider
-from trading_pipelines.services import Runtime
+from trading_pipelines.runtime import Runtime
 from trading_pipelines.stores.charts import ChartStore, LocalChartStore, MinioChartStore
 from trading_pipelines.stores.market_data import CcxtSource, CsvReplaySource, MarketDataSource
 from trading_pipelines.venues.factory import make_venue
@@ -78,7 +78,7 @@ class MarketDataResource(dg.ConfigurableResource):
 
 
 class TradingResource(dg.ConfigurableResource):
-    """Builds a strategy's :class:`~trading_pipelines.services.Runtime` from the other resources.
+    """Builds a strategy's :class:`~trading_pipelines.runtime.Runtime` from the other resources.
     ``chart_workers``: processes rendering charts in parallel (0 = one per core)."""
 
     ledger: LedgerResource
@@ -87,7 +87,7 @@ class TradingResource(dg.ConfigurableResource):
     chart_workers: int = 0
 
     def chart_renderer(self):
-        """``jobs -> pngs`` for :func:`trading_pipelines.services.analyze`, rendering in a process
+        """``jobs -> pngs`` for :func:`trading_pipelines.analysis.analyze.analyze`, rendering in a process
         pool (:func:`~trading_pipelines.stores.chart_render.render_charts`)."""
         from trading_pipelines.stores.chart_render import ChartJob, render_charts
 
