@@ -28,8 +28,9 @@ system-deps:
 	      || echo "warning: could not install docker-compose"; \
 	  else echo "note: install docker-compose to run the compose test"; fi; }
 
-## Create the environment and run every test (Postgres and S3 tests run when CI is set).
+## Create the environment, check the import layers, and run every test (Postgres and S3 tests run when CI is set).
 test: install system-deps
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 ## The Dagster UI on http://127.0.0.1:3000, sharing DAGSTER_HOME and the ledger with the CLI.

@@ -9,6 +9,7 @@ its warm-up rather than a made-up 0.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,8 @@ from ta.momentum import RSIIndicator
 from ta.trend import ADXIndicator, EMAIndicator, MACD, SMAIndicator
 from ta.volatility import AverageTrueRange, BollingerBands
 
-from trading_pipelines.config import IndicatorConfig
+if TYPE_CHECKING:  # the strategy file's indicator block; the domain takes any object with these fields
+    from trading_pipelines.config import IndicatorConfig
 
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 #: indicator columns on a 0-100 scale (summarised with 2 decimals); the rest are in quote currency
