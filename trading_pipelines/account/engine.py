@@ -179,7 +179,8 @@ class ExecutionEngine:
                     for cid, o in self._send(cmd, rows, intents[cmd.intent_id]).items():
                         out[cid] = Outcome(order=o)
                 except OrderRejected as e:
-                    out.update({c: Outcome(rejected=str(e)) for c in cmd.cids})
+                    why = f"{e} (code {e.code})" if e.code is not None and str(e.code) not in str(e) else str(e)
+                    out.update({c: Outcome(rejected=why) for c in cmd.cids})
                 except VenueUnavailable as e:
                     out.update({c: Outcome(unknown=str(e)) for c in cmd.cids})
                 except VenueError as e:  # a refusal the adapter did not classify: final for this leg, fail closed

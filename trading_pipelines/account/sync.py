@@ -116,11 +116,18 @@ def mirror_fill(s, venue, strategy: str, book: str, f) -> None:
                                              OrderRow.filled_quantity > 0).order_by(OrderRow.placed_at.desc())).scalars().first()
     if entry is None:
         return
+    # a conditional leg of ours that the venue reports triggered (Binance USDⓈ-M's Algo Service: the
+    # algo order is FINISHED with nothing filled, the fill belongs to the market order it became)
+    triggered = next((r for r in ledger_legs.legs_of(s, entry.intent_id)
+                      if r.role in (OrderRole.STOP_LOSS.value, OrderRole.TAKE_PROFIT.value)
+                      and r.status == OrderStatus.FILLED.value and (r.filled_quantity or 0.0) <= QTY_EPS), None)
+    role = OrderRole(triggered.role) if triggered is not None else OrderRole.EXIT
+    why = f"the market order {triggered.client_order_id} triggered" if triggered is not None else "placed at the venue by hand"
     req = OrderRequest(client_order_id=f.client_order_id, instrument=f.instrument, side=f.side, type=OrderType.MARKET,
-                       quantity=f.quantity, role=OrderRole.EXIT, reduce_only=True)
-    manual = Order(client_order_id=f.client_order_id, venue_order_id=o.venue_order_id if o else None, request=req,
-                   status=OrderStatus.FILLED, placed_at=f.time, filled_quantity=f.quantity, average_price=f.price)
-    ledger_legs.mirror_order(s, manual, entry.intent_id, book, "placed at the venue by hand")
+                       quantity=f.quantity, role=role, reduce_only=True)
+    mirrored = Order(client_order_id=f.client_order_id, venue_order_id=o.venue_order_id if o else None, request=req,
+                     status=OrderStatus.FILLED, placed_at=f.time, filled_quantity=f.quantity, average_price=f.price)
+    ledger_legs.mirror_order(s, mirrored, entry.intent_id, book, why)
 
 
 def fresh(rt, intent: TradeIntent) -> bool:
@@ -163,6 +170,17 @@ def _intent(engine, s, row: IntentRow, positions: dict | None, out) -> list:
         else:
             protective = [r for r in staged if r.role in ("stop_loss", "take_profit")]
             exits = [r for r in staged if r.role == "exit"]
+            if protective and positions is not None:  # never reached the venue: sized to what is open now
+                pos = positions.get(intent.instrument)
+                held = pos.quantity if pos is not None and pos.side is intent.position_side else 0.0
+                qty = _lot(rt, intent.instrument, min(held, max(
+                    0.0, sum(r.filled_quantity or 0 for r in rows if r.role == "entry")
+                    - sum(r.filled_quantity or 0 for r in rows if r.role not in ("entry",)))))
+                for r in protective:
+                    if qty > 0 and abs(r.quantity - qty) > 1e-12:
+                        repo.audit(s, lin, "order_resized", client_order_id=r.client_order_id, quantity=qty,
+                                   was=r.quantity, reason="written ahead for the bracket, sent for the open quantity")
+                        r.quantity = qty
             if protective:
                 _resubmit(s, lin, protective)
                 cmds.append(Cmd("protect", row.intent_id, tuple(r.client_order_id for r in sorted(protective, key=_stop_first))))
