@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Callable, Iterable, Iterator
@@ -69,114 +68,16 @@ from trading_pipelines.ledger.db import session_scope
 from trading_pipelines.ledger.models import PaperAccountRow, PaperFillRow, PaperOrderRow
 from trading_pipelines.venues.protocol import Balance, FuturesTerms, SimulatedVenue, VenueError, VenueEvent
 
+from trading_pipelines.venues.paper_liquidation import Liquidations
+from trading_pipelines.venues.paper_state import _Book, _dt, _Order, _Position
+
 BarsFn = Callable[[str, datetime, datetime], pd.DataFrame]
 """(instrument, start, end) → bars with open_time ≥ start and close ≤ end (see MarketDataSource.bars_between)."""
 
 _EPS = 1e-9
 
 
-def _iso(t: datetime | None) -> str | None:
-    return t.isoformat() if t is not None else None
-
-
-def _dt(v: str | None) -> datetime | None:
-    return datetime.fromisoformat(v) if v else None
-
-
-@dataclass
-class _Order:
-    client_order_id: str
-    venue_order_id: str
-    instrument: str
-    side: str
-    type: str
-    role: str
-    quantity: float
-    placed_at: datetime
-    price: float | None = None
-    trigger_price: float | None = None
-    reduce_only: bool = False
-    parent_client_order_id: str | None = None
-    oco_group: str | None = None
-    position_side: str | None = None
-    leverage: float = 1.0
-    reserved: float = 0.0
-    status: str = OrderStatus.ACCEPTED.value
-    filled_at: datetime | None = None
-    fill_price: float | None = None
-    armed: bool = False  # a bracket leg goes live once its entry fills (a leg with no parent: at once)
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["placed_at"], d["filled_at"] = _iso(self.placed_at), _iso(self.filled_at)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> "_Order":
-        d = dict(d)
-        d["placed_at"], d["filled_at"] = _dt(d["placed_at"]), _dt(d.get("filled_at"))
-        d["status"] = OrderStatus(d.get("status", OrderStatus.ACCEPTED.value)).value  # NEW/CANCELLED before 0008
-        return cls(**d)
-
-    def domain(self) -> Order:
-        req = OrderRequest(client_order_id=self.client_order_id, instrument=self.instrument, side=Side(self.side),
-                           type=OrderType(self.type), quantity=self.quantity, price=self.price,
-                           trigger_price=self.trigger_price, role=OrderRole(self.role), reduce_only=self.reduce_only,
-                           parent_client_order_id=self.parent_client_order_id, oco_group=self.oco_group)
-        return Order(client_order_id=self.client_order_id, venue_order_id=self.venue_order_id, request=req,
-                     status=OrderStatus(self.status), placed_at=self.placed_at,
-                     filled_quantity=self.quantity if self.status == OrderStatus.FILLED.value else 0.0,
-                     average_price=self.fill_price)
-
-
-@dataclass
-class _Position:
-    instrument: str
-    side: str
-    quantity: float
-    entry_price: float
-    leverage: float
-    margin: float
-    mark_price: float
-    opened_at: datetime
-    entry_client_order_id: str
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["opened_at"] = _iso(self.opened_at)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict) -> "_Position":
-        return cls(**{**d, "opened_at": _dt(d["opened_at"])})
-
-    def domain(self) -> Position:
-        return Position(instrument=self.instrument, side=PositionSide(self.side), quantity=self.quantity,
-                        entry_price=self.entry_price, mark_price=self.mark_price, leverage=self.leverage,
-                        margin=self.margin, opened_at=self.opened_at)
-
-
-@dataclass
-class _Book:
-    """One account's live state, in memory for the length of a call or a unit of work."""
-
-    cash: float
-    realized_pnl: float
-    fees_paid: float
-    orders: dict[str, _Order] = field(default_factory=dict)       # resting (NEW) orders, in placement order
-    positions: dict[str, _Position] = field(default_factory=dict)
-    clocks: dict[str, datetime] = field(default_factory=dict)
-    done: list[_Order] = field(default_factory=list)                # left the book since the last save
-    new_fills: list[PaperFillRow] = field(default_factory=list)
-    rev: int = 0
-
-    def state_json(self) -> dict:
-        return {"orders": [o.to_json() for o in self.orders.values()],
-                "positions": [p.to_json() for p in self.positions.values()],
-                "clocks": {k: _iso(v) for k, v in self.clocks.items()}}
-
-
-class PaperExchange(SimulatedVenue):
+class PaperExchange(Liquidations, SimulatedVenue):
     """A simulated exchange account named ``account`` (one per strategy and book).
 
     ``engine``: the venue's own database (see the module doc). Money in quote currency;
@@ -559,51 +460,6 @@ class PaperExchange(SimulatedVenue):
         pnl = self._close_position(b, pos, price)
         self._cancel_brackets(b, pos.instrument)
         return VenueEvent("fill", pos.instrument, order.client_order_id, order.role, price, order.quantity, time, pnl)
-
-    def _liquidate(self, b: _Book, instrument: str, bar: Bar) -> VenueEvent | None:
-        """Isolated futures liquidation on ``bar``, before any other order of the bar.
-
-        Triggers when the bar opens beyond the liquidation price, or when its range reaches the
-        liquidation price and no stop-loss sits strictly before it. The venue closes the position
-        with a reduce-only LIQUIDATION order filled at the liquidation price (the open if the bar
-        gapped through it, but never past the bankruptcy price, where the loss equals the margin);
-        the margin left after that loss is taken as the liquidation fee, so the position loses
-        exactly its margin (Binance keeps the remainder for its insurance fund).
-        """
-        pos = b.positions.get(instrument)
-        if pos is None or self.mode is not Mode.FUTURES:
-            return None
-        side = PositionSide(pos.side)
-        liq = liquidation_price(pos.entry_price, pos.leverage, side, self.mmr.get(instrument, 0.0))
-        long = side is PositionSide.LONG
-        stop = next((o.trigger_price for o in b.orders.values()
-                     if o.instrument == instrument and o.role == OrderRole.STOP_LOSS.value and o.armed), None)
-        gapped = bar.open <= liq if long else bar.open >= liq
-        reached = bar.low <= liq if long else bar.high >= liq
-        stop_first = stop is not None and (stop > liq if long else stop < liq)
-        if not (gapped or (reached and not stop_first)):
-            return None
-        price = bar.open if gapped else liq
-        pnl = realized_pnl(side, pos.entry_price, price, pos.quantity)
-        if pnl < -pos.margin:  # gapped past bankruptcy: the insurance fund absorbs the rest
-            price = pos.entry_price - pos.margin / pos.quantity if long else pos.entry_price + pos.margin / pos.quantity
-            pnl = -pos.margin
-        entry_cid = pos.entry_client_order_id
-        cid = entry_cid[:-3] + "-lq"
-        o = _Order(client_order_id=cid, venue_order_id="P" + cid[3:], instrument=instrument, side=side.exit_side.value,
-                   type=OrderType.MARKET.value, role=OrderRole.LIQUIDATION.value, quantity=pos.quantity,
-                   placed_at=bar.open_time, reduce_only=True, parent_client_order_id=entry_cid,
-                   position_side=side.value, leverage=pos.leverage, filled_at=bar.open_time, fill_price=price)
-        self._end(b, o, OrderStatus.FILLED)
-        fee = pos.margin + pnl  # what is left of the margin goes to the venue
-        b.new_fills.append(PaperFillRow(fill_id=f"{cid}-1", client_order_id=cid, account=self.account, instrument=instrument,
-                                        side=o.side, quantity=pos.quantity, price=price, fee=fee, time=bar.open_time))
-        b.realized_pnl += pnl
-        b.fees_paid += fee
-        qty = pos.quantity
-        del b.positions[instrument]
-        self._cancel_brackets(b, instrument)
-        return VenueEvent("fill", instrument, cid, OrderRole.LIQUIDATION.value, price, qty, bar.open_time, pnl)
 
     def _cancel_children(self, b: _Book, parent_cid: str) -> None:
         for child in [o for o in b.orders.values() if o.parent_client_order_id == parent_cid]:
