@@ -1,0 +1,176 @@
+"""The account step's helpers: the account walked over a run's windows from the signals in the
+ledger (:func:`replay_account`), its materializations and checks (:func:`account_results`), and
+the replay report of a book (:func:`book_report`)."""
+
+
+from datetime import datetime
+
+import dagster as dg
+
+from trading_pipelines import runtime
+from trading_pipelines.account import window as account
+from trading_pipelines.account.decide import sane_to_send
+from trading_pipelines.assets.common import _TABLE_ROWS, _md_table
+from trading_pipelines.assets.partitions import window_end, window_key
+from trading_pipelines.config import StrategySpec
+from trading_pipelines.domain.models import IntentKind, IntentStatus, Signal
+from trading_pipelines.domain.planning import MarketContext
+from trading_pipelines.ledger import repo
+from trading_pipelines.ledger.db import session_scope
+from trading_pipelines.ledger.models import LIVE_BOOK, SignalRow
+from trading_pipelines.resources.dagster_resources import TradingResource
+from trading_pipelines.venues.factory import venue_account
+
+
+def _points(rep: dict):
+    from trading_pipelines.replay.report import EquityPoint
+
+    return [EquityPoint(datetime.fromisoformat(t), e) for t, e in rep["equity_curve"]]
+
+
+def _stored_signals(rt: runtime.Runtime, instruments: list[str], ends: list[datetime]) -> dict:
+    from sqlalchemy import select
+
+    with session_scope(rt.engine) as s:
+        rows = s.execute(select(SignalRow).where(SignalRow.strategy == rt.spec.name, SignalRow.instrument.in_(instruments),
+                                                 SignalRow.window_end >= min(ends), SignalRow.window_end <= max(ends))).scalars()
+        out = {}
+        for r in rows:
+            sig = Signal(strategy=r.strategy, instrument=r.instrument, window_end=r.window_end, mode=r.mode, action=r.action,
+                         confidence=r.confidence, entry=r.entry, stop=r.stop, take_profit=r.take_profit, thesis=r.thesis,
+                         provider=r.provider, model=r.model, prompt_hash=r.prompt_hash, no_trade_reason=r.no_trade_reason)
+            m = r.market
+            market = MarketContext(**{f: (float("nan") if v is None else v) for f, v in m.items()}) if m else None
+            out[(r.instrument, r.window_end)] = (sig, market)
+        return out
+
+
+def replay_account(trading: TradingResource, spec: StrategySpec, book: str, instruments: list[str], wkeys: list[str],
+                   run_id: str, log=None, progress=None) -> list[account.WindowOutcome]:
+    """Run the account over ``wkeys`` (window keys, oldest first) on ``book`` from the signals in
+    the ledger. A missing signal is that instrument's no-trade. ``progress(done, total)`` is
+    called after every window."""
+    ends = [window_end(spec, w) for w in wkeys]
+    rt = trading.runtime(spec, signals=False, book=book)
+    rt.book_instruments = tuple(instruments)
+    with session_scope(rt.engine) as s:
+        if book == LIVE_BOOK:
+            repo.ensure_book(s, spec.name, book, kind="live", venue_account=venue_account(spec.name, book),
+                             starting_cash=spec.venue.starting_cash, instruments=list(spec.instruments))
+        else:
+            repo.ensure_book(s, spec.name, book, kind="replay", venue_account=venue_account(spec.name, book),
+                             starting_cash=spec.venue.starting_cash, first_window=ends[0], last_window=ends[-1],
+                             instruments=instruments, run_id=run_id)
+    stored = _stored_signals(rt, instruments, ends)
+    outcomes = []
+    for n, (w, end) in enumerate(zip(wkeys, ends), 1):
+        sigs, markets = {}, {}
+        for inst in instruments:
+            sig, market = stored.get((inst, end), (None, None))
+            if sig is None:
+                sig = Signal(strategy=spec.name, instrument=inst, window_end=end, mode=spec.mode, action="hold", confidence=0.0,
+                             thesis="no trade: no signal recorded for this window", provider="pipeline", model="none",
+                             prompt_hash="0" * 64, no_trade_reason="no signal recorded for this window (analysis did not run)")
+            sigs[inst], markets[inst] = sig, market
+        outcomes.append(account.account_window(rt, end, sigs, markets, w, run_id))
+        for listener in (progress, *runtime.PROGRESS):
+            if listener:
+                listener(n, len(wkeys))
+        if log and (n % 100 == 0 or n == len(wkeys)):
+            log.info(f"account {book}: window {n}/{len(wkeys)} ({w}) equity {outcomes[-1].snapshot.equity:.2f}")
+    return outcomes
+
+
+def account_results(spec: StrategySpec, k: dict, book: str, outcomes: list[account.WindowOutcome]):
+    """The account step's materializations and checks, from its window outcomes."""
+    rows = [(o.window_end, inst, it, o.guards.get(inst, ()), o.orders.get(inst, [])) for o in outcomes for inst, it in o.intents.items()]
+    late = [(window_key(spec, w), i, it.reason) for w, i, it, _, _ in rows if "late review" in it.reason]
+    status_counts: dict[str, int] = {}
+    for _, _, it, _, _ in rows:
+        status_counts[it.status.value] = status_counts.get(it.status.value, 0) + 1
+    recent = rows[-_TABLE_ROWS:]
+    yield dg.MaterializeResult(asset_key=k["trade_intents"], metadata={
+        "book": book, "windows": len(outcomes), "statuses": dg.MetadataValue.json(status_counts),
+        "intents": dg.MetadataValue.md(_md_table(
+            ["window", "instrument", "intent", "kind", "status", "qty", "entry", "stop", "take profit", "reason"],
+            [[window_key(spec, w), i, it.intent_id, it.kind.value, it.status.value, f"{it.quantity:g}", it.entry or "",
+              it.stop or "", it.take_profit or "", it.reason[:100]] for w, i, it, _, _ in recent]))})
+    insane = []
+    for w, i, it, g, _ in rows:
+        if it.status in (IntentStatus.SUBMITTED, IntentStatus.MONITORING, IntentStatus.CLOSED, IntentStatus.SENT,
+                         IntentStatus.VALIDATED, IntentStatus.AWAITING_CONFIRMATION):
+            ok, why = sane_to_send(it.model_copy(update={"status": IntentStatus.VALIDATED}), g)
+            if not ok:
+                insane.append((window_key(spec, w), i, why))
+    guard_rows = [[window_key(spec, w), i, gr.guard, "PASS" if gr.passed else "FAIL", gr.message[:100]]
+                  for w, i, it, g, _ in recent if it.kind is not IntentKind.NONE for gr in g]
+    yield dg.MaterializeResult(asset_key=k["validated_intents"], metadata={
+        "book": book, "guards": dg.MetadataValue.md(_md_table(["window", "instrument", "guard", "result", "message"], guard_rows)
+                                                    if guard_rows else "_no guards ran (no trade)_")})
+    order_rows = [[window_key(spec, w), i, o["client_order_id"], o["role"], o["side"], o["type"], f"{o['quantity']:g}",
+                   o["price"] or "", o["trigger_price"] or "", o["status"]]
+                  for w, i, _, _, ords in rows for o in ords][-_TABLE_ROWS:]
+    # the mode is the discriminator of the ledger's orders (spot and futures never share a strategy):
+    # `trading-pipelines history --mode spot|futures` lists them per mode across strategies
+    yield dg.MaterializeResult(asset_key=k["orders"], metadata={
+        "book": book, "mode": spec.mode.value, "venue": spec.venue.kind, "order_count": sum(len(o) for *_, o in rows),
+        "orders": dg.MetadataValue.md(_md_table(["window", "instrument", "client order id", "role", "side", "type", "qty",
+                                                 "limit", "trigger", "status"], order_rows)
+                                      if order_rows else "_no orders_")})
+    last = outcomes[-1].snapshot
+    yield dg.MaterializeResult(asset_key=k["portfolio_snapshots"], metadata={
+        "book": book, "as_of": last.as_of.isoformat(), "equity": last.equity, "cash": last.cash,
+        "realized_pnl": last.realized_pnl, "unrealized_pnl": last.unrealized_pnl, "open_positions": len(last.positions),
+        "point_in_time": all(o.point_in_time for o in outcomes),
+        "positions": dg.MetadataValue.json([p.model_dump(mode="json") for p in last.positions])})
+    yield dg.AssetCheckResult(check_name="reviewed_in_time", asset_key=k["trade_intents"], passed=not late,
+                              severity=dg.AssetCheckSeverity.WARN,
+                              metadata={"late": len(late), "windows": dg.MetadataValue.md(
+                                  _md_table(["window", "instrument", "reason"], [list(x) for x in late[:_TABLE_ROWS]]) if late else "none")})
+    yield dg.AssetCheckResult(check_name="no_order_from_invalid_intent", asset_key=k["validated_intents"], passed=not insane,
+                              metadata={"insane": len(insane), "detail": dg.MetadataValue.md(
+                                  _md_table(["window", "instrument", "why"], [list(x) for x in insane]) if insane else "none")})
+
+
+def book_report(trading: TradingResource, spec: StrategySpec, book: str, instruments: list[str], ends: list[datetime],
+                elapsed_s: float = 0.0) -> dict:
+    """The replay report (see :mod:`trading_pipelines.replay.report`) of ``book`` over ``ends``."""
+    from sqlalchemy import select
+
+    from trading_pipelines.ledger.models import PositionRow, SnapshotRow
+    from trading_pipelines.replay.report import EquityPoint, SignalOutcome, Trade, build_report
+
+    rt = trading.runtime(spec, signals=False, book=book)
+    with session_scope(rt.engine) as s:
+        snaps = s.execute(select(SnapshotRow).where(SnapshotRow.strategy == spec.name, SnapshotRow.book == book,
+                                                    SnapshotRow.as_of >= min(ends), SnapshotRow.as_of <= max(ends))
+                          .order_by(SnapshotRow.as_of)).scalars().all()
+        points = [EquityPoint(r.as_of, r.equity) for r in snaps]
+        trades = [Trade(instrument=r.instrument, side=r.side, opened_at=r.opened_at, closed_at=r.closed_at,
+                        entry_price=r.entry_price, exit_price=r.exit_price, quantity=r.quantity, realized_pnl=r.realized_pnl,
+                        exit_reason=r.exit_reason)
+                  for r in s.execute(select(PositionRow).where(PositionRow.strategy == spec.name, PositionRow.book == book)
+                                     .order_by(PositionRow.opened_at)).scalars()]
+        sig_rows = s.execute(select(SignalRow).where(SignalRow.strategy == spec.name, SignalRow.instrument.in_(instruments),
+                                                     SignalRow.window_end >= min(ends), SignalRow.window_end <= max(ends))).scalars().all()
+    closes = {}
+    for inst in instruments:
+        bars = rt.market.bars_between(inst, spec.timeframe, min(ends) - spec.bar_duration, max(ends) + spec.bar_duration)
+        closes[inst] = {(ts.to_pydatetime() + spec.bar_duration): float(c) for ts, c in zip(bars.index, bars["close"])}
+    counts: dict[str, int] = {}
+    no_trade = 0
+    outcomes = []
+    for r in sig_rows:
+        if r.no_trade_reason:
+            no_trade += 1
+        else:
+            counts[r.action] = counts.get(r.action, 0) + 1
+        c = closes.get(r.instrument, {})
+        outcomes.append(SignalOutcome(instrument=r.instrument, window_end=r.window_end,
+                                      action="hold" if r.no_trade_reason else r.action,
+                                      close_at_signal=c.get(r.window_end), next_close=c.get(r.window_end + spec.bar_duration)))
+    first_close = {i: closes[i].get(min(ends)) for i in instruments if closes[i].get(min(ends))}
+    last_close = {i: closes[i].get(max(ends)) for i in instruments if closes[i].get(max(ends))}
+    return build_report(strategy=spec.name, book=book, starting_cash=spec.venue.starting_cash, points=points, trades=trades,
+                        outcomes=outcomes, first_close=first_close, last_close=last_close, signal_counts=counts,
+                        no_trade=no_trade, elapsed_s=elapsed_s)
