@@ -54,7 +54,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, OpenAIStubServer() as stub:
         _setup(Path(tmp), stub.base_url)
         from trading_pipelines.analysis import analyze as analysis
-from trading_pipelines.analysis import frames
+        from trading_pipelines.analysis import frames
         from trading_pipelines.assets.partitions import window_end, window_partitions
         from trading_pipelines.config import load_strategies
         from trading_pipelines.resources.dagster_resources import default_resources

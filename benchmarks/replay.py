@@ -62,7 +62,7 @@ def main() -> None:
         print(f"charts {'on ' if charts else 'off'}: {len(keys)} windows in {wall:.1f} s = {len(keys) / wall:.1f} windows/s")
     # the floor, measured here on the same frames
     from trading_pipelines.analysis import charting
-from trading_pipelines.analysis import frames
+    from trading_pipelines.analysis import frames
     from trading_pipelines.stores.chart_render import render_chart
     from trading_pipelines.resources.dagster_resources import default_resources
 

@@ -230,8 +230,7 @@ def record_intent(s: Session, lin: Lineage, intent: TradeIntent, *, known_absent
     if row is None:
         row = IntentRow(intent_id=intent.intent_id, strategy=intent.strategy, instrument=intent.instrument, book=lin.book,
                         status=intent.status.value, **fields, partition_key=lin.partition_key, run_id=lin.run_id)
-        s.add(row)
-        s.flush()
+        s.add(row)  # the unit of work inserts it before its history rows (their foreign key): no flush needed here
         _history(s, intent.intent_id, None, IntentStatus.PENDING.value, "planned", lin.run_id, new_intent=True)
         if intent.status is not IntentStatus.PENDING:
             _history(s, intent.intent_id, IntentStatus.PENDING.value, intent.status.value, intent.reason, lin.run_id,
