@@ -97,9 +97,10 @@ def test_checks_of_the_two_steps():
     ac = repo.assets_defs_by_key[dg.AssetKey(["spot_4h_majors", "portfolio_snapshots"])]
     assert {(c.asset_key.path[1], c.name) for c in an.check_keys} == {("signals", "signal_usable")}
     assert {(c.asset_key.path[1], c.name) for c in ac.check_keys} == {
-        ("trade_intents", "reviewed_in_time"), ("validated_intents", "no_order_from_invalid_intent")}
+        ("trade_intents", "reviewed_in_time"), ("validated_intents", "no_order_from_invalid_intent"),
+        ("orders", "positions_protected")}
     blocking = {s.name: s.blocking for s in ac.check_specs}
-    assert blocking["no_order_from_invalid_intent"] is True
+    assert blocking["no_order_from_invalid_intent"] is True and blocking["positions_protected"] is True
 
 
 def test_pools_rules_analysis_has_no_llm_pool_openai_has():

@@ -261,7 +261,8 @@ def test_rerun_of_a_window_or_the_range_duplicates_nothing(spot_run):
     # the re-read windows are not late reviews: the stored decisions stand
     checks = [e for e in single.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     by_name = {e.event_specific_data.asset_check_key.name: e.event_specific_data.passed for e in checks}
-    assert by_name == {"signal_usable": True, "reviewed_in_time": True, "no_order_from_invalid_intent": True}
+    assert by_name == {"signal_usable": True, "reviewed_in_time": True, "no_order_from_invalid_intent": True,
+                       "positions_protected": True}
 
 
 def test_asset_metadata_makes_the_ui_useful(spot_run):

@@ -439,3 +439,32 @@ def test_cause_4_an_ibkr_entry_partly_filled_then_cancelled_keeps_its_shares_pro
     status, reason = intent_row(rt, intent.intent_id)
     assert status == "MONITORING" and reason == ("entry filled at 148.7 (partial: 4 of 10): position open, "
                                                  "stop-loss and take-profit resting")
+
+
+def test_protection_flag_marks_the_intent_unprotected_and_fails_the_check(futures, standin, monkeypatch):
+    """``execution.protection: flag``: the refused stop leaves the position open, the intent
+    UNPROTECTED, and ``positions_protected`` (the account's blocking check, and the monitor job)
+    names it."""
+    from trading_pipelines.account.checks import unprotected_positions
+    from trading_pipelines.venues.ccxt_venue import CcxtVenue
+    from trading_pipelines.venues.protocol import OrderRejected
+
+    rt, acct = futures
+    rt.spec = rt.spec.model_copy(update={"execution": rt.spec.execution.model_copy(update={"protection": "flag"})})
+
+    def entry_only(self, entry, stop_loss, take_profit, **kw):
+        return [self.create_order(entry, placed_at=kw["placed_at"], position_side=kw["position_side"],
+                                  leverage=kw["leverage"], margin_mode=kw.get("margin_mode"))]
+
+    def refuse(self, stop_loss, take_profit, **kw):
+        raise OrderRejected("binanceusdm: -2021 Order would immediately trigger.", -2021)
+
+    monkeypatch.setattr(CcxtVenue, "create_bracket", entry_only)
+    monkeypatch.setattr(CcxtVenue, "create_protection", refuse)
+    intent = long_intent(rt, 0.3)
+    run = send(rt, intent)
+    assert run.flagged == [intent.intent_id] and run.flattened == []
+    status, reason = intent_row(rt, intent.intent_id)
+    assert status == "UNPROTECTED" and "-2021" in reason
+    [u] = unprotected_positions(rt)
+    assert (u.intent_id, u.quantity, u.stop_quantity) == (intent.intent_id, pytest.approx(0.3), 0.0)

@@ -174,3 +174,15 @@ def book_report(trading: TradingResource, spec: StrategySpec, book: str, instrum
     return build_report(strategy=spec.name, book=book, starting_cash=spec.venue.starting_cash, points=points, trades=trades,
                         outcomes=outcomes, first_close=first_close, last_close=last_close, signal_counts=counts,
                         no_trade=no_trade, elapsed_s=elapsed_s)
+
+
+def protection_check(k: dict, unprotected: list) -> dg.AssetCheckResult:
+    """``positions_protected`` (blocking): the open positions of intents whose working stops do not
+    cover the venue's quantity (:func:`trading_pipelines.account.checks.unprotected_positions`)."""
+    return dg.AssetCheckResult(
+        check_name="positions_protected", asset_key=k["orders"], passed=not unprotected,
+        metadata={"unprotected": len(unprotected), "detail": dg.MetadataValue.md(
+            _md_table(["intent", "instrument", "open", "stops cover", "why"],
+                      [[u.intent_id, u.instrument, f"{u.quantity:g}", f"{u.stop_quantity:g}", u.why] for u in unprotected])
+            if unprotected else "every open position has its stop")})
+

@@ -33,7 +33,8 @@ launchpad replay job); their public names are re-exported here.
 import dagster as dg
 
 from trading_pipelines.analysis.analyze import analyze_many
-from trading_pipelines.assets.account_assets import _points, account_results, book_report, replay_account
+from trading_pipelines.account.checks import unprotected_positions
+from trading_pipelines.assets.account_assets import _points, account_results, book_report, protection_check, replay_account
 from trading_pipelines.assets.analysis_assets import signal_call_metadata
 from trading_pipelines.assets.common import (
     _MAX_PREVIEWS,
@@ -182,6 +183,11 @@ def build_review_assets(spec: StrategySpec) -> tuple[list, list[dg.AssetKey]]:
                                           description="No window was reviewed after the book had moved past it (a late review plans no trade)."),
                         dg.AssetCheckSpec("no_order_from_invalid_intent", asset=k["validated_intents"], blocking=True,
                                           description="Every VALIDATED intent has all guards passing and a sane plan."),
+                        dg.AssetCheckSpec("positions_protected", asset=k["orders"], blocking=True,
+                                          description="After the account walk, every open position of an intent has a "
+                                                      "resting reduce-only stop-loss for its whole quantity at the venue "
+                                                      "(the execution engine's protection invariant); a position it had "
+                                                      "to flag UNPROTECTED fails the run."),
                     ])
     def account(context: dg.AssetExecutionContext, trading: TradingResource):
         """The book, window by window, oldest first (idempotent: a window whose snapshot is stored
@@ -192,6 +198,7 @@ def build_review_assets(spec: StrategySpec) -> tuple[list, list[dg.AssetKey]]:
         book = run_book(context, spec, ends, instruments)
         outcomes = replay_account(trading, spec, book, instruments, wkeys, context.run.run_id, log=context.log)
         yield from account_results(spec, k, book, outcomes)
+        yield protection_check(k, unprotected_positions(trading.runtime(spec, signals=False, book=book)))
 
     @dg.asset(key=k["replay_report"], group_name=name, partitions_def=parts, deps=[k["portfolio_snapshots"]],
               backfill_policy=dg.BackfillPolicy.single_run(), kinds={"python"}, tags=tags,

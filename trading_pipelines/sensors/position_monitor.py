@@ -1,5 +1,8 @@
 """The position monitor: every 5 minutes, advance each strategy's venue over new bars (fills of
-resting orders, stop-loss and take-profit hits), record what happened and reconcile the ledger.
+resting orders, stop-loss and take-profit hits), record what happened and run the execution engine
+over every open intent (legs synced by client order id, the protection invariant kept, orphaned
+reduce-only legs cancelled). A position left without its stop (``execution.protection: flag``)
+fails the run, so it pages.
 
 "Now": a live data source's newest closed bar; for replay data, the live book's venue clock
 (replay time only moves with reviews, so the monitor never looks past what the strategy has seen).
@@ -14,6 +17,7 @@ import dagster as dg
 from trading_pipelines.config import StrategySpec
 from trading_pipelines.ledger.repo import Lineage
 from trading_pipelines.resources.dagster_resources import TradingResource
+from trading_pipelines.account.checks import unprotected_positions
 from trading_pipelines.account.window import has_activity, monitor
 from trading_pipelines.runtime import venue_clock
 
@@ -62,6 +66,10 @@ def build_position_monitor(specs: list[StrategySpec]) -> tuple[dg.JobDefinition,
             summary[name] = len(events)
             for ev in events:
                 context.log.info(f"{name} {ev.instrument} {ev.kind} {ev.role} {ev.quantity} @ {ev.price:.6g} ({ev.time.isoformat()})")
+            # the engine flattens what it cannot protect; with `protection: flag` it pages instead: here
+            for u in unprotected_positions(trading.runtime(by_name[name], signals=False)):
+                context.log.error(f"{name}: UNPROTECTED {u.why} (intent {u.intent_id})")
+                failed.append(f"{name} ({u.instrument} unprotected)")
         if failed:
             raise dg.Failure(f"monitor failed for {failed} (the others completed: {summary})")
         return summary
