@@ -49,10 +49,9 @@ def standin():
         s.stop()
 
 
-@pytest.fixture()
-def futures(embedded_home, monkeypatch, standin):
-    """A live USDⓈ-M book on a fresh stand-in account (its own API key), the wall clock pinned in
-    the bar after END."""
+def binance_env(monkeypatch, standin, now: datetime) -> str:
+    """A fresh stand-in account (its own API key) for the strategy's ccxt venue, the live switch on,
+    the wall clock pinned to ``now``; returns the account's id on the stand-in."""
     key = f"engine-{uuid.uuid4().hex}"
     monkeypatch.setenv("TRADING_PIPELINES_LIVE", "1")
     monkeypatch.setenv("BINANCE_API_KEY", key)
@@ -61,13 +60,19 @@ def futures(embedded_home, monkeypatch, standin):
     # the stand-in on loopback needs no courtesy: 1 ms a weight unit
     monkeypatch.setattr(factory, "CLIENTS", {"ccxt": lambda ex: ccxt_exchange(ex, standin.url, key, "engine-test-secret",
                                                                                rateLimit=1)})
-    monkeypatch.setattr(runtime, "WALL_CLOCK", lambda: END + timedelta(minutes=10))
+    monkeypatch.setattr(runtime, "WALL_CLOCK", lambda: now)
     acct = account_id(key)
     standin.control("price", symbol=SYMBOL, price=68000, account=acct)
+    return acct
+
+
+@pytest.fixture()
+def futures(embedded_home, monkeypatch, standin):
+    """A live USDⓈ-M book on a fresh stand-in account, the wall clock in the bar after END."""
+    acct = binance_env(monkeypatch, standin, END + timedelta(minutes=10))
     standin.control("balance", account=acct, wallet=100_000)
     spec = spec_with("futures_1h_btc_eth", {"kind": "ccxt", "exchange": "binanceusdm"}, instruments=[INST])
-    rt = default_resources()["trading"].runtime(spec)
-    return rt, acct
+    return default_resources()["trading"].runtime(spec), acct
 
 
 def long_intent(rt, quantity: float = 1.0) -> TradeIntent:
@@ -207,15 +212,9 @@ class Crash(BaseException):
 
 @pytest.fixture()
 def spot(embedded_home, monkeypatch, standin):
-    key = f"engine-{uuid.uuid4().hex}"
-    monkeypatch.setenv("TRADING_PIPELINES_LIVE", "1")
-    monkeypatch.setenv("BINANCE_API_KEY", key)
-    monkeypatch.setenv("BINANCE_SECRET", "engine-test-secret")
-    monkeypatch.setattr(factory, "CLIENTS", {"ccxt": lambda ex: ccxt_exchange(ex, standin.url, key, "engine-test-secret",
-                                                                               rateLimit=1)})
-    monkeypatch.setattr(runtime, "WALL_CLOCK", lambda: SPOT_END + timedelta(minutes=10))
-    acct = account_id(key)
-    standin.control("price", symbol=SYMBOL, price=68000, account=acct)
+    """A live Binance spot book (10 000 USDT) on a fresh stand-in account; a runtime factory (a new
+    process after a crash builds its own)."""
+    acct = binance_env(monkeypatch, standin, SPOT_END + timedelta(minutes=10))
     standin.control("balance", account=acct, asset="USDT", free=10_000)
     spec = spec_with("spot_4h_majors", {"kind": "ccxt", "exchange": "binance"}, instruments=["BTC/USDT"])
     return (lambda: default_resources()["trading"].runtime(spec)), acct

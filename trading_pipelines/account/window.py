@@ -205,18 +205,16 @@ def validate(rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[Trade
             return stored, ()
         if row.status != IntentStatus.PENDING.value:
             return stored, stored_guards(s, stored.intent_id)
-        late = advance(s, rt, stored.window_end, lin)
-        inp = inputs(s, rt, stored.window_end, [stored.instrument], late)
-        guards, status, reason = decide.validate(stored, inp, account_view(s, rt, stored.window_end))
-        repo.record_guards(s, lin, stored.intent_id, guards)
-        repo.set_intent_status(s, lin, stored.intent_id, status, reason)
-        return stored.model_copy(update={"status": status, "reason": reason}), guards
+        guards = validate_in(s, rt, lin, stored, advance(s, rt, stored.window_end, lin))
+        row = s.get(IntentRow, stored.intent_id)
+        return stored.model_copy(update={"status": IntentStatus(row.status), "reason": row.reason}), guards
 
 
-def validate_in(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent) -> tuple[GuardResult, ...]:
-    """VALIDATE a just-planned intent inside the caller's step (a manual plan): guards on the book's
-    view now, recorded, and the intent VALIDATED or REJECTED."""
-    inp = inputs(s, rt, intent.window_end, [intent.instrument], None)
+def validate_in(s, rt: Runtime, lin: repo.Lineage, intent: TradeIntent, late: datetime | None = None
+                ) -> tuple[GuardResult, ...]:
+    """VALIDATE a planned intent inside the caller's step: guards on the book's view now, recorded,
+    and the intent VALIDATED or REJECTED (a manual plan, the per-step :func:`validate`)."""
+    inp = inputs(s, rt, intent.window_end, [intent.instrument], late)
     guards, status, reason = decide.validate(intent, inp, account_view(s, rt, intent.window_end))
     repo.record_guards(s, lin, intent.intent_id, guards)
     repo.set_intent_status(s, lin, intent.intent_id, status, reason)
