@@ -78,7 +78,8 @@ def test_valid_answer_is_audited_and_traded(llm_env):
     res = _run(defs, instance)
     assert res.success
     assert len(stub.chat_requests) == 1
-    assert _checks(res) == {"signal_usable": True, "reviewed_in_time": True, "no_order_from_invalid_intent": True}
+    assert _checks(res) == {"signal_usable": True, "reviewed_in_time": True, "no_order_from_invalid_intent": True,
+                              "positions_protected": True}
     req = stub.chat_requests[0].body
     assert req["model"] == "gpt-4o-mini"
     image = [p for msg in req["messages"] if isinstance(msg.get("content"), list) for p in msg["content"] if p.get("type") == "image_url"]
