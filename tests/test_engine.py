@@ -325,8 +325,8 @@ def test_cause_6_insufficient_balance_fails_the_intent_and_the_window_goes_on(sp
 
     real_view = view.account_view
 
-    def stale(s, rt_, end):
-        v = real_view(s, rt_, end)
+    def stale(s, rt_, end, **kw):
+        v = real_view(s, rt_, end, **kw)
         return v.__class__(**{**v.__dict__, "free_cash": 10_000.0, "equity": 10_000.0})
 
     import trading_pipelines.account.window as w

@@ -106,6 +106,12 @@ def sane_to_send(intent: TradeIntent, guards: tuple[GuardResult, ...] | list[Gua
     return True, "ok"
 
 
+def actionable(signal: Signal) -> bool:
+    """Whether a signal can become an order (a buy, sell, long, short or close that did not fail):
+    only such a window needs the guards' full view of the book."""
+    return signal.action != "hold" and not signal.no_trade_reason
+
+
 def plan(signal: Signal, market: MarketContext | None, inputs: WindowInputs, view: AccountView) -> TradeIntent:
     """PLAN: the intent for ``signal`` on the book's equity. A late window or a window without a
     market context plans a no-trade naming why; a spot sell / futures close with nothing held is a
@@ -221,4 +227,4 @@ def decide_window(view: AccountView, signals: dict[str, Signal], markets: dict[s
     return out
 
 
-__all__ = ["Decision", "WindowInputs", "after", "decide_one", "decide_window", "plan", "recheck", "sane_to_send", "validate"]
+__all__ = ["Decision", "WindowInputs", "actionable", "after", "decide_one", "decide_window", "plan", "recheck", "sane_to_send", "validate"]

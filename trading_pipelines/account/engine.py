@@ -40,7 +40,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 from trading_pipelines.account import sync as book_sync
 from trading_pipelines.account.requests import exit_order, order_requests
 from trading_pipelines.account.view import book_positions
-from trading_pipelines.domain.models import IntentKind, IntentStatus, Order, OrderStatus, TradeIntent
+from trading_pipelines.domain.models import IntentKind, IntentStatus, Order, OrderRequest, OrderStatus, TradeIntent
 from trading_pipelines.domain.orders import apply_report
 from trading_pipelines.ledger import legs as ledger_legs
 from trading_pipelines.ledger import repo
@@ -71,6 +71,10 @@ class Cmd:
     cids: tuple[str, ...]
     why: str = ""
     reserve: float = 0.0
+    # what the staging transaction wrote (the dispatch then reads nothing back); None: read the legs
+    intent: TradeIntent | None = field(default=None, compare=False)
+    requests: tuple[OrderRequest, ...] | None = field(default=None, compare=False)
+    placed_at: datetime | None = None
 
 
 @dataclass
@@ -133,7 +137,7 @@ class ExecutionEngine:
         repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.SUBMITTED,
                                f"{len(cids)} orders for {rt.venue.name} (written ahead, then sent): " + ", ".join(cids))
         s.flush()
-        return Cmd(kind, intent.intent_id, cids, reserve=reserve)
+        return Cmd(kind, intent.intent_id, cids, reserve=reserve, intent=intent, requests=tuple(requests), placed_at=placed_at)
 
     # ------------------------------------------------------------------ the call
     def run(self, cmds: list[Cmd] = (), *, intent_ids: list[str] | None = None,
@@ -166,17 +170,25 @@ class ExecutionEngine:
     def dispatch(self, cmds: list[Cmd]) -> dict[str, Outcome]:
         """Send ``cmds`` to the venue (one unit of work; no ledger transaction open). Every leg gets
         an :class:`Outcome`; nothing raises for one command's failure."""
-        with session_scope(self.rt.engine) as s:
-            rows = {c: s.get(OrderRow, c) for cmd in cmds for c in cmd.cids}
-            intents = {cmd.intent_id: repo.intent_from_row(s.get(IntentRow, cmd.intent_id)) for cmd in cmds}
-            for r in rows.values():
-                s.expunge(r)
+        unread = [cmd for cmd in cmds if cmd.requests is None or cmd.intent is None]
+        legs: dict[str, tuple] = {}
+        intents = {cmd.intent_id: cmd.intent for cmd in cmds if cmd.intent is not None}
+        if unread:
+            with session_scope(self.rt.engine) as s:
+                for cmd in unread:
+                    for c in cmd.cids:
+                        row = s.get(OrderRow, c)
+                        legs[c] = (ledger_legs.request_of(row), row.placed_at)
+                    intents[cmd.intent_id] = repo.intent_from_row(s.get(IntentRow, cmd.intent_id))
+        for cmd in cmds:
+            if cmd.requests is not None:
+                legs.update({r.client_order_id: (r, cmd.placed_at) for r in cmd.requests})
         out: dict[str, Outcome] = {}
         venue = self.rt.venue
         with venue.unit_of_work():
             for cmd in cmds:
                 try:
-                    for cid, o in self._send(cmd, rows, intents[cmd.intent_id]).items():
+                    for cid, o in self._send(cmd, legs, intents[cmd.intent_id]).items():
                         out[cid] = Outcome(order=o)
                 except OrderRejected as e:
                     why = f"{e} (code {e.code})" if e.code is not None and str(e.code) not in str(e) else str(e)
@@ -187,14 +199,14 @@ class ExecutionEngine:
                     out.update({c: Outcome(rejected=str(e)) for c in cmd.cids})
         return out
 
-    def _send(self, cmd: Cmd, rows: dict[str, OrderRow], intent: TradeIntent) -> dict[str, Order]:
+    def _send(self, cmd: Cmd, legs: dict[str, tuple], intent: TradeIntent) -> dict[str, Order]:
         venue = self.rt.venue
-        reqs = [ledger_legs.request_of(rows[c]) for c in cmd.cids]
-        placed_at = rows[cmd.cids[0]].placed_at
+        reqs = [legs[c][0] for c in cmd.cids]
+        placed_at = legs[cmd.cids[0]][1]
         side = intent.position_side.value if intent.position_side else "long"
         if cmd.kind == "cancel":
-            row = rows[cmd.cids[0]]
-            return {row.client_order_id: venue.cancel_order(row.client_order_id, **_instrument_kw(venue, row.instrument))}
+            r = reqs[0]
+            return {r.client_order_id: venue.cancel_order(r.client_order_id, **_instrument_kw(venue, r.instrument))}
         if cmd.kind == "bracket":
             entry, stop, target = reqs
             legs = [r.model_copy(update={"parent_client_order_id": entry.client_order_id,

@@ -79,7 +79,7 @@ def sync(engine, s, intent_ids: list[str] | None, out) -> list:
         cmds += _foreign_orphans(engine, s, positions)
     s.flush()
     in_doubt = any(r.status in (OrderStatus.SUBMITTED.value, OrderStatus.UNKNOWN.value, OrderStatus.INITIALIZED.value)
-                   for i in ids for r in ledger_legs.legs_of(s, i))
+                   for rs in rows.values() for r in rs)  # the loaded rows carry this pass's updates
     # a clean sync of the whole book lets the next one skip while the venue's revision stands still
     rt._reconciled = rev() if rev and intent_ids is None and not cmds and not in_doubt else None
     return cmds

@@ -95,15 +95,19 @@ def book_positions(s, rt: Runtime, reported: list[Position] | None = None) -> li
             for r in open_.values()]
 
 
-def account_view(s, rt: Runtime, window_end: datetime) -> AccountView:
+def account_view(s, rt: Runtime, window_end: datetime, *, for_guards: bool = True) -> AccountView:
     """Guards' view of the book, from the venue: free cash net of reserved, equity, positions,
     resting entries, the venue clock; the day's starting equity from the ledger's snapshots.
 
     Fail closed: an entry the ledger has written ahead (INITIALIZED, SUBMITTED, UNKNOWN) that the
     venue does not list yet — another run's send between its commit and the venue's answer, or a
-    crashed one — counts as resting, holding back the reserve it will take."""
+    crashed one — counts as resting, holding back the reserve it will take. ``for_guards`` False:
+    the planner's part only (equity and positions; no guard will run on it — a window of holds)."""
     bal = rt.venue.fetch_balance()
     positions = tuple(book_positions(s, rt))
+    if not for_guards:
+        return AccountView(free_cash=bal.free, equity=bal.equity, day_start_equity=bal.equity, positions=positions,
+                           as_of=guard_clock(rt, window_end))
     open_entries = [o for o in rt.venue.fetch_open_orders() if o.request.role is OrderRole.ENTRY]
     resting = {o.request.instrument for o in open_entries}
     free = bal.free

@@ -63,8 +63,10 @@ def stored_guards(s, intent_id_: str) -> tuple[GuardResult, ...]:
     return tuple(GuardResult(guard=r.guard, passed=r.passed, message=r.message) for r in rows)
 
 
-def inputs(s, rt: Runtime, window_end: datetime, instruments, late: datetime | None) -> decide.WindowInputs:
-    """What the pure step needs from the ledger and the strategy for ``instruments`` at ``window_end``."""
+def inputs(s, rt: Runtime, window_end: datetime, instruments, late: datetime | None,
+           hours=None) -> decide.WindowInputs:
+    """What the pure step needs from the ledger and the strategy for ``instruments`` at ``window_end``;
+    ``hours``: the instruments whose market hours the guards may ask (default: all of them)."""
     stored, absent = {}, set()
     ids = {}
     for inst in instruments:
@@ -83,10 +85,11 @@ def inputs(s, rt: Runtime, window_end: datetime, instruments, late: datetime | N
         else:
             repo.keep(s, row)
     specs = {i: rt.instrument(i) for i in instruments}
+    hours = list(instruments) if hours is None else sorted({*hours, *stored})
     ex = rt.spec.execution
     return decide.WindowInputs(
         strategy=rt.spec.name, book=rt.book, window_end=window_end, limits=rt.limits, params=rt.plan_params,
-        specs=specs, hours={i: market_hours(specs[i], window_end, rt.spec.bar_duration) for i in instruments},
+        specs=specs, hours={i: market_hours(specs[i], window_end, rt.spec.bar_duration) for i in hours},
         fee_rate=getattr(rt.spec.venue, "fee_rate", 0.0), late=late, stored=stored,
         confirm_manual=ex.confirm == "manual", bar=rt.spec.bar_duration, absent=frozenset(absent),
         live=None if rt.venue.simulated else live_trading_allowed(rt.spec.name, ex.dry_run, ex.live_ack))
@@ -135,8 +138,12 @@ def account_window(rt: Runtime, window_end: datetime, signals: dict[str, Signal]
         book = s.get(BookRow, (rt.book, rt.spec.name))
         after_last = book.last_done is None or window_end > book.last_done
         late = advance(s, rt, window_end, lin0)
-        inp = inputs(s, rt, window_end, signals, late)
-        decisions = decide.decide_window(account_view(s, rt, window_end), signals, markets, inp)
+        # only a signal that can become an order needs the guards' view and market hours
+        guards_needed = [] if late is not None else [i for i, sig in signals.items()
+                                                      if decide.actionable(sig) and markets.get(i) is not None]
+        inp = inputs(s, rt, window_end, signals, late, hours=guards_needed)
+        view = account_view(s, rt, window_end, for_guards=bool(guards_needed or inp.stored))
+        decisions = decide.decide_window(view, signals, markets, inp)
         for inst, d in decisions.items():
             cmd = record(s, rt, rt.lineage(inst, partition_key, run_id), d, engine, window_end, inp.absent)
             if cmd is not None:
