@@ -92,8 +92,7 @@ def record_signal(s: Session, lin: Lineage, sig: Signal, *, prompt: str, request
         setattr(row, k, v)
     audit(s, lin, "signal", action=sig.action, confidence=sig.confidence, provider=sig.provider, model=sig.model,
           prompt_hash=sig.prompt_hash, no_trade_reason=sig.no_trade_reason)
-    s.flush()
-    return row
+    return row  # flushed with the window's other rows (the session autoflushes before any read)
 
 
 def signal_rows(s: Session, strategy: str, instrument: str, window_ends: list[datetime]) -> dict[datetime, SignalRow]:
@@ -209,7 +208,6 @@ def used_signal_intents(s: Session, strategy: str, instrument: str, window_ends:
 def set_signal_call(s: Session, row: SignalRow, call_id: int | None) -> None:
     """Point the signal row at the provider call it came from (``None``: no call was made)."""
     row.call_id = call_id
-    s.flush()
 
 
 def _history(s: Session, intent_id: str, old: str | None, new: str, reason: str, run_id: str, new_intent: bool = False) -> None:
@@ -247,8 +245,7 @@ def record_intent(s: Session, lin: Lineage, intent: TradeIntent, *, known_absent
             _history(s, intent.intent_id, IntentStatus.PENDING.value, intent.status.value, intent.reason, lin.run_id)
     audit(s, lin, "intent", intent_id=intent.intent_id, kind=intent.kind.value, status=row.status, reason=intent.reason,
           quantity=intent.quantity, entry=intent.entry, stop=intent.stop, take_profit=intent.take_profit)
-    s.flush()
-    return keep(s, row)
+    return keep(s, row)  # flushed by the session's next read or its commit
 
 
 def intent_from_row(row: IntentRow) -> TradeIntent:
@@ -344,7 +341,6 @@ def record_snapshot(s: Session, lin: Lineage, mode: str, snap: PortfolioSnapshot
     row.run_id, row.mode, row.as_of = lin.run_id, mode, snap.as_of
     row.cash, row.equity, row.realized_pnl, row.unrealized_pnl = snap.cash, snap.equity, snap.realized_pnl, snap.unrealized_pnl
     row.positions = [p.model_dump(mode="json") for p in snap.positions]
-    s.flush()
     return row
 
 
