@@ -10,7 +10,8 @@ How a leg travels (write-ahead, then the venue, then one ledger write set):
 1. **Stage** — the leg is written to the ledger as SUBMITTED (:func:`~trading_pipelines.ledger.legs.stage_leg`)
    and *committed* before anything is sent, so every order that can exist at the venue has a
    ledger row naming its client order id.
-2. **Dispatch** — the venue calls, outside any ledger transaction. The adapter maps its errors once
+2. **Dispatch** — the venue calls, in a new transaction under the book's lock (the venue's unit of
+   work saves before the ledger commits the answers). The adapter maps its errors once
    (:mod:`trading_pipelines.venues.protocol`): :class:`OrderRejected` → the leg is REJECTED (an
    entry's intent FAILED with the venue's words; the window goes on); :class:`OrderStateUnknown` /
    :class:`VenueUnavailable` → UNKNOWN, never sent again, looked up with backoff
@@ -149,9 +150,12 @@ class ExecutionEngine:
         out = EngineRun()
         pending = list(cmds)
         for round_ in range(MAX_ROUNDS):
-            outcomes = self.dispatch(pending) if pending else {}
             out.dispatched += pending
+            # the venue calls run under the book's lock, inside its unit of work: the venue saves first
+            # (leaving the with-block), then the ledger commits its answers — and the legs were
+            # committed before this transaction began (written ahead), so a crash in between loses nothing
             with self.step() as s:
+                outcomes = self.dispatch(pending, s) if pending else {}
                 self.fold(s, outcomes)
                 pending = book_sync.sync(self, s, intent_ids, out)
                 last = not pending or round_ == MAX_ROUNDS - 1
@@ -167,19 +171,18 @@ class ExecutionEngine:
         return step(self.rt)
 
     # ------------------------------------------------------------------ the venue
-    def dispatch(self, cmds: list[Cmd]) -> dict[str, Outcome]:
-        """Send ``cmds`` to the venue (one unit of work; no ledger transaction open). Every leg gets
-        an :class:`Outcome`; nothing raises for one command's failure."""
-        unread = [cmd for cmd in cmds if cmd.requests is None or cmd.intent is None]
+    def dispatch(self, cmds: list[Cmd], s) -> dict[str, Outcome]:
+        """Send ``cmds`` to the venue (one unit of work), their legs already committed; ``s``: the
+        ledger session of the step they run in (read only here). Every leg gets an
+        :class:`Outcome`; nothing raises for one command's failure."""
         legs: dict[str, tuple] = {}
         intents = {cmd.intent_id: cmd.intent for cmd in cmds if cmd.intent is not None}
-        if unread:
-            with session_scope(self.rt.engine) as s:
-                for cmd in unread:
-                    for c in cmd.cids:
-                        row = s.get(OrderRow, c)
-                        legs[c] = (ledger_legs.request_of(row), row.placed_at)
-                    intents[cmd.intent_id] = repo.intent_from_row(s.get(IntentRow, cmd.intent_id))
+        for cmd in cmds:
+            if cmd.requests is None or cmd.intent is None:
+                for c in cmd.cids:
+                    row = s.get(OrderRow, c)
+                    legs[c] = (ledger_legs.request_of(row), row.placed_at)
+                intents[cmd.intent_id] = repo.intent_from_row(s.get(IntentRow, cmd.intent_id))
         for cmd in cmds:
             if cmd.requests is not None:
                 legs.update({r.client_order_id: (r, cmd.placed_at) for r in cmd.requests})
