@@ -29,7 +29,7 @@ from trading_pipelines.account import window
 from trading_pipelines.account.engine import ExecutionEngine, step
 from trading_pipelines.account.sync import reserve_of
 from trading_pipelines.domain.ids import intent_id
-from trading_pipelines.domain.models import IntentKind, IntentStatus, Mode, PositionSide, Side, TradeIntent
+from trading_pipelines.domain.models import GuardResult, IntentKind, IntentStatus, Mode, PositionSide, Side, TradeIntent
 from trading_pipelines.ledger import models as m
 from trading_pipelines.ledger import repo
 from trading_pipelines.ledger.db import session_scope
@@ -92,6 +92,22 @@ def send(rt, intent: TradeIntent):
         repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.VALIDATED, "test")
         cmd = engine.stage_send(s, intent.model_copy(update={"status": IntentStatus.VALIDATED}), END, reserve_of(rt, intent))
     return engine.run([cmd])
+
+
+def refuse_stops(monkeypatch) -> None:
+    """The venue takes the entry and refuses every protective leg (Binance −2021)."""
+    from trading_pipelines.venues.ccxt_venue import CcxtVenue
+    from trading_pipelines.venues.protocol import OrderRejected
+
+    def entry_only(self, entry, stop_loss, take_profit, **kw):
+        return [self.create_order(entry, placed_at=kw["placed_at"], position_side=kw["position_side"],
+                                  leverage=kw["leverage"], margin_mode=kw.get("margin_mode"))]
+
+    def refuse(self, stop_loss, take_profit, **kw):
+        raise OrderRejected("binanceusdm: -2021 Order would immediately trigger.", -2021)
+
+    monkeypatch.setattr(CcxtVenue, "create_bracket", entry_only)
+    monkeypatch.setattr(CcxtVenue, "create_protection", refuse)
 
 
 def legs(rt, iid: str) -> dict:
@@ -169,22 +185,8 @@ def test_a_position_closed_by_hand_at_the_venue_is_closed_with_the_venues_pnl(fu
 def test_a_refused_stop_flattens_the_position(futures, standin, monkeypatch):
     """``execution.protection: flatten`` (the default): when the venue refuses the stop-loss for an
     open position, the engine closes it with a reduce-only market order and audits why."""
-    from trading_pipelines.venues.ccxt_venue import CcxtVenue
-    from trading_pipelines.venues.protocol import OrderRejected
-
     rt, acct = futures
-    real = CcxtVenue.create_bracket
-
-    def entry_only(self, entry, stop_loss, take_profit, **kw):  # the bracket's legs refused by the venue
-        first = self.create_order(entry, placed_at=kw["placed_at"], position_side=kw["position_side"],
-                                  leverage=kw["leverage"], margin_mode=kw.get("margin_mode"))
-        return [first]
-
-    def refuse(self, stop_loss, take_profit, **kw):
-        raise OrderRejected("binanceusdm: -2021 Order would immediately trigger.", -2021)
-
-    monkeypatch.setattr(CcxtVenue, "create_bracket", entry_only)
-    monkeypatch.setattr(CcxtVenue, "create_protection", refuse)
+    refuse_stops(monkeypatch)
     intent = long_intent(rt, 0.3)
     run = send(rt, intent)
     assert run.flattened == [intent.intent_id]
@@ -195,7 +197,6 @@ def test_a_refused_stop_flattens_the_position(futures, standin, monkeypatch):
     with session_scope(rt.engine) as s:
         audit = [a.detail for a in s.execute(select(m.AuditRow).where(m.AuditRow.event == "flatten")).scalars()]
     assert len(audit) == 1 and "-2021 Order would immediately trigger" in audit[0]["reason"]
-    del real
 
 
 
@@ -285,8 +286,7 @@ def test_cause_2_the_manual_route_after_a_crash_resumes_not_cancels(spot, standi
     lin = repo.Lineage(rt.spec.name, "BTC/USDT", "2026-03-03-00:00", "engine-test", rt.book)
     with step(rt) as s:
         repo.record_intent(s, lin, intent)
-        repo.record_guards(s, lin, intent.intent_id, [__import__("trading_pipelines.domain.models", fromlist=["GuardResult"])
-                                                      .GuardResult(guard="all", passed=True, message="test")])
+        repo.record_guards(s, lin, intent.intent_id, [GuardResult(guard="all", passed=True, message="test")])
         repo.set_intent_status(s, lin, intent.intent_id, IntentStatus.VALIDATED, "test")
     real = ExecutionEngine.fold
 
@@ -445,21 +445,10 @@ def test_protection_flag_marks_the_intent_unprotected_and_fails_the_check(future
     UNPROTECTED, and ``positions_protected`` (the account's blocking check, and the monitor job)
     names it."""
     from trading_pipelines.account.checks import unprotected_positions
-    from trading_pipelines.venues.ccxt_venue import CcxtVenue
-    from trading_pipelines.venues.protocol import OrderRejected
 
     rt, acct = futures
     rt.spec = rt.spec.model_copy(update={"execution": rt.spec.execution.model_copy(update={"protection": "flag"})})
-
-    def entry_only(self, entry, stop_loss, take_profit, **kw):
-        return [self.create_order(entry, placed_at=kw["placed_at"], position_side=kw["position_side"],
-                                  leverage=kw["leverage"], margin_mode=kw.get("margin_mode"))]
-
-    def refuse(self, stop_loss, take_profit, **kw):
-        raise OrderRejected("binanceusdm: -2021 Order would immediately trigger.", -2021)
-
-    monkeypatch.setattr(CcxtVenue, "create_bracket", entry_only)
-    monkeypatch.setattr(CcxtVenue, "create_protection", refuse)
+    refuse_stops(monkeypatch)
     intent = long_intent(rt, 0.3)
     run = send(rt, intent)
     assert run.flagged == [intent.intent_id] and run.flattened == []
