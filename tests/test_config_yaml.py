@@ -1,0 +1,190 @@
+"""Issue 13, config: a duplicate key, a wrong type or an unknown field in a strategy file or an
+instrument catalogue is a load error naming the file and the dotted field (and, for a duplicate,
+the line), and nothing runs or is written.
+
+PyYAML's ``safe_load`` keeps the last of two equal keys silently: with ``risk_per_trade_pct: 1.0``
+and, below it, ``risk_per_trade_pct: 10.0`` an intent risked 999.99 instead of 99.99 (10 % instead
+of 1 % of the 10,000 USDT book). Strategy files are read in two places, both covered here: the
+project's loader (the CLI, user strategies on ``TRADING_STRATEGIES_PATH``) and Dagster's component
+loader (the shipped ``defs/**/defs.yaml``, through :class:`StrategyComponent`).
+
+Nothing is mocked: the files are real files on disk, the CLI runs in process, Dagster's component
+loader runs on a real (temporary) defs folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from trading_pipelines.config import (
+    INSTRUMENTS_FILE,
+    REPO_DIR,
+    STRATEGIES_DIR,
+    InstrumentCatalogueError,
+    StrategyConfigError,
+    instrument_catalogue,
+    load_strategies_report,
+    load_strategy_file,
+)
+
+SPOT_FILE = STRATEGIES_DIR / "spot_4h_majors" / "defs.yaml"
+SPOT_TEXT = SPOT_FILE.read_text()
+CATALOGUE_TEXT = INSTRUMENTS_FILE.read_text()
+
+
+def _line_of(text: str, needle: str, start: int = 1) -> int:
+    """1-based number of the first line at or after ``start`` that contains ``needle``."""
+    for i, line in enumerate(text.splitlines(), 1):
+        if i >= start and needle in line:
+            return i
+    raise AssertionError(f"{needle!r} not in the text")
+
+
+def _duplicate_risk_text(name: str) -> str:
+    """The shipped spot strategy renamed ``name``, with the issue's second ``risk_per_trade_pct``."""
+    text = SPOT_TEXT.replace("name: spot_4h_majors", f"name: {name}")
+    return text.replace("    risk_per_trade_pct: 1.0\n", "    risk_per_trade_pct: 1.0\n    risk_per_trade_pct: 10.0\n")
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root``: relative path → (size, mtime_ns). Equal before and after: nothing written."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+def _dagster_home(root: Path) -> Path:
+    """A DAGSTER_HOME as ``ensure_dagster_home`` leaves it (the repo's dagster.yaml copied in), so a
+    run that started would add its run storage, the ledger and the paper venue's store to it."""
+    home = root / "home"
+    home.mkdir()
+    shutil.copy(REPO_DIR / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def _cli(argv: list[str]) -> tuple[int, str, str]:
+    from trading_pipelines.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(argv)
+    return rc, out.getvalue(), err.getvalue()
+
+
+# ---------------------------------------------------------------- the issue's case, reproduced first
+
+def test_duplicate_risk_key_is_a_load_error_naming_file_line_and_key(tmp_path):
+    path = tmp_path / "dup_4h" / "defs.yaml"
+    path.parent.mkdir()
+    text = _duplicate_risk_text("dup_4h")
+    path.write_text(text)
+    first, second = _line_of(text, "risk_per_trade_pct"), _line_of(text, "risk_per_trade_pct: 10.0")
+    assert (first, second) == (32, 33)
+    # what the old loader made of it: the last value, 10 % of equity (1,000 of a 10,000 USDT book, not 100)
+    assert yaml.safe_load(text)["attributes"]["risk"]["risk_per_trade_pct"] == 10.0
+    with pytest.raises(StrategyConfigError) as e:
+        load_strategy_file(path)
+    assert str(e.value) == (f"{path}:33: attributes.risk.risk_per_trade_pct: duplicate key 'risk_per_trade_pct' "
+                            f"(first given on line 32)")
+
+
+def test_cli_replay_of_a_duplicate_key_strategy_is_refused_and_writes_nothing(tmp_path, monkeypatch):
+    """The issue's file on TRADING_STRATEGIES_PATH: ``replay`` exits 2 naming file, line and key, and
+    DAGSTER_HOME is byte-for-byte as before (no run storage, no ledger, no paper venue store)."""
+    roots = tmp_path / "strategies"
+    path = roots / "dup_4h_user" / "defs.yaml"
+    path.parent.mkdir(parents=True)
+    path.write_text(_duplicate_risk_text("dup_4h_user"))
+    home = _dagster_home(tmp_path)
+    before = _tree(home)
+    monkeypatch.setenv("TRADING_STRATEGIES_PATH", str(roots))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.delenv("TRADING_LEDGER_URL", raising=False)
+
+    rc, out, err = _cli(["replay", "dup_4h_user", "--last", "1", "--no-charts", "--quiet", "--json"])
+
+    assert rc == 2 and out == ""
+    assert f"error: {path}:33: attributes.risk.risk_per_trade_pct: duplicate key 'risk_per_trade_pct'" in err
+    assert _tree(home) == before
+
+
+def test_a_duplicate_key_file_is_skipped_by_the_report_and_the_others_stay(tmp_path):
+    (tmp_path / "dup_4h" ).mkdir()
+    (tmp_path / "dup_4h" / "defs.yaml").write_text(_duplicate_risk_text("dup_4h"))
+    (tmp_path / "good_4h").mkdir()
+    (tmp_path / "good_4h" / "defs.yaml").write_text(SPOT_TEXT.replace("name: spot_4h_majors", "name: good_4h"))
+    good, errors = load_strategies_report(tmp_path)
+    assert list(good) == ["good_4h"]
+    assert list(errors) == [str(tmp_path / "dup_4h" / "defs.yaml")]
+    assert "duplicate key 'risk_per_trade_pct'" in errors[str(tmp_path / "dup_4h" / "defs.yaml")]
+
+
+@pytest.mark.parametrize("edit,line_key,dotted", [
+    # the same symbol twice: the second entry would replace the first silently
+    (lambda t: t.replace("  ETH/USDT:\n", "  BTC/USDT:\n", 1), "  BTC/USDT:", "instruments.BTC/USDT"),
+    # a field twice inside one entry
+    (lambda t: t.replace("    lot_step: 0.00001\n", "    lot_step: 0.00001\n    lot_step: 1\n", 1), "    lot_step: 1",
+     "instruments.BTC/USDT.lot_step"),
+    # the top-level key twice: the second `instruments:` would drop every symbol of the first
+    (lambda t: t + "instruments:\n  BTC/USDT: {asset_class: crypto, market: spot, data_file: x.csv, lot_step: 1, "
+                   "min_qty: 1, tick_size: 1, min_notional: 1}\n", "instruments:", "instruments"),
+])
+def test_duplicate_key_in_an_instrument_catalogue(tmp_path, monkeypatch, edit, line_key, dotted):
+    path = tmp_path / "mine.yaml"
+    text = edit(CATALOGUE_TEXT)
+    path.write_text(text)
+    key = dotted.rsplit(".", 1)[-1]
+    first = _line_of(text, line_key.split(":")[0] + ":")
+    line = _line_of(text, line_key, first + 1)
+    monkeypatch.setenv("TRADING_INSTRUMENTS_PATH", str(path))
+    with pytest.raises(InstrumentCatalogueError) as e:
+        instrument_catalogue()
+    assert str(e.value).startswith(f"{path}:{line}: {dotted}: duplicate key {key!r} (first given on line {first})")
+    # and every strategy load fails on it, naming the catalogue (nothing runs on a half-read catalogue)
+    with pytest.raises(InstrumentCatalogueError, match=f"{path}:{line}: "):
+        load_strategy_file(SPOT_FILE)
+
+
+# ---------------------------------------------------------------- Dagster's component loader
+
+def test_component_loader_refuses_a_duplicate_key(tmp_path):
+    """Dagster reads a shipped ``defs.yaml`` with its own YAML loader (last value wins): the
+    StrategyComponent re-reads the file through the project's loader and refuses it."""
+    from dagster.components.testing import create_defs_folder_sandbox
+
+    with create_defs_folder_sandbox() as sandbox:
+        path = sandbox.defs_folder_path / "dup_comp" / "defs.yaml"
+        path.parent.mkdir()
+        path.write_text(_duplicate_risk_text("dup_comp"))
+        with sandbox.build_component_tree() as tree, pytest.raises(Exception) as e:
+            tree.load_component(path.parent)
+        text = "".join(str(x) for x in _chain(e.value))
+        assert f"{path}:33: attributes.risk.risk_per_trade_pct: duplicate key 'risk_per_trade_pct' (first given on line 32)" \
+            in text
+
+
+def test_component_loader_builds_the_file_it_was_given():
+    """The control: the same folder without the duplicate loads the strategy, at 1 % risk."""
+    from dagster.components.testing import create_defs_folder_sandbox
+
+    from trading_pipelines.components import StrategyComponent
+
+    with create_defs_folder_sandbox() as sandbox:
+        path = sandbox.defs_folder_path / "one_comp" / "defs.yaml"
+        path.parent.mkdir()
+        path.write_text(SPOT_TEXT.replace("name: spot_4h_majors", "name: one_comp"))
+        with sandbox.build_component_tree() as tree:
+            component = tree.load_component(path.parent)
+    assert isinstance(component, StrategyComponent)
+    assert component.spec.name == "one_comp" and component.spec.risk.risk_per_trade_pct == 1.0
+
+
+def _chain(e: BaseException):
+    while e is not None:
+        yield e
+        e = e.__cause__ or e.__context__
