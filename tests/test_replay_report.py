@@ -152,9 +152,11 @@ def test_report_keys_and_numbers():
     r = _report()
     assert list(r) == list(REPORT_KEYS)
     assert set(r) == {
-        "strategy", "book", "windows", "instruments", "signals", "trades", "trade_list",
-        "return_pct", "buy_and_hold_pct", "max_drawdown_pct", "hit_rate", "hit_rate_ci95",
-        "hit_horizon", "per_instrument", "equity_curve", "elapsed_s", "windows_per_s",
+        "strategy", "book", "windows", "instruments", "signals", "market_closed", "trades", "trade_list",
+        "realized_pnl", "fees", "net_pnl", "return_pct", "buy_and_hold_pct", "max_drawdown_pct", "hit_rate",
+        "hit_rate_ci95", "hit_horizon", "hit_rate_counts", "directional", "hits", "tradable_hit_rate",
+        "tradable_hit_rate_ci95", "tradable_directional", "tradable_hits", "tradable_counts", "per_instrument",
+        "equity_curve", "buy_and_hold_curve", "elapsed_s", "windows_per_s",
     }
     assert r["windows"] == 4
     assert r["instruments"] == ["A", "B"]
@@ -176,6 +178,8 @@ def test_report_keys_and_numbers():
         "instrument": "A", "side": "long", "opened_at": "2024-01-01T00:00:00+00:00",
         "closed_at": "2024-01-01T02:00:00+00:00", "entry_price": 100.0, "exit_price": 104.0,
         "quantity": 10.0, "realized_pnl": 40.0, "exit_reason": "take_profit",
+        # no fees or stop given: net = gross, no R multiple
+        "fees": 0.0, "net_pnl": 40.0, "stop": None, "planned_risk": None, "r_multiple": None,
     }
     assert r["trade_list"][1]["closed_at"] is None
     a, b = r["per_instrument"]["A"], r["per_instrument"]["B"]
@@ -185,8 +189,9 @@ def test_report_keys_and_numbers():
     assert a["buy_and_hold_pct"] == pytest.approx(10.0)  # 100 -> 110
     assert (b["signals"], b["directional"], b["hits"], b["trades"]) == (2, 1, 1, 1)
     assert b["buy_and_hold_pct"] == pytest.approx(-10.0)  # 50 -> 45
-    assert set(a) == {"signals", "directional", "hits", "hit_rate", "hit_rate_ci95", "trades",
-                      "realized_pnl", "buy_and_hold_pct"}
+    assert set(a) == {"signals", "directional", "hits", "hit_rate", "hit_rate_ci95", "tradable_directional",
+                      "tradable_hits", "tradable_hit_rate", "tradable_hit_rate_ci95", "trades", "realized_pnl",
+                      "fees", "net_pnl", "buy_and_hold_pct"}
     json.dumps(r, allow_nan=False)
 
 

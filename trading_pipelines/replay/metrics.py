@@ -1,6 +1,8 @@
 """The replay scorecard's inputs and statistics: equity points, trades and signal outcomes, the
-Wilson interval, the one-bar hit rate, maximum drawdown and equal-weight buy-and-hold. Pure
-functions, no Dagster, no database, no file I/O.
+Wilson interval, the one-bar hit rate (of every directional call, and of the signals that could
+trade), maximum drawdown, equal-weight buy-and-hold (its return and its equity curve), and the
+rules that sort a ledger's intents and no-trade reasons for the scorecard. Pure functions, no
+Dagster, no database, no file I/O.
 
 Units (each function's docstring repeats the ones it needs): money in the book's quote currency;
 ``_pct`` fields in percent (``2.5`` means 2.5 %); fractions (``hit_rate``, ``ci95``) in ``0..1``;
@@ -25,6 +27,55 @@ UP_ACTIONS = frozenset({"buy", "long"})
 DOWN_ACTIONS = frozenset({"sell", "short", "close"})
 #: The horizon over which a signal is scored (see :func:`hit_rate`).
 HIT_HORIZON = "1 bar"
+#: What ``hit_rate`` counts, word for word in the report (``hit_rate_counts``) and its markdown.
+HIT_RATE_COUNTS = (
+    "directional signals: buy/long calls up and sell/short/close calls down, each scored against the "
+    f"close {HIT_HORIZON} later (a hit when it moved the call's way; unchanged is a miss); hold, no-trade "
+    "and market-closed windows, and a signal on the last bar of the data, are not counted"
+)
+#: What ``tradable_hit_rate`` counts (``tradable_counts`` in the report).
+TRADABLE_COUNTS = (
+    "signals that could trade: the directional signals whose intent on this book was an entry or an exit "
+    "that the guards passed; a spot sell or close with nothing held plans a hold, and an entry a guard "
+    "refused (a position already held, the risk cap, market hours) could not trade"
+)
+#: A no-trade reason starting with this is an exchange holiday (see :func:`is_market_closed`).
+MARKET_CLOSED_PREFIX = "market closed"
+
+#: The keys of :func:`~trading_pipelines.replay.report.build_report`'s dict, in order. Callers may
+#: add keys after it returns (``failed_instruments``); the markdown renders those too.
+REPORT_KEYS = (
+    "strategy",
+    "book",
+    "windows",
+    "instruments",
+    "signals",
+    "market_closed",
+    "trades",
+    "trade_list",
+    "realized_pnl",
+    "fees",
+    "net_pnl",
+    "return_pct",
+    "buy_and_hold_pct",
+    "max_drawdown_pct",
+    "hit_rate",
+    "hit_rate_ci95",
+    "hit_horizon",
+    "hit_rate_counts",
+    "directional",
+    "hits",
+    "tradable_hit_rate",
+    "tradable_hit_rate_ci95",
+    "tradable_directional",
+    "tradable_hits",
+    "tradable_counts",
+    "per_instrument",
+    "equity_curve",
+    "buy_and_hold_curve",
+    "elapsed_s",
+    "windows_per_s",
+)
 
 
 @dataclass(frozen=True)
@@ -42,8 +93,12 @@ class EquityPoint:
 class Trade:
     """One round trip (or a still-open position when ``closed_at``/``exit_price`` are ``None``).
 
-    ``side`` is ``"long"`` or ``"short"``; times are UTC; prices and ``realized_pnl`` are in quote
-    currency; ``quantity`` is in base units of ``instrument``.
+    ``side`` is ``"long"`` or ``"short"``; times are UTC; prices, ``realized_pnl`` and ``fees`` are
+    in quote currency; ``quantity`` is in base units of ``instrument``. ``realized_pnl`` is
+    **before fees** (the ledger's ``positions.realized_pnl``: ``±(exit − entry) × quantity`` of the
+    exits so far); ``fees`` are those of its entry and exit fills so far (``positions.fees``), so
+    the P&L net of fees is ``realized_pnl − fees``. ``stop``: the stop-loss price planned at entry
+    (the entry intent's ``stop``), ``None`` when not known; it gives the trade's R multiple.
     """
 
     instrument: str
@@ -55,6 +110,8 @@ class Trade:
     quantity: float
     realized_pnl: float
     exit_reason: str | None
+    fees: float = 0.0
+    stop: float | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +121,8 @@ class SignalOutcome:
     ``action`` is one of ``buy|sell|long|short|close|hold``. ``window_end`` is UTC.
     ``close_at_signal`` is the close (quote currency) of the bar the signal was made on;
     ``next_close`` is the close of the *next* bar, ``None`` at the end of data.
+    ``could_trade``: whether the signal could become an order on the book (see
+    :func:`intent_could_trade` and :data:`TRADABLE_COUNTS`); ``None`` when not known.
     """
 
     instrument: str
@@ -71,6 +130,7 @@ class SignalOutcome:
     action: str
     close_at_signal: float | None
     next_close: float | None
+    could_trade: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +183,24 @@ def _direction(action: str) -> int:
     if a in DOWN_ACTIONS:
         return -1
     return 0
+
+
+def intent_could_trade(kind: str | None, status: str | None) -> bool:
+    """Whether a signal whose intent on the book has ``kind`` and ``status`` (the ledger's
+    ``intents.kind``, ``intents.status``; ``None`` for both when no intent is on record) could
+    trade (:data:`TRADABLE_COUNTS`): an ``entry`` or ``exit`` intent not ``REJECTED`` by the guards.
+
+    A spot sell or a close with nothing held is planned as a hold (kind ``none``), so it is not a
+    signal that could trade; neither is an entry a guard refused (a position already held, the risk
+    cap, market hours). An entry that passed and then never filled (``CANCELLED``) could trade.
+    """
+    return (kind or "").lower() in ("entry", "exit") and (status or "").upper() != "REJECTED"
+
+
+def is_market_closed(reason: str | None) -> bool:
+    """Whether a no-trade reason is an exchange holiday: it starts with :data:`MARKET_CLOSED_PREFIX`
+    (``"market closed"``). Such windows are counted apart from the no-trades."""
+    return bool(reason) and reason.startswith(MARKET_CLOSED_PREFIX)
 
 
 # --------------------------------------------------------------------------------------------
@@ -243,3 +321,94 @@ def buy_and_hold_pct(first_close: Mapping[str, float], last_close: Mapping[str, 
             )
         returns.append(r)
     return sum(returns) / len(returns)
+
+
+def tradable_hit_rate(outcomes: Iterable[SignalOutcome]) -> HitStats | None:
+    """:func:`hit_rate` of the outcomes whose ``could_trade`` is ``True`` (:data:`TRADABLE_COUNTS`).
+
+    ``None`` when no outcome says whether it could trade (every ``could_trade`` is ``None``): the
+    caller did not pass the intents, and a rate of the unknown is not reported as a number.
+    """
+    outcomes = list(outcomes)
+    if all(o.could_trade is None for o in outcomes):
+        return None
+    return hit_rate(o for o in outcomes if o.could_trade is True)
+
+
+def planned_risk(trade: Trade) -> float | None:
+    """The risk planned at entry, quote currency: ``|entry_price − stop| × quantity``.
+
+    ``None`` without a stop, or when the product is not a positive finite number.
+    """
+    stop = _finite(trade.stop)
+    entry, qty = _finite(trade.entry_price), _finite(trade.quantity)
+    if stop is None or entry is None or qty is None:
+        return None
+    risk = abs(entry - stop) * abs(qty)
+    return risk if math.isfinite(risk) and risk > 0 else None
+
+
+def net_pnl(trade: Trade) -> float | None:
+    """The trade's P&L net of fees, quote currency: ``realized_pnl − fees`` (``None`` if not finite).
+
+    For a still-open trade this is what its exits so far realized less the fees paid so far (the
+    entry's at least); its unrealized P&L is not included."""
+    return _finite(float(trade.realized_pnl) - float(trade.fees or 0.0))
+
+
+def r_multiple(trade: Trade) -> float | None:
+    """``net_pnl / planned_risk`` of a closed trade (dimensionless: +2.0 made twice the risk at the
+    stop, −1.0 lost it). ``None`` for an open trade (``closed_at`` is ``None``) or without a
+    :func:`planned_risk`."""
+    if trade.closed_at is None:
+        return None
+    risk, net = planned_risk(trade), net_pnl(trade)
+    if risk is None or net is None:
+        return None
+    return _finite(net / risk)
+
+
+def buy_and_hold_curve(
+    points: Sequence[EquityPoint],
+    closes: Mapping[str, Mapping[datetime, float]],
+    first_close: Mapping[str, float],
+    starting_cash: float,
+) -> list[tuple[datetime, float]]:
+    """Equal-weight buy-and-hold equity at each of ``points``' times, from ``starting_cash``.
+
+    ``starting_cash`` (quote currency) is split equally over the instruments of ``first_close`` that
+    have a positive finite first close and an entry in ``closes``; each is bought at its
+    ``first_close`` and valued at its latest close at or before the point's time (a bar missing at
+    that time, e.g. an exchange holiday, carries the previous close forward; before any close the
+    purchase price). ``closes``: instrument → {bar close time (UTC) → close}. No fees, no
+    slippage. The value at time ``t`` is::
+
+        starting_cash × mean over i of (close_i(t) / first_close[i])
+
+    so at the last point it is ``starting_cash × (1 + buy_and_hold_pct / 100)`` when the last
+    closes agree. Returns ``[(utc time, equity), ...]`` in the points' order, ``[]`` without points
+    or usable instruments. Non-finite closes are skipped.
+    """
+    import bisect
+
+    basis: dict[str, float] = {}
+    series: dict[str, tuple[list[datetime], list[float]]] = {}
+    for inst in sorted(first_close):
+        b = _finite(first_close[inst])
+        if b is None or b <= 0 or inst not in closes:
+            continue
+        kept = sorted((_utc(t), f) for t, c in closes[inst].items() if (f := _finite(c)) is not None)
+        basis[inst] = b
+        series[inst] = ([t for t, _ in kept], [c for _, c in kept])
+    if not basis or not points:
+        return []
+    out = []
+    for p in points:
+        t = _utc(p.as_of)
+        ratios = []
+        for inst, b in basis.items():
+            times, values = series[inst]
+            k = bisect.bisect_right(times, t)
+            ratios.append((values[k - 1] if k else b) / b)
+        out.append((t, float(starting_cash) * sum(ratios) / len(ratios)))
+    return out
