@@ -5,6 +5,9 @@ plus the replay ``data_file`` of each symbol.
 shipped one (or over ``TRADING_INSTRUMENTS_FILE``), later files winning per symbol
 (:func:`instruments_files`). An entry's ``data_file`` is relative to the data dir or an absolute
 path, ``{timeframe}`` filled in.
+
+A key given twice (a symbol, a field of one entry, ``instruments:`` itself) is an error naming the
+file, the line and the key; so is a boolean for a number (``lot_step: yes``).
 """
 
 from __future__ import annotations
@@ -13,10 +16,9 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
-from trading_pipelines.config.base import StrategyConfigError, _format_errors
+from trading_pipelines.config.base import StrategyConfigError, _format_errors, dotted, read_yaml, refuse_lax_scalars
 from trading_pipelines.config.paths import INSTRUMENTS_FILE
 from trading_pipelines.domain.models import InstrumentSpec
 
@@ -58,17 +60,14 @@ def _catalogue_error(path: Path, loc: str, msg: str) -> InstrumentCatalogueError
 
 def _read_catalogue_file(path: Path) -> dict[str, tuple[dict, InstrumentSpec]]:
     """Symbol → (raw entry, validated spec) of one catalogue file; raises InstrumentCatalogueError."""
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise InstrumentCatalogueError(f"{path}: cannot read instrument catalogue: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise InstrumentCatalogueError(f"{path}: instrument catalogue is not valid YAML: {e}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("instruments"), dict):
+    doc = read_yaml(path, InstrumentCatalogueError, "instrument catalogue")
+    if not isinstance(doc, dict) or "instruments" not in doc:
         raise InstrumentCatalogueError(f"{path}: expected an instrument catalogue `instruments: {{SYMBOL: {{...}}}}`")
     for k in doc:
         if k != "instruments":
             raise _catalogue_error(path, str(k), "unknown field (a catalogue has only `instruments:`)")
+    if not isinstance(doc["instruments"], dict):
+        raise _catalogue_error(path, "instruments", f"expected a mapping SYMBOL → fields (got {type(doc['instruments']).__name__})")
     out: dict[str, tuple[dict, InstrumentSpec]] = {}
     for sym, entry in doc["instruments"].items():
         if not isinstance(sym, str) or not sym.strip():
@@ -87,6 +86,11 @@ def _read_catalogue_file(path: Path) -> dict[str, tuple[dict, InstrumentSpec]]:
             raise _catalogue_error(path, f"{loc}.data_file", f"{data_file!r}: the only placeholder allowed is {{timeframe}}") from None
         if "symbol" in entry:
             raise _catalogue_error(path, f"{loc}.symbol", "unknown field (the symbol is the entry's key)")
+        fields = InstrumentSpec.model_fields
+        for name, value in entry.items():
+            if name in fields:
+                for where, why, got in refuse_lax_scalars(fields[name].annotation, value, (name,)):
+                    raise _catalogue_error(path, f"{loc}.{dotted(where)}", f"{why} (got {got!r})")
         try:
             spec = InstrumentSpec(symbol=sym, **{k: v for k, v in entry.items() if k != "data_file"})
         except ValidationError as e:

@@ -2,7 +2,10 @@
 (``type: trading_pipelines.components.StrategyComponent``) whose ``attributes`` block is validated
 by :class:`~trading_pipelines.config.spec.StrategySpec`. :func:`load_strategy_file` raises
 :class:`~trading_pipelines.config.base.StrategyConfigError` naming the file and the dotted field
-path.
+path; a key given twice in one mapping, at any depth, is an error naming the file, the line and
+the key (plain ``yaml.safe_load`` would keep the last value silently). Dagster's component loader
+reads the shipped files itself; :class:`~trading_pipelines.components.StrategyComponent` reads each
+again through :func:`load_strategy_file`, so both readings refuse the same files.
 
 ``TRADING_STRATEGIES_PATH`` (``os.pathsep``-separated): more strategy folders, each holding
 ``<name>/defs.yaml`` in the same component format (:func:`strategy_roots`;
@@ -14,10 +17,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
-from trading_pipelines.config.base import StrategyConfigError, _format_errors
+from trading_pipelines.config.base import StrategyConfigError, _format_errors, read_yaml
 from trading_pipelines.config.instruments import instrument_catalogue
 from trading_pipelines.config.paths import STRATEGIES_DIR
 from trading_pipelines.config.spec import StrategySpec
@@ -34,15 +36,24 @@ def parse_strategy(attributes: dict, path: Path | str = "<strategy>") -> Strateg
         raise StrategyConfigError(_format_errors(Path(path), e, "attributes")) from None
 
 
+COMPONENT_TYPE = "trading_pipelines.components.StrategyComponent"
+
+
 def load_strategy_file(path: Path | str) -> StrategySpec:
-    """Read and validate one ``defs.yaml``. Raises :class:`StrategyConfigError` naming file and field."""
+    """Read and validate one ``defs.yaml``: exactly ``type: trading_pipelines.components.StrategyComponent``
+    and ``attributes:`` (a :class:`StrategySpec`). Raises :class:`StrategyConfigError` naming the file
+    and the dotted field (``<file>: attributes.risk.risk_per_trade_pct: …``), and for a key given
+    twice the line too (``<file>:33: attributes.risk.risk_per_trade_pct: duplicate key …``)."""
     path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise StrategyConfigError(f"{path}: cannot read strategy file: {e}") from None
+    doc = read_yaml(path, StrategyConfigError, "strategy file")
     if not isinstance(doc, dict) or "attributes" not in doc:
         raise StrategyConfigError(f"{path}: expected a component file with `type:` and `attributes:`")
+    for key in doc:
+        if key not in ("type", "attributes"):
+            raise StrategyConfigError(f"{path}: {key}: unknown field (a strategy file has only `type:` and `attributes:`)")
+    if doc.get("type") != COMPONENT_TYPE:
+        got = f" (got {doc['type']!r})" if "type" in doc else ""
+        raise StrategyConfigError(f"{path}: type: expected {COMPONENT_TYPE}{got}")
     return parse_strategy(doc["attributes"], path)
 
 
