@@ -1,6 +1,10 @@
 """The account step's helpers: the account walked over a run's windows from the signals in the
 ledger (:func:`replay_account`), its materializations and checks (:func:`account_results`), and
-the replay report of a book (:func:`book_report`)."""
+the replay report of a book (:func:`book_report`).
+
+Market data that cannot be read (a bad CSV row: :class:`~trading_pipelines.stores.market_data.MarketDataError`)
+stays in its instrument: the report lists it in ``failed_instruments`` with the reason (file and
+line) and values nothing from it; the run goes on and finishes (see :func:`book_report`)."""
 
 
 from datetime import datetime
@@ -19,7 +23,12 @@ from trading_pipelines.ledger import repo
 from trading_pipelines.ledger.db import session_scope
 from trading_pipelines.ledger.models import LIVE_BOOK, SignalRow
 from trading_pipelines.resources.dagster_resources import TradingResource
+from trading_pipelines.stores.market_data import MarketDataError
 from trading_pipelines.venues.factory import venue_account
+
+MARKET_DATA_EVENT = "market_data_unreadable"
+"""The audit event :func:`replay_account` records when the book's venue cannot read an
+instrument's bars (detail: ``reason``, ``window``, ``walk_stopped``); :func:`book_report` lists it."""
 
 
 def _points(rep: dict):
@@ -49,7 +58,15 @@ def replay_account(trading: TradingResource, spec: StrategySpec, book: str, inst
                    run_id: str, log=None, progress=None) -> list[account.WindowOutcome]:
     """Run the account over ``wkeys`` (window keys, oldest first) on ``book`` from the signals in
     the ledger. A missing signal is that instrument's no-trade. ``progress(done, total)`` is
-    called after every window."""
+    called after every window.
+
+    Fail closed on market data: when the book's simulated venue cannot read the bars of an
+    instrument it holds a position or resting orders in (:class:`MarketDataError`, e.g. a bad CSV
+    row inside the bars after a window), that window changes nothing (its transaction rolls back),
+    the walk stops there (no later window can be valued without those bars) and the audit event
+    :data:`MARKET_DATA_EVENT` names the instrument, the window and the reason;
+    :func:`book_report` lists it in ``failed_instruments``. Returns the outcomes of the windows
+    walked."""
     ends = [window_end(spec, w) for w in wkeys]
     rt = trading.runtime(spec, signals=False, book=book)
     rt.book_instruments = tuple(instruments)
@@ -72,13 +89,38 @@ def replay_account(trading: TradingResource, spec: StrategySpec, book: str, inst
                              thesis="no trade: no signal recorded for this window", provider="pipeline", model="none",
                              prompt_hash="0" * 64, no_trade_reason="no signal recorded for this window (analysis did not run)")
             sigs[inst], markets[inst] = sig, market
-        outcomes.append(account.account_window(rt, end, sigs, markets, w, run_id))
+        try:
+            outcomes.append(account.account_window(rt, end, sigs, markets, w, run_id))
+        except MarketDataError as e:
+            _walk_stopped(rt, spec, book, instruments, outcomes, ends, n - 1, w, run_id, e, log)
+            break
         for listener in (progress, *runtime.PROGRESS):
             if listener:
                 listener(n, len(wkeys))
         if log and (n % 100 == 0 or n == len(wkeys)):
             log.info(f"account {book}: window {n}/{len(wkeys)} ({w}) equity {outcomes[-1].snapshot.equity:.2f}")
     return outcomes
+
+
+def _walk_stopped(rt, spec: StrategySpec, book: str, instruments: list[str], outcomes, ends, i: int, w: str, run_id: str,
+                  err: MarketDataError, log) -> None:
+    """Audit the window ``w`` (index ``i``) whose venue advance failed on market data: which
+    instrument's bars (from the last window walked to this one) cannot be read, and why."""
+    start = ends[i - 1] if i else ends[i] - spec.bar_duration
+    culprits = {}
+    for inst in instruments:
+        try:
+            rt.market.bars_between(inst, spec.timeframe, start, ends[i])
+        except MarketDataError as e:
+            culprits[inst] = str(e)
+    culprits = culprits or {"*": str(err)}  # a retired instrument still at the venue
+    with session_scope(rt.engine) as s:
+        for inst, reason in culprits.items():
+            repo.audit(s, repo.Lineage(spec.name, inst, w, run_id, book), MARKET_DATA_EVENT, reason=reason, window=w,
+                       walk_stopped=True, windows_walked=len(outcomes))
+    if log:
+        log.warning(f"account {book}: stopped at window {w} ({len(outcomes)} of {len(ends)} walked): market data of "
+                    f"{', '.join(culprits)} cannot be read: {'; '.join(culprits.values())}")
 
 
 def account_results(spec: StrategySpec, k: dict, book: str, outcomes: list[account.WindowOutcome]):
@@ -117,12 +159,15 @@ def account_results(spec: StrategySpec, k: dict, book: str, outcomes: list[accou
         "orders": dg.MetadataValue.md(_md_table(["window", "instrument", "client order id", "role", "side", "type", "qty",
                                                  "limit", "trigger", "status"], order_rows)
                                       if order_rows else "_no orders_")})
-    last = outcomes[-1].snapshot
-    yield dg.MaterializeResult(asset_key=k["portfolio_snapshots"], metadata={
-        "book": book, "as_of": last.as_of.isoformat(), "equity": last.equity, "cash": last.cash,
-        "realized_pnl": last.realized_pnl, "unrealized_pnl": last.unrealized_pnl, "open_positions": len(last.positions),
-        "point_in_time": all(o.point_in_time for o in outcomes),
-        "positions": dg.MetadataValue.json([p.model_dump(mode="json") for p in last.positions])})
+    if outcomes:
+        last = outcomes[-1].snapshot
+        yield dg.MaterializeResult(asset_key=k["portfolio_snapshots"], metadata={
+            "book": book, "as_of": last.as_of.isoformat(), "equity": last.equity, "cash": last.cash,
+            "realized_pnl": last.realized_pnl, "unrealized_pnl": last.unrealized_pnl, "open_positions": len(last.positions),
+            "point_in_time": all(o.point_in_time for o in outcomes),
+            "positions": dg.MetadataValue.json([p.model_dump(mode="json") for p in last.positions])})
+    else:  # the walk stopped at its first window (market data unreadable: see replay_account)
+        yield dg.MaterializeResult(asset_key=k["portfolio_snapshots"], metadata={"book": book, "windows": 0})
     yield dg.AssetCheckResult(check_name="reviewed_in_time", asset_key=k["trade_intents"], passed=not late,
                               severity=dg.AssetCheckSeverity.WARN,
                               metadata={"late": len(late), "windows": dg.MetadataValue.md(
@@ -132,14 +177,49 @@ def account_results(spec: StrategySpec, k: dict, book: str, outcomes: list[accou
                                   _md_table(["window", "instrument", "why"], [list(x) for x in insane]) if insane else "none")})
 
 
+def run_elapsed_s(context=None) -> float | None:
+    """Wall seconds since the current Dagster run started (its ``RUN_START`` event, from
+    ``instance.get_run_stats``; else the run record's creation time), or None outside a run.
+    ``context``: an op/asset execution context (default: the one executing, ``OpExecutionContext.get()``)."""
+    import time
+
+    try:
+        context = context or dg.OpExecutionContext.get()
+    except dg.DagsterInvariantViolationError:  # not inside a run
+        return None
+    if context is None:
+        return None
+    run_id, instance = context.run_id, context.instance
+    started = instance.get_run_stats(run_id).start_time
+    if started is None:
+        record = instance.get_run_record_by_id(run_id)
+        started = record.create_timestamp.timestamp() if record is not None else None
+    return max(0.0, time.time() - started) if started is not None else None
+
+
 def book_report(trading: TradingResource, spec: StrategySpec, book: str, instruments: list[str], ends: list[datetime],
-                elapsed_s: float = 0.0) -> dict:
-    """The replay report (see :mod:`trading_pipelines.replay.report`) of ``book`` over ``ends``."""
+                elapsed_s: float | None = None) -> dict:
+    """The replay report (see :mod:`trading_pipelines.replay.report`) of ``book`` over ``ends``
+    (window ends, UTC), plus ``failed_instruments``.
+
+    ``failed_instruments``: a list of ``{"instrument", "reason"}`` (sorted by instrument), one per
+    instrument whose market data cannot be read over the report's span (the bars from one bar
+    before the first window end to one bar after the last: :class:`MarketDataError`, the reason
+    naming the file and line) or whose bars the account walk could not read (the audit event
+    :data:`MARKET_DATA_EVENT`; ``reason`` then says where the walk stopped). Nothing of a failed
+    instrument is valued: no closes, so no hit-rate outcome and no buy-and-hold leg.
+    Market-closed signals (an exchange holiday, no-trade reason starting with ``market closed``)
+    are counted in ``market_closed``, not in the no-trades.
+
+    ``elapsed_s``: wall seconds of the replay; default: since the Dagster run started
+    (:func:`run_elapsed_s`), so a UI backfill's report has its real elapsed time and windows/s."""
     from sqlalchemy import select
 
-    from trading_pipelines.ledger.models import PositionRow, SnapshotRow
-    from trading_pipelines.replay.report import EquityPoint, SignalOutcome, Trade, build_report
+    from trading_pipelines.ledger.models import AuditRow, PositionRow, SnapshotRow
+    from trading_pipelines.replay.report import EquityPoint, SignalOutcome, Trade, build_report, is_market_closed
 
+    if elapsed_s is None:
+        elapsed_s = run_elapsed_s() or 0.0
     rt = trading.runtime(spec, signals=False, book=book)
     with session_scope(rt.engine) as s:
         snaps = s.execute(select(SnapshotRow).where(SnapshotRow.strategy == spec.name, SnapshotRow.book == book,
@@ -153,15 +233,30 @@ def book_report(trading: TradingResource, spec: StrategySpec, book: str, instrum
                                      .order_by(PositionRow.opened_at)).scalars()]
         sig_rows = s.execute(select(SignalRow).where(SignalRow.strategy == spec.name, SignalRow.instrument.in_(instruments),
                                                      SignalRow.window_end >= min(ends), SignalRow.window_end <= max(ends))).scalars().all()
+        walk = [(r.instrument, r.detail) for r in s.execute(
+            select(AuditRow).where(AuditRow.strategy == spec.name, AuditRow.book == book, AuditRow.event == MARKET_DATA_EVENT)
+            .order_by(AuditRow.id)).scalars()]
+    failed: dict[str, str] = {}
     closes = {}
     for inst in instruments:
-        bars = rt.market.bars_between(inst, spec.timeframe, min(ends) - spec.bar_duration, max(ends) + spec.bar_duration)
+        try:
+            bars = rt.market.bars_between(inst, spec.timeframe, min(ends) - spec.bar_duration, max(ends) + spec.bar_duration)
+        except MarketDataError as e:  # fail closed: nothing of this instrument is valued
+            failed[inst] = str(e)
+            closes[inst] = {}
+            continue
         closes[inst] = {(ts.to_pydatetime() + spec.bar_duration): float(c) for ts, c in zip(bars.index, bars["close"])}
+    for inst, d in walk:
+        stop = (f"the account walk stopped at window {d.get('window')} ({d.get('windows_walked')} windows walked): "
+                if d.get("walk_stopped") else "")
+        failed[inst] = f"{stop}{d.get('reason')}" if stop or inst not in failed else failed[inst]
     counts: dict[str, int] = {}
-    no_trade = 0
+    no_trade = market_closed = 0
     outcomes = []
     for r in sig_rows:
-        if r.no_trade_reason:
+        if is_market_closed(r.no_trade_reason):
+            market_closed += 1
+        elif r.no_trade_reason:
             no_trade += 1
         else:
             counts[r.action] = counts.get(r.action, 0) + 1
@@ -171,9 +266,11 @@ def book_report(trading: TradingResource, spec: StrategySpec, book: str, instrum
                                       close_at_signal=c.get(r.window_end), next_close=c.get(r.window_end + spec.bar_duration)))
     first_close = {i: closes[i].get(min(ends)) for i in instruments if closes[i].get(min(ends))}
     last_close = {i: closes[i].get(max(ends)) for i in instruments if closes[i].get(max(ends))}
-    return build_report(strategy=spec.name, book=book, starting_cash=spec.venue.starting_cash, points=points, trades=trades,
-                        outcomes=outcomes, first_close=first_close, last_close=last_close, signal_counts=counts,
-                        no_trade=no_trade, elapsed_s=elapsed_s)
+    rep = build_report(strategy=spec.name, book=book, starting_cash=spec.venue.starting_cash, points=points, trades=trades,
+                       outcomes=outcomes, first_close=first_close, last_close=last_close, signal_counts=counts,
+                       no_trade=no_trade, elapsed_s=elapsed_s, market_closed=market_closed)
+    rep["failed_instruments"] = [{"instrument": i, "reason": failed[i]} for i in sorted(failed)]
+    return rep
 
 
 def protection_check(k: dict, unprotected: list) -> dg.AssetCheckResult:

@@ -15,6 +15,11 @@
     trading-pipelines ibkr search AAPL [--host 127.0.0.1 --port 4002 --client-id 17] [--json]
     trading-pipelines ibkr contracts STRATEGY [--json]      # resolve and record each instrument's conid
 
+Exit status: 0 done (a replay that finished is 0 even when some instruments' market data could
+not be read: they are listed in its ``failed_instruments`` with the reason, file and line); 1 a
+Dagster run failed (its id is printed; see the UI); 2 bad input (arguments, a strategy or
+catalogue file, a window that is no window start or lies outside the data), nothing run.
+
 Runs go through the same Dagster instance (``DAGSTER_HOME``) and the same ledger as
 ``dagster dev``, so everything a CLI review did is there to inspect in the UI afterwards.
 """

@@ -13,25 +13,68 @@ from trading_pipelines.cli.common import CliError, _ledger_report, _strategy, en
 
 # Console logging of in-process runs at WARNING: the event log (UI) keeps every event anyway.
 _QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+_MARKET_CLOSED = "market closed"  # the no-trade reason of an exchange holiday (counted apart: column "closed")
 
 
 def _windows(spec, args) -> list[str]:
-    """Window keys from ``--start/--end`` (ISO-8601 window starts, inclusive) or ``--last N``."""
-    from trading_pipelines.assets.partitions import window_key_of_start, window_partitions
+    """Window keys from ``--start/--end`` (ISO-8601 window starts, inclusive) or ``--last N``: the
+    strategy's window partitions whose bar has closed (Dagster's partitions definition, so a daily
+    equity strategy has weekday windows only). Raises :class:`CliError` for a bound that is no
+    window start (:func:`~trading_pipelines.config.parse_window_bound`), a reversed range, or a
+    bound whose window closes after the data's last bar (:func:`_data_end`)."""
+    from trading_pipelines.assets.partitions import window_end, window_key_of_start, window_keys
     from trading_pipelines.config import parse_window_bound
 
-    keys = window_partitions(spec).get_partition_keys()
+    keys = window_keys(spec)
+    if not keys:
+        raise CliError(f"{spec.name} has no window whose bar has closed yet (data.windows_start "
+                       f"{spec.data.windows_start.isoformat()})")
     if args.start or args.end:
         try:
             lo = window_key_of_start(spec, parse_window_bound(spec, args.start, what="--start")) if args.start else keys[0]
             hi = window_key_of_start(spec, parse_window_bound(spec, args.end, what="--end")) if args.end else keys[-1]
         except ValueError as e:
             raise CliError(str(e)) from None
+        data_end = _data_end(spec)
+        if data_end is not None:
+            last, newest = data_end
+            for flag, value, key in (("--start", args.start, lo), ("--end", args.end, hi)):
+                if value and window_end(spec, key) > last:
+                    fits = [k for k in keys if window_end(spec, k) <= last]
+                    raise CliError(
+                        f"{flag} {value!r}: that window closes at {window_end(spec, key).isoformat()}, after the data's last bar "
+                        f"({newest}; the last bar closes at {last.isoformat()})"
+                        + (f"; last window with data: {fits[-1]}" if fits else "; no window of the strategy has data"))
         sel = [k for k in keys if lo <= k <= hi]
         if not sel:
             raise CliError(f"--start {args.start} is after --end {args.end}")
         return sel
     return keys[-args.last:]
+
+
+def _data_end(spec) -> tuple | None:
+    """(close time of the newest bar over the strategy's instruments, who has it) from the replay
+    data (``last_closed_bar_end`` of the market data source), or None for live data or when no
+    instrument's data can be read (such instruments are the run's ``failed_instruments``)."""
+    from trading_pipelines.resources.dagster_resources import default_resources
+    from trading_pipelines.stores.market_data import MarketDataError
+
+    if spec.data.source != "replay":
+        return None
+    market = default_resources()["trading"].market_data.source(spec)
+    ends = {}
+    for inst in spec.instruments:
+        try:
+            end = market.last_closed_bar_end(inst, spec.timeframe)
+        except MarketDataError:
+            continue
+        if end is not None:
+            ends[inst] = end
+    if not ends:
+        return None
+    inst = max(ends, key=lambda i: ends[i])
+    where = market.path_for(inst, spec.timeframe) if hasattr(market, "path_for") else inst
+    return ends[inst], f"{inst}: last bar opens {(ends[inst] - spec.bar_duration).isoformat()} in {where}"
 
 
 def _strategy_defs(spec):
@@ -126,7 +169,12 @@ def cmd_review(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    """A replay book over a window range: what the strategy would have done, with its report."""
+    """A replay book over a window range: what the strategy would have done, with its report.
+
+    Exit status: 0 when the run finished, even when some instruments' market data could not be
+    read (they are listed in ``failed_instruments``, in the JSON and the summary, with the reason);
+    1 when the Dagster run failed (its id is printed; the UI has the event log); 2 for bad input
+    (:class:`CliError`: arguments, the strategy file, a window outside the data), nothing run."""
     ensure_dagster_home()
     from trading_pipelines import runtime
     from trading_pipelines.assets.partitions import window_end
@@ -151,11 +199,14 @@ def cmd_replay(args) -> int:
         return 1
     rep = result.output_for_node(f"{spec.name}__replay")
     rep.update(elapsed_s=elapsed, windows_per_s=len(windows) / elapsed if elapsed > 0 else None)  # the command's wall time
+    rep.setdefault("failed_instruments", [])
     if args.json:
         json.dump(rep, sys.stdout, default=str, allow_nan=False)
         print()
     else:
         _print_summary(spec, instruments, _ledger_report(spec.name, book), [], elapsed)
+        for f in rep["failed_instruments"]:
+            print(f"failed instrument {f['instrument']}: {f['reason']}")
         ci = rep["hit_rate_ci95"]
         hr = "n/a" if rep["hit_rate"] is None else f"{rep['hit_rate']:.1%} (95% CI {ci[0]:.1%}–{ci[1]:.1%}, {rep['hit_horizon']})"
         bh = "n/a" if rep["buy_and_hold_pct"] is None else f"{rep['buy_and_hold_pct']:+.2f}%"
@@ -166,15 +217,16 @@ def cmd_replay(args) -> int:
 
 def _print_summary(spec, instruments, rep, failures, elapsed) -> None:
     print(f"\nSummary: {spec.name} ({elapsed:.0f}s)")
-    header = (f"{'instrument':<15}{'signals':>8}{'buy/long':>9}{'sell/short':>11}{'hold':>6}{'no-trade':>9}{'validated':>10}"
-              f"{'rejected':>9}{'orders':>7}{'fills':>6}")
+    header = (f"{'instrument':<15}{'signals':>8}{'buy/long':>9}{'sell/short':>11}{'hold':>6}{'no-trade':>9}{'closed':>7}"
+              f"{'validated':>10}{'rejected':>9}{'orders':>7}{'fills':>6}")
     print(header)
     print("-" * len(header))
     reasons: Counter = Counter()
     for inst in instruments:
         sigs = [x for x in rep["signals"] if x["instrument"] == inst]
         sig = Counter(x["action"] for x in sigs if not x["no_trade_reason"])
-        nt = [x for x in sigs if x["no_trade_reason"]]
+        closed = [x for x in sigs if (x["no_trade_reason"] or "").startswith(_MARKET_CLOSED)]  # exchange holidays
+        nt = [x for x in sigs if x["no_trade_reason"] and x not in closed]
         reasons.update(x["no_trade_reason"].split(":")[0] for x in nt)
         ints = [x for x in rep["intents"] if x["instrument"] == inst]
         st = Counter(x["status"] for x in ints)
@@ -182,7 +234,7 @@ def _print_summary(spec, instruments, rep, failures, elapsed) -> None:
         ords = [o for o in rep["orders"] if o["instrument"] == inst]
         fills = sum(len(o["fills"]) for o in ords)
         print(f"{inst:<15}{len(sigs):>8}{sig['buy'] + sig['long']:>9}{sig['sell'] + sig['short'] + sig['close']:>11}"
-              f"{sig['hold']:>6}{len(nt):>9}{validated:>10}{st['REJECTED']:>9}{len(ords):>7}{fills:>6}")
+              f"{sig['hold']:>6}{len(nt):>9}{len(closed):>7}{validated:>10}{st['REJECTED']:>9}{len(ords):>7}{fills:>6}")
     if reasons:
         print("no-trade reasons: " + ", ".join(f"{r} ×{n}" for r, n in reasons.most_common()))
     snaps = rep["snapshots"]
