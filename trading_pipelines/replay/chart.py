@@ -42,7 +42,7 @@ def _equity_figure(points: list[EquityPoint], title: str,
         if bh:
             ax_eq.plot([t for t, _ in bh], [e for _, e in bh], color="tab:orange", linewidth=1.0,
                        label=BUY_AND_HOLD_LABEL)
-            ax_eq.legend(loc="upper left", fontsize=8, frameon=False)
+            ax_eq.legend(loc="best", fontsize=8, framealpha=0.85)
         ax_dd.fill_between(times, dd, 0.0, color="tab:red", alpha=0.35, linewidth=0)
         ax_dd.plot(times, dd, color="tab:red", linewidth=0.8)
         locator = AutoDateLocator(tz=UTC)

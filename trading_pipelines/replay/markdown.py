@@ -176,9 +176,11 @@ def report_markdown(report: dict[str, Any], png: bytes | None) -> str:
         *_other_rows(report),
         "",
     ]
-    counts = [c for c in (report.get("hit_rate_counts"), report.get("tradable_counts")) if c]
-    if counts:
-        lines += [f"Hit rates count {'; '.join(counts)}.", ""]
+    counts = [(label, report.get(key)) for label, key in (("every directional call", "hit_rate_counts"),
+                                                          ("signals that could trade", "tradable_counts"))]
+    if any(text for _, text in counts):
+        lines += ["What the hit rates count:", "",
+                  *(f"- {label}: {_cell(text, 600)}" for label, text in counts if text), ""]
     per = report.get("per_instrument") or {}
     if per:
         lines += [

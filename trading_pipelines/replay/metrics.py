@@ -36,8 +36,9 @@ HIT_RATE_COUNTS = (
 #: What ``tradable_hit_rate`` counts (``tradable_counts`` in the report).
 TRADABLE_COUNTS = (
     "signals that could trade: the directional signals whose intent on this book was an entry or an exit "
-    "that the guards passed; a spot sell or close with nothing held plans a hold, and an entry a guard "
-    "refused (a position already held, the risk cap, market hours) could not trade"
+    "that the guards passed; a spot sell or close with nothing held, or a call below the strategy's minimum "
+    "confidence, plans no order, and an entry a guard refused (a position already held, the balance, the "
+    "risk cap, market hours) could not trade"
 )
 #: A no-trade reason starting with this is an exchange holiday (see :func:`is_market_closed`).
 MARKET_CLOSED_PREFIX = "market closed"
@@ -190,9 +191,10 @@ def intent_could_trade(kind: str | None, status: str | None) -> bool:
     ``intents.kind``, ``intents.status``; ``None`` for both when no intent is on record) could
     trade (:data:`TRADABLE_COUNTS`): an ``entry`` or ``exit`` intent not ``REJECTED`` by the guards.
 
-    A spot sell or a close with nothing held is planned as a hold (kind ``none``), so it is not a
-    signal that could trade; neither is an entry a guard refused (a position already held, the risk
-    cap, market hours). An entry that passed and then never filled (``CANCELLED``) could trade.
+    A spot sell or a close with nothing held, or a call below the strategy's minimum confidence, is
+    planned as no order (kind ``none``), so it is not a signal that could trade; neither is an entry
+    a guard refused (a position already held, the balance, the risk cap, market hours). An entry
+    that passed and then never filled (``CANCELLED``) could trade.
     """
     return (kind or "").lower() in ("entry", "exit") and (status or "").upper() != "REJECTED"
 
