@@ -1,11 +1,13 @@
 """Budgets and concurrency of provider calls (issue 7, items 5 and 6), against the real ``openai``
 SDK talking to ``tests/openai_stub_server.py``.
 
-Worked numbers: the stub reports ``prompt_tokens=100, completion_tokens=20`` for every answer,
-so a call costs 120 tokens and, at gpt-4o-mini's price (0.15 / 0.60 USD per 1M), an estimated
-(100 × 0.15 + 20 × 0.60) / 1e6 = 2.7e-5 USD. A limit is checked before each call against the
-tokens used so far: with ``max_tokens_per_run: 240`` calls 1 (0 used) and 2 (120 used) are made,
-call 3 (240 used) is not.
+Worked numbers: the stub reports ``prompt_tokens=1500, completion_tokens=20`` for every answer,
+so a call costs 1,520 tokens and, at gpt-4o-mini's price (0.15 / 0.60 USD per 1M), an estimated
+(1500 × 0.15 + 20 × 0.60) / 1e6 = 2.37e-4 USD. A call is admitted only if the tokens used so far
+plus its prompt estimate plus ``max_tokens`` (100 here) fit (analysis.budget): the first call's
+prompt is estimated at characters ÷ 4 (about 1,000 tokens), later ones at the reported 1,500 tokens
+for as many characters. With ``max_tokens_per_run: 3200`` calls 1 (0 used) and 2 (1,520 used,
+1,520 + 1,500 + 100 = 3,120 ≤ 3,200) are made, call 3 (3,040 + 1,600 = 4,640 > 3,200) is not.
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ UTC = timezone.utc
 KEY = "sk-test-not-a-real-key-0000"
 INST = "ETH/USDT"
 ENDS = [datetime(2026, 2, 27, 4, tzinfo=UTC) + timedelta(hours=4 * i) for i in range(6)]
-USAGE = {"prompt_tokens": 100, "completion_tokens": 20}
-PER_CALL = 120
-COST_PER_CALL = (100 * 0.15 + 20 * 0.60) / 1e6
+USAGE = {"prompt_tokens": 1500, "completion_tokens": 20}
+PER_CALL = 1520
+MAX_TOKENS = 100
+RUN_LIMIT = 3200  # room for two calls (see the module doc)
+COST_PER_CALL = (1500 * 0.15 + 20 * 0.60) / 1e6
 
 
 class _InFlight:
@@ -83,7 +87,7 @@ def llm(tmp_path, monkeypatch):
 
 
 def _answer(i: int) -> dict:
-    return {"action": "hold", "confidence": round(0.1 + 0.1 * i, 2), "thesis": f"window {i}: no edge"}
+    return {"action": "hold", "confidence": round(0.1 + 0.1 * i, 2), "thesis": f"window {i}: no edge", "instrument": INST}
 
 
 def _signals(engine) -> dict[datetime, m.SignalRow]:
@@ -145,21 +149,24 @@ def test_a_run_token_budget_allows_exactly_two_calls(llm, workers):
     engine = ledger()
     for i in range(6):
         stub.push_slow_json_answer(_answer(i), 0.2, **USAGE)
-    out = analysis.analyze(runtime(max_concurrent_calls=workers, budget={"max_tokens_per_run": 2 * PER_CALL}),
-                           INST, ENDS, "run-1")
-    assert len(stub.chat_requests) == 2  # 0 and 120 tokens used before calls 1 and 2; 240 before call 3
+    budget = {"max_tokens_per_run": RUN_LIMIT}
+    out = analysis.analyze(runtime(max_concurrent_calls=workers, max_tokens=MAX_TOKENS, budget=budget), INST, ENDS, "run-1")
+    assert len(stub.chat_requests) == 2  # 0 and 1,520 tokens used before calls 1 and 2; 3,040 (+1,600) before call 3
     assert [a.http_calls for a in out] == [1, 1, 0, 0, 0, 0]
     assert [a.signal.thesis for a in out[:2]] == ["window 0: no edge", "window 1: no edge"]
+    rows = _signals(engine)
     for a in out[2:]:
         assert a.signal.action == "hold" and a.signal.confidence == 0 and a.call_id is None
-        assert a.signal.no_trade_reason == "budget: max_tokens_per_run 240 spent (240 tokens used by run run-1); no call made"
-    rows = _signals(engine)
-    assert [rows[e].no_trade_reason for e in ENDS[2:]] == [out[2].signal.no_trade_reason] * 4  # recorded no-trades
+        reason = a.signal.no_trade_reason
+        assert reason.startswith("budget: max_tokens_per_run 3200 leaves no room for this call (3040 tokens used by run "
+                                 "run-1 + prompt ~15"), reason  # ~1,500 tokens, the calibrated estimate
+        assert reason.endswith(" > 3200); no call made")
+        assert rows[a.window_end].no_trade_reason == reason  # a recorded no-trade
     with session_scope(engine) as s:
         assert len(repo.provider_calls(s)) == 2  # no call made, none recorded
-        assert repo.provider_usage(s, "spot_4h_llm", run_id="run-1") == (240, pytest.approx(2 * COST_PER_CALL))
+        assert repo.provider_usage(s, "spot_4h_llm", run_id="run-1") == (3040, pytest.approx(2 * COST_PER_CALL))
     # another run has its own per-run budget
-    out2 = analysis.analyze(runtime(max_concurrent_calls=workers, budget={"max_tokens_per_run": 2 * PER_CALL}),
+    out2 = analysis.analyze(runtime(max_concurrent_calls=workers, max_tokens=MAX_TOKENS, budget=budget),
                             INST, ENDS[2:4], "run-2")
     assert [a.http_calls for a in out2] == [1, 1]
 
@@ -168,26 +175,28 @@ def test_a_day_limit_reached_by_earlier_calls_blocks_the_next_run(llm):
     stub, inflight, ledger, runtime = llm
     engine = ledger()
     today = datetime.now(UTC)
-    day = {"max_tokens_per_day": 2 * PER_CALL}
+    day = {"max_tokens_per_day": RUN_LIMIT}
     for i in range(2):
         stub.push_json_answer(_answer(i), **USAGE)
-    first = analysis.analyze(runtime(budget=day), INST, ENDS[:2], "run-1")
+    first = analysis.analyze(runtime(max_tokens=MAX_TOKENS, budget=day), INST, ENDS[:2], "run-1")
     assert [a.http_calls for a in first] == [1, 1]
     with session_scope(engine) as s:
-        assert repo.provider_usage(s, "spot_4h_llm", day=today) == (240, pytest.approx(2 * COST_PER_CALL))
+        assert repo.provider_usage(s, "spot_4h_llm", day=today) == (3040, pytest.approx(2 * COST_PER_CALL))
         assert repo.provider_usage(s, "spot_4h_llm", day=today - timedelta(days=1)) == (0, 0.0)
         assert repo.provider_usage(s, "other_strategy", day=today) == (0, 0.0)
-    second = analysis.analyze(runtime(budget=day), INST, ENDS[2:4], "run-2")
+    second = analysis.analyze(runtime(max_tokens=MAX_TOKENS, budget=day), INST, ENDS[2:4], "run-2")
     assert len(stub.chat_requests) == 2 and [a.http_calls for a in second] == [0, 0]
-    assert second[0].signal.no_trade_reason == (f"budget: max_tokens_per_day 240 spent (240 tokens used by spot_4h_llm "
-                                                f"on {today:%Y-%m-%d} UTC); no call made")
+    # a new analysis: its prompt is estimated at characters ÷ 4 again, still no room beside 3,040 used
+    assert second[0].signal.no_trade_reason.startswith(
+        f"budget: max_tokens_per_day 3200 leaves no room for this call (3040 tokens used by spot_4h_llm on "
+        f"{today:%Y-%m-%d} UTC + prompt ~")
 
     # yesterday's calls do not count: move them to the day before, and the next run calls again
     with session_scope(engine) as s:
         for c in repo.provider_calls(s):
             c.created_at = c.created_at - timedelta(days=1)
     stub.push_json_answer(_answer(4), **USAGE)
-    third = analysis.analyze(runtime(budget=day), INST, ENDS[4:5], "run-3")
+    third = analysis.analyze(runtime(max_tokens=MAX_TOKENS, budget=day), INST, ENDS[4:5], "run-3")
     assert [a.http_calls for a in third] == [1]
 
 
@@ -196,11 +205,13 @@ def test_a_day_cost_limit(llm):
     ledger()
     for i in range(6):
         stub.push_slow_json_answer(_answer(i), 0.2, **USAGE)
-    # 2.7e-5 used before call 2 (< 5e-5), 5.4e-5 before call 3
-    out = analysis.analyze(runtime(max_concurrent_calls=4, budget={"max_cost_usd_per_day": 5e-5}), INST, ENDS, "run-1")
+    # a call needs up to (1500 × 0.15 + 100 × 0.60) / 1e6 = 2.85e-4 USD: 2.37e-4 used before call 2
+    # (2.37e-4 + 2.85e-4 = 5.22e-4 ≤ 6e-4), 4.74e-4 before call 3 (7.59e-4 > 6e-4)
+    out = analysis.analyze(runtime(max_concurrent_calls=4, max_tokens=MAX_TOKENS, budget={"max_cost_usd_per_day": 6e-4}),
+                           INST, ENDS, "run-1")
     assert [a.http_calls for a in out] == [1, 1, 0, 0, 0, 0]
-    assert out[2].signal.no_trade_reason.startswith("budget: max_cost_usd_per_day 5e-05 spent ($0.000054 estimated for "
-                                                    "spot_4h_llm on ")
+    assert out[2].signal.no_trade_reason.startswith("budget: max_cost_usd_per_day 0.0006 leaves no room for this call "
+                                                    "($0.000474 estimated for spot_4h_llm on "), out[2].signal.no_trade_reason
 
 
 def test_cache_hits_are_free(llm):
@@ -209,17 +220,17 @@ def test_cache_hits_are_free(llm):
     today = datetime.now(UTC)
     for i in range(3):
         stub.push_json_answer(_answer(i), **USAGE)
-    first = analysis.analyze(runtime(), INST, ENDS[:3], "run-1")  # no budget: 3 calls, 360 tokens
+    first = analysis.analyze(runtime(), INST, ENDS[:3], "run-1")  # no budget: 3 calls, 4,560 tokens
     assert [a.http_calls for a in first] == [1, 1, 1]
-    # a day limit already spent (360 ≥ 240): the cached windows are still answered, for free;
+    # a day limit already spent (4,560 ≥ 3,040): the cached windows are still answered, for free;
     # the new window is not called
     again = analysis.analyze(runtime(budget={"max_tokens_per_day": 2 * PER_CALL, "max_tokens_per_run": 1}),
                              INST, ENDS[:4], "run-2")
     assert len(stub.chat_requests) == 3
     assert [a.cache_hit for a in again] == [True, True, True, False]
     assert [a.signal for a in again[:3]] == [a.signal for a in first]
-    assert again[3].signal.no_trade_reason.startswith("budget: max_tokens_per_day 240 spent (360 tokens used")
+    assert again[3].signal.no_trade_reason.startswith("budget: max_tokens_per_day 3040 spent (4560 tokens used")
     with session_scope(engine) as s:
-        assert repo.provider_usage(s, "spot_4h_llm", day=today)[0] == 360  # the three hits count nothing
+        assert repo.provider_usage(s, "spot_4h_llm", day=today)[0] == 4560  # the three hits count nothing
         assert repo.provider_usage(s, "spot_4h_llm", run_id="run-2") == (0, 0.0)
         assert sum(c.cache_hit for c in repo.provider_calls(s)) == 3

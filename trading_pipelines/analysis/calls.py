@@ -57,6 +57,9 @@ class _Prep:
     deferred: bool = False
     future: object | None = None
     crash: BaseException | None = None
+    prompt_chars: int | None = None  # characters of the prompt (+ system text) the call sends: the budget's estimate
+    reserve_tokens: int = 0  # what the budget holds for the call while it is in flight (tokens, USD)
+    reserve_cost: float = 0.0
 
     @property
     def needs_call(self) -> bool:

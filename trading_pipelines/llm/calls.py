@@ -101,11 +101,21 @@ class SignalProvider(ABC):
         """The configured request parameters (part of the cache key; not the learned step-downs)."""
         return {}
 
+    def _first_prompt(self, req: SignalRequest) -> tuple[SignalRequest, str]:
+        """(the request as first sent, its rendered prompt)."""
+        sent = req if (req.chart_png is not None and self.reads_chart) else req.model_copy(update={"chart_png": None})
+        return sent, clean_text(render_prompt(self.template_name, sent), getattr(self, "_secret", None))
+
+    def prompt_chars(self, req: SignalRequest) -> int:
+        """Characters of the text ``generate(req)`` would first send: the rendered prompt plus the
+        system text, if any (the budget's prompt estimate, see
+        :func:`trading_pipelines.analysis.budget.prompt_token_estimate`)."""
+        return len(self._first_prompt(req)[1]) + len(getattr(self, "system_text", None) or "")
+
     def cache_key(self, req: SignalRequest) -> str:
         """The response cache's key of the call ``generate(req)`` would make (see
         :func:`call_cache_key`): the prompt is rendered as the call would first send it."""
-        sent = req if (req.chart_png is not None and self.reads_chart) else req.model_copy(update={"chart_png": None})
-        prompt = clean_text(render_prompt(self.template_name, sent), getattr(self, "_secret", None))
+        sent, prompt = self._first_prompt(req)
         return call_cache_key(self.provider_name, self.model, prompt_hash(prompt, sent.chart_sha256, self.model, self.template_name),
                               sent.chart_sha256, self.call_parameters())
 
