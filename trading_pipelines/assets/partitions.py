@@ -68,6 +68,9 @@ def last_closed_window_key(spec: StrategySpec, now: datetime) -> str | None:
     """The newest window key whose bar has closed by ``now`` (``window_end <= now``), or None: what
     a review schedule ticking at ``now`` reviews. Dagster's ``get_last_partition_key`` except for
     weekday windows (``end_offset=1`` lists the partition in progress)."""
+    if not weekday_windows(spec):  # one partition per bar: Dagster's last partition is the last closed bar
+        with dg.partition_loading_context(effective_dt=now):
+            return window_partitions(spec).get_last_partition_key()
     keys = window_keys(spec, now)
     return keys[-1] if keys else None
 

@@ -19,9 +19,10 @@ _MARKET_CLOSED = "market closed"  # the no-trade reason of an exchange holiday (
 def _windows(spec, args) -> list[str]:
     """Window keys from ``--start/--end`` (ISO-8601 window starts, inclusive) or ``--last N``: the
     strategy's window partitions whose bar has closed (Dagster's partitions definition, so a daily
-    equity strategy has weekday windows only). Raises :class:`CliError` for a bound that is no
-    window start (:func:`~trading_pipelines.config.parse_window_bound`), a reversed range, or a
-    bound whose window closes after the data's last bar (:func:`_data_end`)."""
+    equity strategy has weekday windows only) and, for replay data, by the data's last bar
+    (:func:`_data_end`; an omitted ``--end`` and ``--last`` stop there). Raises :class:`CliError`
+    for a bound that is no window start (:func:`~trading_pipelines.config.parse_window_bound`), a
+    reversed range, or a bound whose window closes after the data's last bar."""
     from trading_pipelines.assets.partitions import window_end, window_key_of_start, window_keys
     from trading_pipelines.config import parse_window_bound
 
@@ -29,22 +30,30 @@ def _windows(spec, args) -> list[str]:
     if not keys:
         raise CliError(f"{spec.name} has no window whose bar has closed yet (data.windows_start "
                        f"{spec.data.windows_start.isoformat()})")
-    if args.start or args.end:
-        try:
-            lo = window_key_of_start(spec, parse_window_bound(spec, args.start, what="--start")) if args.start else keys[0]
-            hi = window_key_of_start(spec, parse_window_bound(spec, args.end, what="--end")) if args.end else keys[-1]
-        except ValueError as e:
-            raise CliError(str(e)) from None
-        data_end = _data_end(spec)
-        if data_end is not None:
-            last, newest = data_end
-            for flag, value, key in (("--start", args.start, lo), ("--end", args.end, hi)):
-                if value and window_end(spec, key) > last:
-                    fits = [k for k in keys if window_end(spec, k) <= last]
-                    raise CliError(
-                        f"{flag} {value!r}: that window closes at {window_end(spec, key).isoformat()}, after the data's last bar "
-                        f"({newest}; the last bar closes at {last.isoformat()})"
-                        + (f"; last window with data: {fits[-1]}" if fits else "; no window of the strategy has data"))
+    bounds = {}
+    try:
+        for flag, value in (("--start", args.start), ("--end", args.end)):
+            if value:
+                bounds[flag] = window_key_of_start(spec, parse_window_bound(spec, value, what=flag))
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    data_end = _data_end(spec)
+    if data_end is not None:
+        last, newest = data_end
+        fits = [k for k in keys if window_end(spec, k) <= last]
+        for flag, key in bounds.items():
+            if window_end(spec, key) > last:
+                value = args.start if flag == "--start" else args.end
+                raise CliError(
+                    f"{flag} {value!r}: that window closes at {window_end(spec, key).isoformat()}, after the data's last bar "
+                    f"({newest}; the last bar closes at {last.isoformat()})"
+                    + (f"; last window with data: {fits[-1]}" if fits else "; no window of the strategy has data"))
+        if not fits:
+            raise CliError(f"{spec.name}: no window has data: the data's last bar ({newest}) closes at {last.isoformat()}, "
+                           f"before the first window ({keys[0]}) closes")
+        keys = fits
+    if bounds:
+        lo, hi = bounds.get("--start", keys[0]), bounds.get("--end", keys[-1])
         sel = [k for k in keys if lo <= k <= hi]
         if not sel:
             raise CliError(f"--start {args.start} is after --end {args.end}")
