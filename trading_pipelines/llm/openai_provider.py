@@ -23,12 +23,14 @@ import openai
 
 from trading_pipelines.domain.models import Mode
 from trading_pipelines.llm.calls import SignalProvider
+from trading_pipelines.llm import dialects
 from trading_pipelines.llm.dialects import (
     MAX_STEP_DOWNS,
     RESPONSE_FORMAT_CHAIN,
     ResponseFormat,
     _Dialect,
     _step_down,
+    apply_learned,
     response_format_body,
 )
 from trading_pipelines.llm.parsing import (
@@ -63,15 +65,18 @@ class OpenAISignalProvider(SignalProvider):
     (``{"type": "json_object", "schema": …}``), ``json_object`` or ``none`` (key left out).
     ``reasoning``: ``max_completion_tokens`` instead of ``max_tokens`` and no ``temperature``.
 
-    Step-downs: when the server refuses a setting (400/415/422, or a 5xx after the SDK's retries)
-    with a recognisable message, the call is repeated once per step with that setting lowered —
-    ``image_detail`` left out; the chart dropped (``… is not a multimodal model``, image/vision
-    not supported, list content refused; the prompt is re-rendered without it);
+    Step-downs: when the server refuses a setting with a 400/415/422 whose message names it, the
+    call is repeated once per step with that setting lowered — ``image_detail`` left out; the
+    chart dropped (``… is not a multimodal model``, image/vision not supported, list content
+    refused — also on a 5xx saying so; the prompt is re-rendered without it);
     ``max_tokens`` → ``max_completion_tokens``; ``temperature`` left out; ``response_format``
     down the chain json_schema → llamacpp_schema → json_object → none (``must be 'json_schema'
-    or 'text'`` — LM Studio — goes to json_schema). At most :data:`MAX_STEP_DOWNS` per call;
-    each is recorded in ``ProviderResult.dialect`` and remembered by this provider, so later
-    calls start from the lowered settings (recorded as ``learned_step_downs``).
+    or 'text'`` — LM Studio — goes to json_schema). Any other 5xx is retried by the SDK and never
+    lowers a setting. At most :data:`MAX_STEP_DOWNS` per call; each is recorded in
+    ``ProviderResult.dialect`` and remembered per (base URL, model) for the process
+    (:func:`trading_pipelines.llm.dialects.remember`), so later calls of every provider of that
+    server and model start from the lowered settings (recorded as ``learned_step_downs``) until
+    the record is re-probed (a later run, or :data:`~trading_pipelines.llm.dialects.REPROBE_AFTER_S`).
 
     Retries: transient HTTP errors (408/409/429/5xx, connection errors) are retried by the SDK
     (``max_retries``, exponential back-off with jitter, honours ``Retry-After``/``retry-after-ms``);
@@ -142,15 +147,13 @@ class OpenAISignalProvider(SignalProvider):
         )
         self.max_retries = self._client.max_retries
         self._lock = threading.Lock()
-        self._dialect = _Dialect(
+        self._configured = _Dialect(
             response_format=response_format,
             chart=send_chart,
             image_detail=image_detail,
             token_param="max_completion_tokens" if reasoning else "max_tokens",
             temperature=not reasoning,
         )
-        self._learned: list[dict[str, Any]] = []
-        self._configured = replace(self._dialect)
 
     cacheable = True
 
@@ -172,9 +175,9 @@ class OpenAISignalProvider(SignalProvider):
 
     @property
     def dialect(self) -> dict[str, Any]:
-        """The settings the next call starts from (after step-downs learned so far)."""
-        with self._lock:
-            return asdict(self._dialect)
+        """The settings the next call starts from (after the step-downs remembered for this
+        server and model)."""
+        return asdict(self.dialect_state())
 
     def request_body(self, prompt: str, chart_png: bytes | None, mode: Mode = Mode.SPOT,
                      dialect: _Dialect | None = None) -> dict[str, Any]:
@@ -200,22 +203,20 @@ class OpenAISignalProvider(SignalProvider):
         return body
 
     def dialect_state(self) -> _Dialect:
-        with self._lock:
-            return replace(self._dialect)
+        return self._start_state()[0]
 
-    def _learn(self, d: _Dialect, step: dict[str, Any]) -> None:
-        with self._lock:
-            self._dialect = replace(d)
-            self._learned.append(step)
+    def _start_state(self) -> tuple[_Dialect, list[dict[str, Any]]]:
+        """(the configured settings lowered by what is remembered for this server and model, the
+        records applied)."""
+        d = replace(self._configured)
+        return d, apply_learned(d, dialects.learned(self.base_url, self.model))
 
     def generate(self, req: SignalRequest) -> ProviderResult:
         return sanitize_result(self._generate(req), self._secret)
 
     def _generate(self, req: SignalRequest) -> ProviderResult:
         t0 = time.perf_counter()
-        with self._lock:
-            d = replace(self._dialect)
-            learned = list(self._learned)
+        d, learned = self._start_state()
         sent_req = req if (req.chart_png is not None and d.chart) else req.model_copy(update={"chart_png": None})
         try:
             prompt = self._scrub(render_prompt(self.template_name, sent_req))
@@ -242,8 +243,7 @@ class OpenAISignalProvider(SignalProvider):
                 msg = self._scrub(str(e.message))[:500]
                 step = _step_down(d, e.status_code, msg, image_sent=sent_req.chart_png is not None and d.chart)
                 if step is not None and len(steps) < MAX_STEP_DOWNS:
-                    steps.append(step)
-                    self._learn(d, step)
+                    steps.append(dialects.remember(self.base_url, self.model, step))
                     if step["setting"] == "chart":
                         chart_state = "dropped"
                         sent_req = req.model_copy(update={"chart_png": None})
