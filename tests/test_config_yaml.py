@@ -188,3 +188,86 @@ def _chain(e: BaseException):
     while e is not None:
         yield e
         e = e.__cause__ or e.__context__
+
+
+# ---------------------------------------------------------------- wrong types pydantic's lax mode converted
+
+def _spot_file(tmp_path: Path, mutate) -> Path:
+    doc = yaml.safe_load(SPOT_TEXT)
+    mutate(doc["attributes"])
+    path = tmp_path / "lax_4h" / "defs.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize("mutate,field,got", [
+    # YAML 1.1 reads yes/on/true as a boolean; pydantic made it 1.0: a 1 % risk from a typo
+    (lambda a: a["risk"].update(risk_per_trade_pct=True), "attributes.risk.risk_per_trade_pct", "expected a number, not a boolean (got True)"),
+    (lambda a: a["risk"].update(max_open_positions=True), "attributes.risk.max_open_positions", "expected a number, not a boolean (got True)"),
+    (lambda a: a["venue"].update(starting_cash=False), "attributes.venue.paper.starting_cash", "expected a number, not a boolean (got False)"),
+    (lambda a: a["template"]["indicators"].update(ema=[20, True]), "attributes.template.indicators.ema.1", "expected a number, not a boolean (got True)"),
+    # 0, "no", "false", "off" for a boolean: pydantic made them False, i.e. dry_run off
+    (lambda a: a["execution"].update(dry_run=0), "attributes.execution.dry_run", "expected true or false (got 0)"),
+    (lambda a: a["execution"].update(dry_run="no"), "attributes.execution.dry_run", "expected true or false (got 'no')"),
+    (lambda a: a["schedule"].update(default_running="false") if "schedule" in a else a.update(schedule={"default_running": "false"}),
+     "attributes.schedule.default_running", "expected true or false (got 'false')"),
+])
+def test_booleans_and_numbers_are_not_interchangeable(tmp_path, mutate, field, got):
+    path = _spot_file(tmp_path, mutate)
+    with pytest.raises(StrategyConfigError) as e:
+        load_strategy_file(path)
+    assert f"{path}: {field}: {got}" in str(e.value)
+
+
+def test_numbers_written_as_strings_still_load(tmp_path):
+    """YAML 1.1 reads ``1e4`` (no dot) as a string: it stays a number, as pydantic converts it."""
+    path = _spot_file(tmp_path, lambda a: a["venue"].update(starting_cash="1e4"))
+    assert load_strategy_file(path).venue.starting_cash == 10_000.0
+
+
+def test_a_boolean_in_a_catalogue_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "mine.yaml"
+    path.write_text(CATALOGUE_TEXT.replace("    min_notional: 5\n", "    min_notional: yes\n", 1))
+    monkeypatch.setenv("TRADING_INSTRUMENTS_PATH", str(path))
+    with pytest.raises(InstrumentCatalogueError) as e:
+        instrument_catalogue()
+    assert str(e.value) == f"{path}: instruments.BTC/USDT.min_notional: expected a number, not a boolean (got True)"
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda d: d.update(type="trading_pipelines.components.Other"),
+     "type: expected trading_pipelines.components.StrategyComponent (got 'trading_pipelines.components.Other')"),
+    (lambda d: d.pop("type"), "type: expected trading_pipelines.components.StrategyComponent"),
+    # Dagster's post_processing would apply in the UI only, not in the CLI's reading: refused
+    (lambda d: d.update(post_processing={"assets": []}), "post_processing: unknown field"),
+    (lambda d: d.update(attributes_typo=1), "attributes_typo: unknown field"),
+])
+def test_the_component_file_has_only_type_and_attributes(tmp_path, edit, message):
+    doc = yaml.safe_load(SPOT_TEXT)
+    edit(doc)
+    path = tmp_path / "defs.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    with pytest.raises(StrategyConfigError) as e:
+        load_strategy_file(path)
+    assert str(e.value).startswith(f"{path}: {message}")
+
+
+def test_syntax_errors_name_the_file_and_line(tmp_path):
+    path = tmp_path / "defs.yaml"
+    path.write_text(SPOT_TEXT.replace("  risk:\n", "  risk: [\n"))
+    with pytest.raises(StrategyConfigError) as e:
+        load_strategy_file(path)
+    assert str(e.value).startswith(f"{path}: cannot read strategy file: not valid YAML: ")
+    assert f'in "{path}", line ' in str(e.value)
+
+
+def test_merge_keys_override_without_being_duplicates():
+    """A key beside a ``<<: *anchor`` merge overrides the merged one (YAML's rule): not a duplicate;
+    a key given twice beside the merge still is."""
+    from trading_pipelines.config.base import UniqueKeyLoader
+
+    doc = yaml.load("base: &b {a: 1, b: 2}\nother:\n  <<: *b\n  b: 3\n", Loader=UniqueKeyLoader)
+    assert doc == {"base": {"a": 1, "b": 2}, "other": {"a": 1, "b": 3}}
+    with pytest.raises(yaml.YAMLError, match="duplicate key 'b'"):
+        yaml.load("other:\n  <<: {a: 1}\n  b: 3\n  b: 4\n", Loader=UniqueKeyLoader)

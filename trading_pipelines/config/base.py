@@ -40,7 +40,7 @@ class DuplicateKeyError(yaml.constructor.ConstructorError):
         return f"{file}:{self.line}: {dotted(self.path)}: duplicate key {self.key!r} (first given on line {self.first_line})"
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
+class UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # LibYAML's parser when PyYAML has it
     """``yaml.SafeLoader`` (same tags, same scalars) that refuses a key given twice in one mapping,
     at any depth, with :class:`DuplicateKeyError`. Merge keys (``<<: *anchor``) still work: a key
     given beside a merge overrides the merged one, as YAML specifies."""
@@ -86,19 +86,18 @@ def read_yaml(path: Path, error: type[StrategyConfigError], what: str) -> Any:
     ``<file>: cannot read <what>: not valid YAML: … line L, column C …`` (syntax, several documents) or
     ``<file>:<line>: <dotted.key>: duplicate key '<key>' (first given on line <n>)``."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise error(f"{path}: cannot read {what}: {getattr(e, 'strerror', None) or e}") from None
-    loader = UniqueKeyLoader(text)
-    loader.name = str(path)  # marks (syntax errors) name the file, not "<unicode string>"
-    try:
-        return loader.get_single_data()
+        with open(path, encoding="utf-8") as stream:  # the stream's name: marks name the file
+            loader = UniqueKeyLoader(stream)
+            try:
+                return loader.get_single_data()
+            finally:
+                loader.dispose()
     except DuplicateKeyError as e:
         raise error(e.describe(path)) from None
     except yaml.YAMLError as e:
         raise error(f"{path}: cannot read {what}: not valid YAML: {e}") from None
-    finally:
-        loader.dispose()
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"{path}: cannot read {what}: {getattr(e, 'strerror', None) or e}") from None
 
 
 # ---------------------------------------------------------------- the strict model base
