@@ -220,6 +220,16 @@ def test_booleans_and_numbers_are_not_interchangeable(tmp_path, mutate, field, g
     assert f"{path}: {field}: {got}" in str(e.value)
 
 
+@pytest.mark.parametrize("value", [2016, "2016", 1451606400])
+def test_a_number_is_not_a_date(tmp_path, value):
+    """``windows_start: 2016`` was read as 2016 seconds after the epoch: 1970-01-01T00:33:36Z."""
+    path = _spot_file(tmp_path, lambda a: a["data"].update(windows_start=value))
+    with pytest.raises(StrategyConfigError) as e:
+        load_strategy_file(path)
+    assert f"{path}: attributes.data.windows_start: expected a date or time like 2026-03-01T00:00:00Z, not a number " \
+           f"(seconds since 1970) (got {value!r})" in str(e.value)
+
+
 def test_numbers_written_as_strings_still_load(tmp_path):
     """YAML 1.1 reads ``1e4`` (no dot) as a string: it stays a number, as pydantic converts it."""
     path = _spot_file(tmp_path, lambda a: a["venue"].update(starting_cash="1e4"))

@@ -120,7 +120,9 @@ def _wrong_values(value) -> list:
         return [sequence, "not-a-mapping", 7]
     if isinstance(value, list):
         return [mapping, 7]
-    return [sequence, mapping]  # strings (names, dates, literals) and None (optional fields)
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}.*", value):
+        return [sequence, mapping, 2016, "2016"]  # a date: a number would be seconds since 1970
+    return [sequence, mapping]  # strings (names, literals) and None (optional fields)
 
 
 # pydantic names a discriminated union's member in its locations: attributes.venue.paper.fee_rate

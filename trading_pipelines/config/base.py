@@ -1,12 +1,14 @@
 """What every part of the strategy configuration shares: the error type, the strict model base
-(unknown fields are an error, models are frozen, a boolean is never a number and only a boolean is
-a boolean), the YAML reader that refuses duplicate keys, and the formatting of pydantic errors as
+(unknown fields are an error, models are frozen, a boolean is never a number, only a boolean is a
+boolean, a number is never a date), the YAML reader that refuses duplicate keys, and the formatting of pydantic errors as
 ``<file>: <dotted.field.path>: <problem>`` lines."""
 
 from __future__ import annotations
 
+import re
 import types
 import typing
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -127,14 +129,34 @@ def _numbers(annotation: Any) -> bool:
     return annotation in (int, float)
 
 
+def _is(annotation: Any, kind: type) -> bool:
+    """Whether ``annotation`` is ``kind``, optionally ``None`` (``Annotated`` unwrapped)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _is(typing.get_args(annotation)[0], kind)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return len(args) == 1 and _is(args[0], kind)
+    return annotation is kind
+
+
+_NUMBER = re.compile(r"\s*[-+]?(\d[\d_]*)?(\.\d*)?([eE][-+]?\d+)?\s*")
+
+
 def refuse_lax_scalars(annotation: Any, value: Any, loc: tuple = ()) -> list[tuple[tuple, str, Any]]:
     """``(loc, why, value)`` for each part of ``value`` that is the wrong type for a field of type
     ``annotation`` although pydantic's lax mode would convert it: a boolean for a number (``yes``
-    would be 1, ``true`` 1.0 %), and anything but ``true``/``false`` for a boolean (``0``, ``"no"``
-    and ``off`` would turn ``dry_run`` off). List items get their index in ``loc``. Numbers written
-    as strings (``1e6``, which YAML 1.1 reads as a string) are still converted."""
+    would be 1, ``true`` 1.0 %), anything but ``true``/``false`` for a boolean (``0``, ``"no"``
+    and ``off`` would turn ``dry_run`` off), and a number for a date/time (``windows_start: 2016``
+    would be 1970-01-01T00:33:36Z, seconds since the epoch). List items get their index in ``loc``.
+    Numbers written as strings (``1e6``, which YAML 1.1 reads as a string) are still converted."""
     if value is None:
         return []
+    if _is(annotation, datetime):
+        number = (isinstance(value, (int, float)) and not isinstance(value, bool)) or (isinstance(value, str) and _NUMBER.fullmatch(value) and
+                                                     any(c.isdigit() for c in value))
+        return [(loc, "expected a date or time like 2026-03-01T00:00:00Z, not a number (seconds since 1970)", value)] \
+            if number else []
     if _accepts(annotation, bool) and not any(_accepts(annotation, t) for t in (int, float, str)):
         return [] if isinstance(value, bool) else [(loc, "expected true or false", value)]
     if _numbers(annotation):
