@@ -168,6 +168,24 @@ def test_component_loader_refuses_a_duplicate_key(tmp_path):
             in text
 
 
+def test_component_loader_reports_a_refused_boolean_through_dagster():
+    """Dagster validates the attributes with StrategySpec first and re-raises pydantic's errors by
+    their type name with the file and line: the lax-scalar refusal must use a built-in error type
+    (a custom one made Dagster fail with ``KeyError: "Invalid error type: 'wrong_type'"``)."""
+    from dagster.components.testing import create_defs_folder_sandbox
+
+    with create_defs_folder_sandbox() as sandbox:
+        path = sandbox.defs_folder_path / "lax_comp" / "defs.yaml"
+        path.parent.mkdir()
+        text = SPOT_TEXT.replace("name: spot_4h_majors", "name: lax_comp").replace("dry_run: true", "dry_run: 0")
+        path.write_text(text)
+        with sandbox.build_component_tree() as tree, pytest.raises(Exception) as e:
+            tree.load_component(path.parent)
+        messages = "\n".join(str(x) for x in _chain(e.value))
+        assert f"attributes.execution.dry_run at {path}:{_line_of(text, 'dry_run: 0')}" in messages
+        assert "expected true or false" in messages
+
+
 def test_component_loader_builds_the_file_it_was_given():
     """The control: the same folder without the duplicate loads the strategy, at 1 % risk."""
     from dagster.components.testing import create_defs_folder_sandbox

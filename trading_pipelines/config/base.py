@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import InitErrorDetails
 
 
 class StrategyConfigError(ValueError):
@@ -177,7 +177,8 @@ class _Strict(BaseModel):
     @classmethod
     def _no_lax_scalars(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            errors = [InitErrorDetails(type=PydanticCustomError("wrong_type", why), loc=loc, input=value)
+            # a built-in error type ("value_error"): Dagster re-raises a component's errors by type name
+            errors = [InitErrorDetails(type="value_error", loc=loc, input=value, ctx={"error": why})
                       for name, field in cls.model_fields.items() if name in data
                       for loc, why, value in refuse_lax_scalars(field.annotation, data[name], (name,))]
             if errors:
@@ -189,7 +190,8 @@ class _Strict(BaseModel):
 
 def _format_errors(path: Path, err: ValidationError, prefix: str) -> str:
     """One ``<file>: <prefix>.<dotted.loc>: <problem>[ (got <value>)]`` line per pydantic error.
-    A discriminated union's tag errors name the tag field: ``attributes.venue.kind: …``."""
+    A discriminated union's tag errors name the tag field (``attributes.venue.kind: …``); a
+    validator's message drops pydantic's ``Value error,`` prefix."""
     lines = []
     for e in err.errors():
         loc_parts: list = [prefix, *e["loc"]]
@@ -199,6 +201,8 @@ def _format_errors(path: Path, err: ValidationError, prefix: str) -> str:
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
+        elif e["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
         got = e.get("input")
         got_s = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
         lines.append(f"{path}: {loc}: {msg}{got_s}")
