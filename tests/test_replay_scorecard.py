@@ -267,3 +267,32 @@ def test_elapsed_not_measured_is_said_not_shown_as_zero():
     md = report_markdown(_build(elapsed_s=0.0), None)
     assert "| elapsed | not measured |" in md and "| windows/s | not measured |" in md
     assert "| elapsed | 2.00 s |" in report_markdown(_build(elapsed_s=2.0), None)
+
+
+# --- the golden replay: fees and net P&L on 1 656 real windows ---------------------------------
+
+
+def test_the_golden_replay_trades_net_of_fees_add_up_to_its_equity_change():
+    """tests/fixtures/golden/replay_spot_4h_majors.json (spot_4h_majors over its whole shipped range,
+    no position open at the end): the 66 trades made +295.72 before fees, paid 377.74 in fees (the
+    132 fills' fees), so net -82.02, which is the equity change 9 917.98 - 10 000. The report's old
+    per-trade ``realized_pnl`` summed to +295.72 against that -82.02 change."""
+    from pathlib import Path
+
+    g = json.loads((Path(__file__).parent / "fixtures" / "golden" / "replay_spot_4h_majors.json").read_text())
+    trades = g["trade_list"]
+    assert all(t["closed_at"] is not None for t in trades)
+    assert sum(t["realized_pnl"] for t in trades) == pytest.approx(295.7191399, abs=1e-6)
+    assert sum(t["fees"] for t in trades) == pytest.approx(sum(f["fee"] for f in g["fills"])) == pytest.approx(377.7411495)
+    assert all(t["net_pnl"] == pytest.approx(t["realized_pnl"] - t["fees"]) for t in trades)
+    change = g["equity_curve"][-1][1] - 10_000.0
+    assert change == pytest.approx(-82.0220096, abs=1e-6)
+    assert sum(t["net_pnl"] for t in trades) == pytest.approx(change, abs=1e-6)
+    # the first trade, by hand: ETH long 0.9419 @ 2626.5 -> 2588.15, taker 0.1 %:
+    #   gross (2588.15 - 2626.5) * 0.9419 = -36.121865; fees 2473.90035 * .001 + 2437.778485 * .001 = 4.911678835
+    #   net -41.0335438; the entry intent's stop 2532.12: risk (2626.5 - 2532.12) * 0.9419 = 94.38 * 0.9419
+    #   = 88.896522 -> R = -41.0335438 / 88.896522 = -0.4615877
+    t = trades[0]
+    assert t["fees"] == pytest.approx(4.911678835) and t["net_pnl"] == pytest.approx(-41.0335438)
+    assert t["stop"] == 2532.12 and t["planned_risk"] == pytest.approx(88.896522)
+    assert t["r_multiple"] == pytest.approx(-0.4615877, abs=1e-7)
