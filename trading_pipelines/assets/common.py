@@ -34,7 +34,10 @@ def run_instruments(context, spec: StrategySpec) -> list[str]:
     chosen = [i.strip() for i in tag.split(",") if i.strip()]
     unknown = [i for i in chosen if i not in spec.instruments]
     if unknown:
-        raise dg.Failure(f"{spec.name} does not trade {unknown} (instruments: {list(spec.instruments)})")
+        # an expected refusal: no retry (the analysis step has a retry policy for transient errors)
+        raise dg.Failure(description=f"{spec.name} does not trade {unknown} (instruments: {list(spec.instruments)})",
+                         metadata={"tag": f"{INSTRUMENTS_TAG}={tag}", "unknown": unknown,
+                                   "instruments": list(spec.instruments)}, allow_retries=False)
     return chosen
 
 
@@ -45,8 +48,18 @@ def run_book(context, spec: StrategySpec, window_ends: list[datetime], instrumen
     if kind == "live":
         return LIVE_BOOK
     if kind != "replay":
-        raise dg.Failure(f"tag {BOOK_TAG}={kind!r}: expected live or replay")
+        raise dg.Failure(description=f"tag {BOOK_TAG}={kind!r}: expected live or replay",
+                         metadata={"tag": f"{BOOK_TAG}={kind}"}, allow_retries=False)
     return runtime.replay_book_id(spec, instruments, min(window_ends), max(window_ends))
+
+
+def selected(context, result) -> list:
+    """``[result]`` if the run selected its asset (a ``MaterializeResult``) or its check (an
+    ``AssetCheckResult``), else ``[]``: a subsettable multi-asset yields exactly what was selected."""
+    if isinstance(result, dg.AssetCheckResult):
+        key = dg.AssetCheckKey(result.asset_key, result.check_name)
+        return [result] if key in context.selected_asset_check_keys else []
+    return [result] if result.asset_key in context.selected_asset_keys else []
 
 
 def _keys(context) -> list[str]:

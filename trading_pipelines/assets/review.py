@@ -22,6 +22,39 @@ previous window (``TimeWindowPartitionMapping(-1, -1)``), so Dagster orders the 
 first. Cycles across assets (A(t) → B(t−1) → A(t)) are refused by Dagster (CircularDependencyError),
 which is why the loop lives inside one multi-asset.
 
+**One backfill, one run.** ``symbol_universe`` shares the windows (a universe per window, the
+instruments that window reviews) and ``BackfillPolicy.single_run()``: an unpartitioned asset in a
+backfill of the group is always a run of its own (a run targets one partitions definition), so the
+group's backfill was 2 runs. The tick (``review_<strategy>``) does not select it; its windows show
+the universe missing, which changes nothing downstream (a plain dependency, nothing is loaded).
+
+**Why the analysis multi-asset is subsettable** (Dagster 1.13, measured; the UI's "Materialize all…
+→ Launch backfill" was refused in about one ``dagster dev`` process of two, every time in that
+process): the UI sends ``launchPartitionBackfill`` with ``assetSelection`` + ``partitionNames``.
+``AssetBackfillData.from_asset_partitions`` (dagster/_core/execution/asset_backfill.py, ~line 546)
+builds each asset's target by walking the graph from the root with
+``BaseAssetGraph.bfs_filter_subsets`` (dagster/_core/definitions/assets/graph/base_asset_graph.py,
+~line 864); an asset reached from two parents (``signals`` ← ``indicator_frames`` and
+``chart_images``) gets ``subset | prior`` when its second parent is visited before it, and that
+union is a ``TimeWindowPartitionsSubset`` with ``num_partitions=None`` (counted lazily) where the
+others carry 40. Whether it is visited before depends on the iteration order of the ``child_keys``
+set, i.e. on ``str`` hashing, i.e. on the webserver process's ``PYTHONHASHSEED``: fixed for the
+life of the process, so 4 launches of 4 were refused and a restart could cure it. Then
+``assert_valid_asset_partition_backfill`` (dagster_graphql/implementation/utils.py, ~line 477)
+compares the members of a *non-subsettable* multi-asset with ``!=``; ``TimeWindowPartitionsSubset``
+(dagster/_core/definitions/partitions/subset/time_window.py, ~line 627) defines ``__eq__`` (same
+windows) but not ``__ne__``, so ``!=`` is ``tuple.__ne__``, which also compares ``num_partitions``:
+equal subsets compare unequal → "Targeted subset must match between every key in a non-subsettable
+multi-asset". Not the time-dependent end of the windows (spot_4h_majors has ``windows_end`` and is
+refused alike), not a cache. ``partitionsByAssets`` builds every asset's subset on its own, which is
+why that form always passed. The check runs in the webserver, which never imports this code, so
+the fix is the graph's shape: Dagster only requires equal subsets of a multi-asset that cannot be
+subset, so ``analysis`` declares ``can_subset=True`` and materializes exactly the selected keys
+(the whole analysis runs either way: it is order-free and idempotent). The lineage keeps both of
+``signals``' parents. ``account`` has no diamond (a chain and its own previous window, which the
+walk reaches only after recording it) and stays all-or-nothing. Tested with the UI's exact request
+under both hash orders (tests/test_ui_backfill.py).
+
 **Books**: see :mod:`trading_pipelines.assets.common` (:func:`run_book`). The helpers the assets
 call live beside this module: :mod:`~trading_pipelines.assets.analysis_assets` (the signals'
 provider-call metadata), :mod:`~trading_pipelines.assets.account_assets` (the account walk, its
@@ -49,6 +82,7 @@ from trading_pipelines.assets.common import (
     _md_table,
     run_book,
     run_instruments,
+    selected,
 )
 from trading_pipelines.assets.partitions import window_end, window_key, window_partitions
 from trading_pipelines.assets.replay_job import ReplayConfig, build_replay_job
@@ -69,10 +103,15 @@ def build_review_assets(spec: StrategySpec) -> tuple[list, list[dg.AssetKey]]:
     tags = {"strategy": name, "mode": spec.mode.value}
     llm = spec.template.signal_provider.kind == "openai"
 
-    @dg.asset(key=k["symbol_universe"], group_name=name, kinds={"python"}, tags=tags,
-              description=f"The instruments {name} trades (from its strategy file). Re-running it changes nothing.")
+    @dg.asset(key=k["symbol_universe"], group_name=name, kinds={"python"}, tags=tags, partitions_def=parts,
+              backfill_policy=dg.BackfillPolicy.single_run(),
+              description=f"The instruments {name} reviews in each window (from its strategy file; the run's "
+                          f"`{INSTRUMENTS_TAG}` tag when it names a subset). Re-running it changes nothing.")
     def symbol_universe(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        return dg.MaterializeResult(metadata={"instruments": list(spec.instruments), "count": len(spec.instruments)})
+        instruments = run_instruments(context, spec)
+        wkeys = _keys(context)
+        return dg.MaterializeResult(metadata={"instruments": instruments, "count": len(instruments),
+                                              "first_window": wkeys[0], "last_window": wkeys[-1]})
 
     analysis_specs = [
         dg.AssetSpec(k["ohlcv_bars"], deps=[k["symbol_universe"]], kinds={"pandas"}, group_name=name, tags=tags,
@@ -89,7 +128,8 @@ def build_review_assets(spec: StrategySpec) -> tuple[list, list[dg.AssetKey]]:
                                  "in the ledger. Bad data, a failed chart or a provider error is that instrument's recorded no-trade."),
     ]
 
-    @dg.multi_asset(name=f"{name}__analysis", specs=analysis_specs, partitions_def=parts, can_subset=False,
+    # can_subset=True: see the module doc (the UI's backfill request and Dagster 1.13's `!=`)
+    @dg.multi_asset(name=f"{name}__analysis", specs=analysis_specs, partitions_def=parts, can_subset=True,
                     backfill_policy=dg.BackfillPolicy.single_run(), pool="llm" if llm else None,
                     retry_policy=dg.RetryPolicy(max_retries=2, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
                     check_specs=[dg.AssetCheckSpec("signal_usable", asset=k["signals"],
@@ -118,18 +158,18 @@ def build_review_assets(spec: StrategySpec) -> tuple[list, list[dg.AssetKey]]:
         last_rows = [results[i][-1] for i in instruments]
         bars_rows = [[i, len(a.bars) if a.bars is not None else 0, a.bars.index[-1].isoformat() if a.bars is not None and len(a.bars) else "",
                       a.zero_volume_bars, a.gap_bars, a.error or "ok"] for i, a in zip(instruments, last_rows)]
-        yield dg.MaterializeResult(asset_key=k["ohlcv_bars"], metadata={
+        yield from selected(context, dg.MaterializeResult(asset_key=k["ohlcv_bars"], metadata={
             "windows": len(wkeys), "first_window": wkeys[0], "last_window": last, "instruments": instruments,
             "last_window_bars": dg.MetadataValue.md(_md_table(["instrument", "rows", "newest bar open", "zero-volume bars",
                                                                 "missing bars in lookback", "status"], bars_rows)),
             "zero_volume_bars": sum(a.zero_volume_bars for i in instruments for a in results[i]),
             "windows_with_gaps": sum(1 for i in instruments for a in results[i] if a.gap_bars),
-            "stale_or_bad": sum(1 for _, _, e in failed if e.startswith(("stale", "bad data")))})
+            "stale_or_bad": sum(1 for _, _, e in failed if e.startswith(("stale", "bad data")))}))
         ind_rows = [[i, *(f"{a.frame[c].iloc[-1]:.6g}" if a.frame is not None and len(a.frame) and c in a.frame else "n/a"
                           for c in ("close", "rsi", "atr", "adx"))] for i, a in zip(instruments, last_rows)]
-        yield dg.MaterializeResult(asset_key=k["indicator_frames"], metadata={
+        yield from selected(context, dg.MaterializeResult(asset_key=k["indicator_frames"], metadata={
             "last_window": last, "chunk_objects": dg.MetadataValue.json(sorted({a.frame_object for i in instruments
-                                                                                 for a in results[i] if a.frame_object})), "last_window_indicators": dg.MetadataValue.md(_md_table(["instrument", "close", "rsi", "atr", "adx"], ind_rows))})
+                                                                                 for a in results[i] if a.frame_object})), "last_window_indicators": dg.MetadataValue.md(_md_table(["instrument", "close", "rsi", "atr", "adx"], ind_rows))}))
         chart_meta = {"charts": sum(1 for i in instruments for a in results[i] if a.chart), "rendered": charts,
                       "last_window_keys": dg.MetadataValue.json({i: a.chart.key for i, a in zip(instruments, last_rows) if a.chart})}
         if len(wkeys) == 1:  # previews only for a single window: metadata is copied to every partition's event
@@ -140,7 +180,7 @@ def build_review_assets(spec: StrategySpec) -> tuple[list, list[dg.AssetKey]]:
             first = next((a.chart for a in last_rows if a.chart), None)
             if first is not None and first.uri.startswith("http"):
                 chart_meta["uri"] = dg.MetadataValue.url(first.uri)
-        yield dg.MaterializeResult(asset_key=k["chart_images"], metadata=chart_meta)
+        yield from selected(context, dg.MaterializeResult(asset_key=k["chart_images"], metadata=chart_meta))
         sig_rows = [[window_key(spec, a.window_end), i, a.signal.action, f"{a.signal.confidence:.2f}", a.signal.provider,
                      (a.signal.no_trade_reason or a.signal.thesis)[:120]]
                     for i in instruments for a in results[i][-_TABLE_ROWS:]]
@@ -149,15 +189,15 @@ def build_review_assets(spec: StrategySpec) -> tuple[list, list[dg.AssetKey]]:
             for a in results[i]:
                 key = "no_trade" if a.signal.no_trade_reason else a.signal.action
                 counts[key] = counts.get(key, 0) + 1
-        yield dg.MaterializeResult(asset_key=k["signals"], metadata={
+        yield from selected(context, dg.MaterializeResult(asset_key=k["signals"], metadata={
             "counts": dg.MetadataValue.json(counts),
             "total_tokens": sum(int((a.result.usage or {}).get("total_tokens") or 0) for i in instruments for a in results[i]),
             "signals": dg.MetadataValue.md(_md_table(["window", "instrument", "action", "confidence", "provider", "thesis / no-trade reason"], sig_rows)),
-            **signal_call_metadata(spec, instruments, results, single=len(wkeys) == 1)})
-        yield dg.AssetCheckResult(check_name="signal_usable", asset_key=k["signals"], passed=not failed,
+            **signal_call_metadata(spec, instruments, results, single=len(wkeys) == 1)}))
+        yield from selected(context, dg.AssetCheckResult(check_name="signal_usable", asset_key=k["signals"], passed=not failed,
                                   severity=dg.AssetCheckSeverity.WARN,
                                   metadata={"no_trade": len(failed), "failures": dg.MetadataValue.md(
-                                      _md_table(["window", "instrument", "reason"], [list(f) for f in failed[:_TABLE_ROWS]]) if failed else "none")})
+                                      _md_table(["window", "instrument", "reason"], [list(f) for f in failed[:_TABLE_ROWS]]) if failed else "none")}))
 
     account_specs = [
         dg.AssetSpec(k["trade_intents"], deps=[k["signals"]], kinds={"python"}, group_name=name, tags=tags,
