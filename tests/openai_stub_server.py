@@ -26,6 +26,13 @@ queue (messages as those servers word them):
 - ``ollama``: 500 for an image sent to a text-only model.
 
 ``ScriptedResponse.delay_s`` delays an answer (slow servers, timeouts).
+
+``OpenAIStubServer(slots=N)`` serves at most N chat requests at once, like a llama.cpp server
+with N slots (``--parallel``): a request waits for a free slot, then takes its answer's
+``delay_s`` to "compute" it. A request whose client gave up (timed out) is still computed to the
+end, holding its slot, as llama-cpp-python's server does with a non-streaming request.
+``held_max`` is the most requests held in slots at once. ``props`` (a dict) is served at
+``GET /props`` (llama.cpp's server reports ``total_slots`` there); without it ``GET`` is a 404.
 """
 
 from __future__ import annotations
@@ -202,11 +209,15 @@ class OpenAIStubServer:
     (see the module docstring) makes it refuse requests the way that server does; ``refusals``
     counts the requests it refused that way."""
 
-    def __init__(self, dialect: str | None = None) -> None:
+    def __init__(self, dialect: str | None = None, slots: int | None = None, props: dict[str, Any] | None = None) -> None:
         if dialect is not None and dialect not in DIALECTS:
             raise ValueError(f"unknown stub dialect {dialect!r} (one of {DIALECTS})")
         self.dialect = dialect
         self.refusals = 0
+        self.props = props
+        self._slots = threading.Semaphore(slots) if slots else None
+        self.held = self.held_max = 0
+        self.abandoned = 0  # answers computed for a client that had gone
         self._queue: deque[ScriptedResponse] = deque()
         self._lock = threading.Lock()
         self.requests: list[RecordedRequest] = []
@@ -268,6 +279,30 @@ class OpenAIStubServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def do_GET(self) -> None:  # noqa: N802
+                with stub._lock:
+                    stub.requests.append(RecordedRequest("GET", self.path, {k.lower(): v for k, v in self.headers.items()}, None))
+                if self.path == "/props" and stub.props is not None:
+                    self._send(ScriptedResponse(200, stub.props))
+                else:
+                    self._send(ScriptedResponse(404, error_body(f"stub: no route {self.path}", "invalid_request_error")))
+
+            def _compute(self, scripted: ScriptedResponse | None) -> None:
+                if stub._slots is None:
+                    if scripted is not None and scripted.delay_s:
+                        time.sleep(scripted.delay_s)
+                    return
+                stub._slots.acquire()
+                with stub._lock:
+                    stub.held += 1
+                    stub.held_max = max(stub.held_max, stub.held)
+                try:
+                    if scripted is not None and scripted.delay_s:
+                        time.sleep(scripted.delay_s)
+                finally:
+                    with stub._lock:
+                        stub.held -= 1
+
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length).decode("utf-8") if length else ""
@@ -283,8 +318,19 @@ class OpenAIStubServer:
                         stub.refusals += 1
                     scripted = (stub._queue.popleft() if refusal is None and stub._queue and self.path == CHAT_PATH
                                 else None)
-                if scripted is not None and scripted.delay_s:
-                    time.sleep(scripted.delay_s)
+                self._compute(scripted)
+                if stub._slots is not None:
+                    try:
+                        self._answer(refusal, scripted)
+                    except OSError:  # the client gave up: computed for nobody
+                        with stub._lock:
+                            stub.abandoned += 1
+                    finally:
+                        stub._slots.release()
+                    return
+                self._answer(refusal, scripted)
+
+            def _answer(self, refusal: ScriptedResponse | None, scripted: ScriptedResponse | None) -> None:
                 if refusal is not None:
                     self._send(refusal)
                 elif self.path != CHAT_PATH:

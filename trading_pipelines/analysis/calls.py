@@ -24,12 +24,21 @@ if TYPE_CHECKING:
 
 def _call_workers(rt: Runtime) -> int:
     """Provider calls of one analysis in flight at once: the openai provider's
-    ``max_concurrent_calls`` (its calls run in a thread pool, outside the ledger transaction);
-    0 (inline, no pool) for the rules provider or any other."""
+    ``max_concurrent_calls`` (its calls run in a thread pool, outside the ledger transaction), no
+    more than the server takes now (``provider.concurrency()``: its reported slots or its AIMD
+    limit, see :class:`~trading_pipelines.llm.openai_provider.ServerCapacity`); 0 (inline, no
+    pool) for the rules provider or any other."""
     cfg = rt.spec.template.signal_provider
     if rt.provider is None or getattr(cfg, "kind", None) != "openai" or not getattr(rt.provider, "cacheable", False):
         return 0
-    return int(getattr(cfg, "max_concurrent_calls", 1) or 1)
+    n = int(getattr(cfg, "max_concurrent_calls", 1) or 1)
+    concurrency = getattr(rt.provider, "concurrency", None)
+    if callable(concurrency):
+        try:
+            n = min(n, int(concurrency()))
+        except Exception:  # noqa: BLE001 - the provider limits its own calls anyway
+            pass
+    return max(1, n)
 
 
 def _admit_and_start(rt: Runtime, a: Analysis, prep: "_Prep", budget, pool, order: dict) -> None:

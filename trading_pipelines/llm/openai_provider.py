@@ -22,10 +22,11 @@ import httpx2
 import openai
 
 from trading_pipelines.domain.models import Mode
-from trading_pipelines.llm.calls import SignalProvider
+from trading_pipelines.llm.calls import SignalProvider, base_url_host
 from trading_pipelines.llm import dialects
 from trading_pipelines.llm.dialects import (
     MAX_STEP_DOWNS,
+    REPROBE_AFTER_S,
     RESPONSE_FORMAT_CHAIN,
     ResponseFormat,
     _Dialect,
@@ -51,6 +52,144 @@ OPENAI_PROVIDER = "openai"
 DEFAULT_MAX_RETRIES = 2
 DEFAULT_MAX_ENTRY_DEVIATION_PCT = 2.0
 DEFAULT_MIN_PROMPT_TOKENS = 50
+DEFAULT_MAX_CONCURRENT_CALLS = 4
+PROBE_TIMEOUT_S = 5.0
+"""Seconds (at most; never more than ``timeout_s``) the capacity probe (``GET /props``, ``GET /slots``) waits."""
+_NO_PROBE_HOSTS = ("api.openai.com",)  # a hosted API: no slot count to ask for
+
+
+_mono = time.monotonic  # the capacity's clock (tests move it)
+
+
+class ServerCapacity:
+    """How many calls one server is sent at once: process-wide, one per base URL
+    (:func:`server_capacity`).
+
+    ``slots``: the count the server reports — llama.cpp's server: ``GET /props`` →
+    ``total_slots`` (its ``--parallel``), else ``GET /slots`` (one entry a slot) — or ``None``
+    when it reports none (llama-cpp-python, vLLM, Ollama, hosted APIs). The limit starts at
+    ``ceiling`` (the providers' ``max_concurrent_calls``), no higher than ``slots``, and moves
+    AIMD-style: a timeout or a 429 halves it (once per wave: only for a request sent at or after
+    the last decrease) and caps it at one less than the requests in flight when it happened (at
+    least 1; the cap is re-probed after :data:`~trading_pipelines.llm.dialects.REPROBE_AFTER_S`);
+    each answer raises it by 1/limit (one a limit's worth of answers) up to the cap.
+
+    A timed-out attempt is abandoned by the client, but the server may still compute it
+    (llama-cpp-python's server finishes a non-streaming request whose client has gone): each
+    one adds up to one timeout of work ahead of later requests, so later attempts get their
+    timeout extended by that backlog (:meth:`extra_timeout`, seconds)."""
+
+    def __init__(self, ceiling: int, slots: int | None) -> None:
+        self.slots = slots
+        self.ceiling = max(1, min(ceiling, slots) if slots else ceiling)
+        self.limit = float(self.ceiling)
+        self.cap = self.ceiling
+        self._cap_at: float | None = None
+        self.in_flight = 0
+        self._last_decrease = -float("inf")
+        self._backlog_until = 0.0
+        self._cond = threading.Condition()
+
+    def widen(self, ceiling: int) -> None:
+        """Another provider of this server allows ``ceiling`` calls at once: the larger counts."""
+        with self._cond:
+            new = max(1, min(ceiling, self.slots) if self.slots else ceiling)
+            if new > self.ceiling:
+                if self.cap == self.ceiling:
+                    self.cap = new
+                self.ceiling = new
+                self._cond.notify_all()
+
+    def _allowed(self) -> int:
+        if self._cap_at is not None and _mono() - self._cap_at >= REPROBE_AFTER_S:
+            self.cap, self._cap_at = self.ceiling, None
+        return max(1, min(int(self.limit), self.cap))
+
+    def allowed(self) -> int:
+        """Calls that may be in flight at once now."""
+        with self._cond:
+            return self._allowed()
+
+    def acquire(self) -> float:
+        """Wait for room; the send time (for :meth:`release`)."""
+        with self._cond:
+            while self.in_flight >= self._allowed():
+                self._cond.wait(0.5)
+            self.in_flight += 1
+            return _mono()
+
+    def extra_timeout(self) -> float:
+        """Seconds of server work that attempts the client gave up on may still hold (≥ 0)."""
+        with self._cond:
+            return max(0.0, self._backlog_until - _mono())
+
+    def release(self, sent_at: float, outcome: str, timeout_s: float) -> None:
+        """The attempt sent at ``sent_at`` ended: ``ok`` (an answer), ``timeout``, ``overload``
+        (429) or ``error`` (anything else: no change)."""
+        with self._cond:
+            in_flight_then = self.in_flight
+            self.in_flight = max(0, self.in_flight - 1)
+            self._settle(sent_at, outcome, timeout_s, in_flight_then)
+            self._cond.notify_all()
+
+    def overloaded(self, sent_at: float) -> None:
+        """A 429 seen while the SDK retries it (the attempt stays in flight)."""
+        with self._cond:
+            self._settle(sent_at, "overload", 0.0, self.in_flight)
+
+    def _settle(self, sent_at: float, outcome: str, timeout_s: float, in_flight_then: int) -> None:
+        now = _mono()
+        if outcome == "ok":
+            if self.limit < self.cap:
+                self.limit = min(float(self.cap), self.limit + 1.0 / max(1.0, self.limit))
+        elif outcome in ("timeout", "overload"):
+            if outcome == "timeout":
+                self._backlog_until = max(self._backlog_until, now) + timeout_s
+            if sent_at >= self._last_decrease:
+                self.limit = max(1.0, self.limit / 2)
+                self.cap = max(1, min(self.cap, in_flight_then - 1))
+                self._cap_at = now
+                self._last_decrease = now
+
+
+_CAPACITIES: dict[str, ServerCapacity] = {}
+_CAPACITIES_LOCK = threading.Lock()
+
+
+def server_capacity(base_url: str) -> ServerCapacity | None:
+    """The capacity known for ``base_url`` in this process (None before its first call)."""
+    with _CAPACITIES_LOCK:
+        return _CAPACITIES.get(base_url)
+
+
+def _server_root(base_url: str) -> str:
+    root = base_url.rstrip("/")
+    return root[:-3] if root.endswith("/v1") else root
+
+
+def probe_slots(base_url: str, api_key: str | None, timeout_s: float) -> int | None:
+    """The slot count the server reports: llama.cpp's server ``GET /props`` → ``total_slots``,
+    else ``GET /slots`` → its length (both at the server's root, beside ``/v1``); ``None`` when
+    neither answers with one (any error, any other server)."""
+    root = _server_root(base_url)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    reads = (("/props", lambda j: j.get("total_slots") if isinstance(j, dict) else None),
+             ("/slots", lambda j: len(j) if isinstance(j, list) and j else None))
+    try:
+        with httpx2.Client(timeout=timeout_s) as http:
+            for path, read in reads:
+                r = http.get(root + path, headers=headers)
+                if r.status_code != 200:
+                    continue
+                try:
+                    n = read(r.json())
+                except ValueError:
+                    continue
+                if isinstance(n, int) and not isinstance(n, bool) and n >= 1:
+                    return n
+    except httpx2.HTTPError as e:
+        log.info("capacity probe of %s failed: %s", base_url_host(base_url), type(e).__name__)
+    return None
 
 
 class OpenAISignalProvider(SignalProvider):
@@ -119,6 +258,7 @@ class OpenAISignalProvider(SignalProvider):
         max_entry_deviation_pct: float = DEFAULT_MAX_ENTRY_DEVIATION_PCT,
         agent: str | None = None,
         system_text: str | None = None,
+        max_concurrent_calls: int = DEFAULT_MAX_CONCURRENT_CALLS,
     ) -> None:
         _check_template(template_name)
         if client is None and not api_key:
@@ -141,9 +281,11 @@ class OpenAISignalProvider(SignalProvider):
         self.system_text = system_text
         self.reads_account = agent is not None
         self._secret = api_key
+        self.max_concurrent_calls = max(1, int(max_concurrent_calls))
+        self._probe = client is None and base_url_host(self.base_url) not in _NO_PROBE_HOSTS
         self._client = client or openai.OpenAI(
             api_key=api_key, base_url=self.base_url, timeout=timeout_s, max_retries=max_retries,
-            http_client=None if retry_timeouts else openai.DefaultHttpxClient(transport=_TimeoutIsFinal()),
+            http_client=openai.DefaultHttpxClient(transport=_Transport(final_timeouts=not retry_timeouts)),
         )
         self.max_retries = self._client.max_retries
         self._lock = threading.Lock()
@@ -156,6 +298,25 @@ class OpenAISignalProvider(SignalProvider):
         )
 
     cacheable = True
+
+    def capacity(self) -> ServerCapacity:
+        """This server's :class:`ServerCapacity` (process-wide; the first call to a server asks it
+        for its slot count, see :func:`probe_slots`, unless ``client`` was given or the server is
+        OpenAI's API)."""
+        with _CAPACITIES_LOCK:
+            cap = _CAPACITIES.get(self.base_url)
+            if cap is None:
+                slots = probe_slots(self.base_url, self._secret, min(PROBE_TIMEOUT_S, self.timeout_s)) if self._probe else None
+                if slots is not None:
+                    log.info("server %s reports %d slot(s)", base_url_host(self.base_url), slots)
+                cap = _CAPACITIES[self.base_url] = ServerCapacity(self.max_concurrent_calls, slots)
+        cap.widen(self.max_concurrent_calls)
+        return cap
+
+    def concurrency(self) -> int:
+        """Calls to send this server at once now: ``max_concurrent_calls``, no more than the
+        server's reported slots or its current AIMD limit (see :class:`ServerCapacity`)."""
+        return min(self.max_concurrent_calls, self.capacity().allowed())
 
     def call_parameters(self) -> dict[str, Any]:
         d = self._configured
@@ -225,21 +386,33 @@ class OpenAISignalProvider(SignalProvider):
         where = f"chat.completions (model {self.model})"
         steps: list[dict[str, Any]] = []
         calls = 0
+        cap = self.capacity()
+        timeout_retried = False
+        extra = 0.0
+        concurrency = cap.allowed()
 
         def record(chart: str) -> dict[str, Any]:
             return {**asdict(d), "content": "parts" if chart == "sent" else "string", "chart": chart,
                     "temperature": self.temperature if d.temperature else None,
-                    "http_calls": calls, "step_downs": list(steps), "learned_step_downs": learned}
+                    "http_calls": calls, "step_downs": list(steps), "learned_step_downs": learned,
+                    "server_slots": cap.slots, "concurrency": concurrency, "timeout_retried": timeout_retried}
 
         chart_state = "none" if req.chart_png is None else ("sent" if d.chart else "off")
         while True:
             body = self.request_body(prompt, sent_req.chart_png, req.mode, d)
             request_json = redact_request_body(body, sent_req.chart_sha256)
             calls += 1
+            sent_at = cap.acquire()
+            concurrency, extra = cap.allowed(), cap.extra_timeout()
+            outcome = "error"
+            _CALL.sent = (cap, sent_at)
             try:
-                completion = self._client.chat.completions.create(**body)
+                # the server may still be computing attempts given up on: their work is ahead of this one
+                completion = self._client.chat.completions.create(**body, **({"timeout": self.timeout_s + extra} if extra else {}))
+                outcome = "ok"
                 break
             except openai.APIStatusError as e:
+                outcome = "overload" if e.status_code == 429 else "error"
                 msg = self._scrub(str(e.message))[:500]
                 step = _step_down(d, e.status_code, msg, image_sent=sent_req.chart_png is not None and d.chart)
                 if step is not None and len(steps) < MAX_STEP_DOWNS:
@@ -255,8 +428,14 @@ class OpenAISignalProvider(SignalProvider):
                 return self._no_trade(sent_req, f"HTTP {e.status_code} from {where} {retried}: {msg}", t0, prompt=prompt,
                                       request_json=request_json, dialect=record(chart_state))
             except openai.APITimeoutError:
-                retried = f"after up to {self.max_retries} retries" if self.retry_timeouts else "not retried (retry_timeouts off)"
-                return self._no_trade(sent_req, f"timeout ({self.timeout_s}s per attempt) calling {where}, {retried}", t0,
+                outcome = "timeout"
+                if not self.retry_timeouts and not timeout_retried:
+                    timeout_retried = True  # once, at the concurrency the timeout lowers (released below)
+                    continue
+                retried = (f"after up to {self.max_retries} retries" if self.retry_timeouts
+                           else f"retried once at concurrency {concurrency}")
+                per = f"{self.timeout_s}s per attempt" + (f", +{extra:.1f}s for the server's backlog" if extra else "")
+                return self._no_trade(sent_req, f"timeout ({per}) calling {where}, {retried}", t0,
                                       prompt=prompt, request_json=request_json, dialect=record(chart_state))
             except openai.APIConnectionError as e:
                 msg = self._scrub(f"{e}; cause: {e.__cause__!r}" if e.__cause__ else str(e))[:500]
@@ -266,6 +445,9 @@ class OpenAISignalProvider(SignalProvider):
                 msg = self._scrub(f"{type(e).__name__}: {e}")[:500]
                 return self._no_trade(sent_req, f"{where} failed: {msg}", t0, prompt=prompt, request_json=request_json,
                                       dialect=record(chart_state))
+            finally:
+                _CALL.sent = None
+                cap.release(sent_at, outcome, self.timeout_s)
 
         ctx = {"prompt": prompt, "request_json": request_json, "dialect": record(chart_state)}
         usage: dict[str, int] = {}
@@ -328,15 +510,30 @@ class OpenAISignalProvider(SignalProvider):
         return result
 
 
-class _TimeoutIsFinal(httpx2.HTTPTransport):
-    """Turns a timeout into :class:`openai.APITimeoutError` inside the transport: the SDK
-    propagates its own errors without retrying, so a timed-out attempt is not sent again."""
+_CALL = threading.local()  # (capacity, send time) of the attempt this thread is making
+
+
+class _Transport(httpx2.HTTPTransport):
+    """The provider's HTTP transport. ``final_timeouts``: a timeout becomes
+    :class:`openai.APITimeoutError` inside the transport (the SDK propagates its own errors
+    without retrying, so the SDK does not send a timed-out attempt again; the provider decides).
+    Every 429 the SDK is about to retry lowers the server's :class:`ServerCapacity`."""
+
+    def __init__(self, *, final_timeouts: bool) -> None:
+        super().__init__()
+        self.final_timeouts = final_timeouts
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         try:
-            return super().handle_request(request)
+            response = super().handle_request(request)
         except httpx2.TimeoutException as e:
+            if not self.final_timeouts:
+                raise
             raise openai.APITimeoutError(request=request) from e
+        sent = getattr(_CALL, "sent", None)
+        if response.status_code == 429 and sent is not None:
+            sent[0].overloaded(sent[1])
+        return response
 
 
 def _sdk_retries(status: int) -> bool:

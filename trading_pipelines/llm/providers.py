@@ -66,5 +66,6 @@ def build_provider(
             reasoning=cfg.reasoning,
             min_prompt_tokens=cfg.min_prompt_tokens,
             max_entry_deviation_pct=cfg.max_entry_deviation_pct,
+            max_concurrent_calls=cfg.max_concurrent_calls,
         )
     raise TypeError(f"unknown signal provider config {type(cfg).__name__}")
