@@ -299,3 +299,20 @@ def test_merge_keys_override_without_being_duplicates():
     assert doc == {"base": {"a": 1, "b": 2}, "other": {"a": 1, "b": 3}}
     with pytest.raises(yaml.YAMLError, match="duplicate key 'b'"):
         yaml.load("other:\n  <<: {a: 1}\n  b: 3\n  b: 4\n", Loader=UniqueKeyLoader)
+
+
+def test_a_catalogue_edit_of_the_same_size_and_mtime_is_seen(tmp_path, monkeypatch):
+    """The merged catalogue is cached by the files' stat: an edit that keeps the size and the mtime
+    (a coarse timestamp tick, or a tool restoring the mtime) still changes the inode's ctime."""
+    import os
+
+    path = tmp_path / "mine.yaml"
+    entry = "{asset_class: crypto, market: spot, data_file: a.csv, lot_step: %s, min_qty: 0.1, tick_size: 0.0001, min_notional: 5}"
+    path.write_text("instruments:\n  ADA/USDT: " + entry % "0.1" + "\n")
+    monkeypatch.setenv("TRADING_INSTRUMENTS_PATH", str(path))
+    assert instrument_catalogue()["ADA/USDT"].lot_step == 0.1
+    st = path.stat()
+    path.write_text("instruments:\n  ADA/USDT: " + entry % "0.2" + "\n")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert instrument_catalogue()["ADA/USDT"].lot_step == 0.2

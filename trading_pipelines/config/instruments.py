@@ -42,15 +42,17 @@ def instruments_files() -> list[Path]:
     return [instruments_file(), *(Path(p).expanduser() for p in extra.split(os.pathsep) if p.strip())]
 
 
-def _catalogue_key() -> tuple[tuple[str, int, int], ...]:
-    """(path, mtime_ns, size) of every catalogue file: the cache key of the merged catalogue."""
+def _catalogue_key() -> tuple[tuple[str, int, int, int, int], ...]:
+    """(path, mtime_ns, size, ctime_ns, inode) of every catalogue file: the cache key of the merged
+    catalogue (the ctime and inode change on every write or replacement, even one that keeps the
+    size and restores the mtime)."""
     key = []
     for f in instruments_files():
         try:
             st = f.stat()
         except OSError as e:
             raise InstrumentCatalogueError(f"{f}: cannot read instrument catalogue: {e.strerror or e}") from None
-        key.append((str(f), st.st_mtime_ns, st.st_size))
+        key.append((str(f), st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino))
     return tuple(key)
 
 
@@ -100,10 +102,10 @@ def _read_catalogue_file(path: Path) -> dict[str, tuple[dict, InstrumentSpec]]:
 
 
 @lru_cache(maxsize=8)
-def _merged_catalogue(key: tuple[tuple[str, int, int], ...]) -> tuple[dict[str, dict], dict[str, InstrumentSpec]]:
+def _merged_catalogue(key: tuple[tuple[str, int, int, int, int], ...]) -> tuple[dict[str, dict], dict[str, InstrumentSpec]]:
     raw: dict[str, dict] = {}
     specs: dict[str, InstrumentSpec] = {}
-    for path, _mtime, _size in key:
+    for path, *_stat in key:
         for sym, (entry, spec) in _read_catalogue_file(Path(path)).items():
             raw[sym], specs[sym] = entry, spec
     return raw, specs
@@ -122,7 +124,7 @@ def _load_catalogue(path: str) -> dict:
 def instrument_catalogue() -> dict[str, InstrumentSpec]:
     """Instrument symbol → :class:`InstrumentSpec`, merged from :func:`instruments_files` (the
     shipped ``data/instruments.yaml`` or ``TRADING_INSTRUMENTS_FILE``, then ``TRADING_INSTRUMENTS_PATH``).
-    Cached by the files' paths and mtimes. Raises :class:`InstrumentCatalogueError` for a bad file."""
+    Cached by the files' paths and stat (mtime, size, ctime, inode). Raises :class:`InstrumentCatalogueError` for a bad file."""
     return dict(_merged_catalogue(_catalogue_key())[1])
 
 
