@@ -129,3 +129,36 @@ def test_a_window_after_the_end_of_the_data_is_an_error_naming_the_last_bar(user
     assert rc == 0, err
     rep = json.loads(out.strip().splitlines()[-1])
     assert rep["windows"] == 1 and rep["instruments"] == ["BAD/USDT"] and rep["failed_instruments"] == []
+
+
+ETH_4H = (DEFAULT_DATA_DIR / "BINANCE_ETH-USDT_4h.csv").read_text().splitlines()
+HELD_BAD_LINE = 2183  # 2026-02-27T12:00:00Z,1962.08,1969.0,1938.82,1948.59,105123.5497 in the shipped ETH file
+
+
+def test_a_bad_row_under_an_open_position_stops_the_walk_and_is_listed(user_env, tmp_path):
+    """BAD/USDT is a copy of the shipped ETH 4h file, so it buys at the 2026-02-27T00:00 window as
+    ETH does (both filled at the 04:00 open); its line 2183 (the 12:00 bar) has high 1 900 < low
+    1 938.82. A window only sees the bars before it, so the first three windows trade; the venue
+    cannot simulate BAD's open position over the 12:00 bar, so the walk stops at the window
+    2026-02-27-12:00 (fail closed: no window is valued on a guess) and the run still finishes:
+    exit 0, ``failed_instruments`` naming the window, the file and the line; 3 windows in the report.
+    Needs the market data source to raise only for spans that contain the bad row (stores/market_data.py,
+    issue 13 "A bad row blanks windows before it"); with a whole-file error BAD never trades."""
+    user_env("held_4h_user", ["ETH/USDT", "BAD/USDT"], corrupt=False)
+    rows = list(ETH_4H)
+    ts, o, h, lo, c, v = rows[HELD_BAD_LINE - 1].split(",")
+    assert ts == "2026-02-27T12:00:00Z"
+    rows[HELD_BAD_LINE - 1] = ",".join([ts, o, "1900.0", lo, c, v])
+    csv = tmp_path / "mydata" / "BAD-USDT_4h.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    rc, out, err = _cli(["replay", "held_4h_user", "--start", "2026-02-27T00:00Z", "--end", "2026-02-28T00:00Z",
+                         "--no-charts", "--quiet", "--json"])
+    assert rc == 0, err
+    rep = json.loads(out.strip().splitlines()[-1])
+    [failed] = rep["failed_instruments"]
+    assert failed["instrument"] == "BAD/USDT"
+    assert failed["reason"].startswith("the account walk stopped at window 2026-02-27-12:00 (3 windows walked): "
+                                       f"{csv}: line {HELD_BAD_LINE} (open_time 2026-02-27T12:00:00+00:00)")
+    assert rep["windows"] == 3
+    opened = sorted((t["instrument"], t["opened_at"], t["entry_price"]) for t in rep["trade_list"])
+    assert opened == [("BAD/USDT", "2026-02-27T04:00:00+00:00", 2046.41), ("ETH/USDT", "2026-02-27T04:00:00+00:00", 2046.41)]
