@@ -1,7 +1,7 @@
-"""What every part of the strategy configuration shares: the error type, the strict model base
-(unknown fields are an error, models are frozen, a boolean is never a number, only a boolean is a
-boolean, a number is never a date), the YAML reader that refuses duplicate keys, and the formatting of pydantic errors as
-``<file>: <dotted.field.path>: <problem>`` lines."""
+"""What every part of the strategy configuration shares: the error type, the YAML reader that
+refuses duplicate keys (:func:`read_yaml`), the strict model base (unknown fields are an error,
+models are frozen, a boolean is never a number, only a boolean is a boolean, a number is never a
+date) and the formatting of pydantic errors as ``<file>: <dotted.field.path>: <problem>`` lines."""
 
 from __future__ import annotations
 
@@ -153,10 +153,11 @@ def refuse_lax_scalars(annotation: Any, value: Any, loc: tuple = ()) -> list[tup
     if value is None:
         return []
     if _is(annotation, datetime):
-        number = (isinstance(value, (int, float)) and not isinstance(value, bool)) or (isinstance(value, str) and _NUMBER.fullmatch(value) and
-                                                     any(c.isdigit() for c in value))
-        return [(loc, "expected a date or time like 2026-03-01T00:00:00Z, not a number (seconds since 1970)", value)] \
-            if number else []
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        numeric_text = isinstance(value, str) and bool(_NUMBER.fullmatch(value)) and any(c.isdigit() for c in value)
+        if number or numeric_text:
+            return [(loc, "expected a date or time like 2026-03-01T00:00:00Z, not a number (seconds since 1970)", value)]
+        return []
     if _accepts(annotation, bool) and not any(_accepts(annotation, t) for t in (int, float, str)):
         return [] if isinstance(value, bool) else [(loc, "expected true or false", value)]
     if _numbers(annotation):
