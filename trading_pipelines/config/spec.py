@@ -170,6 +170,11 @@ class RiskConfig(_Strict):
     max_entry_slippage_pct: float = Field(default=0.5, ge=0, le=10, description="entries are limit orders this percent "
                                           "beyond the last close (the protective limit), filled at the next open or expired; "
                                           "the size is computed at that limit, so the risk at any fill is at most the planned risk")
+    max_stop_atr: float = Field(default=5.0, gt=0, le=100, description="a provider's own stop more than this many ATR "
+                                "from the last close makes its answer a no-trade (the planner's stop is used regardless)")
+    max_target_r: float = Field(default=10.0, gt=0, le=1000, description="a provider's own take-profit more than this "
+                                "many R from the last close (R: its stop's distance, else the planner's) makes its "
+                                "answer a no-trade")
 
     @property
     def exit_confidence(self) -> float:
@@ -250,6 +255,13 @@ class StrategySpec(_Strict):
                              f"strategy mode is {self.mode.value} (binance: spot, binanceusdm: futures)")
         if v.kind == "ibkr" and self.mode is not Mode.SPOT:
             raise ValueError("venue.kind 'ibkr' trades equities here: spot mode only")
+        stop, risk = self.template.stop, self.risk
+        if stop.method == "atr" and risk.max_stop_atr < stop.atr_multiple:
+            raise ValueError(f"risk.max_stop_atr {risk.max_stop_atr} is below template.stop.atr_multiple "
+                             f"{stop.atr_multiple}: a provider's stop at the planner's own distance would be refused")
+        if risk.max_target_r < self.template.take_profit_r:
+            raise ValueError(f"risk.max_target_r {risk.max_target_r} is below template.take_profit_r "
+                             f"{self.template.take_profit_r}: a provider's target at the planner's own would be refused")
         if self.mode is Mode.FUTURES and self.futures is None:
             raise ValueError("futures mode needs a `futures` block (leverage, max_leverage, margin_mode)")
         if self.mode is Mode.SPOT and self.futures is not None:

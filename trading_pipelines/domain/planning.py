@@ -6,9 +6,14 @@ Entry reference price is the last closed bar's close. The order itself is a prot
 :mod:`stops`), the size follows the fixed-fractional risk rule *at the limit* (see :mod:`sizing`):
 ``quantity = equity × risk_pct / |limit − stop|``, and ``risk_amount`` is the loss at the stop
 from the limit, ``quantity × |limit − stop|`` — the most the trade can lose at its stop. The
-target is ``take_profit_r`` × the stop distance from the close. Anything that prevents a sound plan (a hold, low confidence — entries against
+target is ``take_profit_r`` × the stop distance from the close. The provider's own stop and
+target are never used, but they must be credible (:func:`stops.answer_levels_problem`: the stop
+within ``max_stop_atr`` × ATR of the close, the target within ``max_target_r`` R): an answer
+whose levels are absurd (``take_profit: 1e300``, ``stop: 1e-300``) is not trusted to be right
+about its action either. Anything that prevents a sound plan (a hold, low confidence — entries against
 ``min_confidence``, exits against ``min_exit_confidence`` —, indicators still warming
-up, a size below one lot) becomes a NO_TRADE intent with its reason — never an exception.
+up, implausible provider levels, a size below one lot) becomes a NO_TRADE intent with its
+reason — never an exception.
 """
 
 from __future__ import annotations
@@ -31,13 +36,21 @@ from trading_pipelines.domain.models import (
     TradeIntent,
 )
 from trading_pipelines.domain.sizing import liquidation_price, risk_position_size
-from trading_pipelines.domain.stops import take_profit, technical_stop
+from trading_pipelines.domain.stops import (
+    DEFAULT_MAX_STOP_ATR,
+    DEFAULT_MAX_TARGET_R,
+    answer_levels_problem,
+    take_profit,
+    technical_stop,
+)
 
 
 @dataclass(frozen=True)
 class PlanParams:
     """Planning parameters from the strategy file. ``risk_per_trade_pct`` and
-    ``max_entry_slippage_pct`` (the entry's protective band beyond the last close) in percent."""
+    ``max_entry_slippage_pct`` (the entry's protective band beyond the last close) in percent.
+    ``max_stop_atr`` (ATR multiples) and ``max_target_r`` (R multiples): the bounds on the
+    provider's own stop and target (the strategy's ``risk.max_stop_atr``/``risk.max_target_r``)."""
 
     risk_per_trade_pct: float = 1.0
     min_confidence: float = 0.55
@@ -51,6 +64,8 @@ class PlanParams:
     leverage: float = 1.0
     margin_mode: Literal["isolated", "cross"] | None = None
     max_entry_slippage_pct: float = DEFAULT_MAX_ENTRY_SLIPPAGE_PCT
+    max_stop_atr: float = DEFAULT_MAX_STOP_ATR
+    max_target_r: float = DEFAULT_MAX_TARGET_R
 
 
 @dataclass(frozen=True)
@@ -103,6 +118,10 @@ def plan_intent(signal: Signal, instrument: InstrumentSpec, equity: float, marke
             atr_multiple=p.atr_multiple, swing_low=market.swing_low, swing_high=market.swing_high, buffer_atr=p.buffer_atr,
         )
         target = take_profit(pos_side, entry, stop, p.take_profit_r, instrument.tick_size)
+        implausible = answer_levels_problem(pos_side, entry, market.atr, signal.stop, signal.take_profit, own_stop=stop,
+                                            max_stop_atr=p.max_stop_atr, max_target_r=p.max_target_r)
+        if implausible is not None:
+            return no_trade(f"{signal.provider} levels refused: {implausible}")
         limit = protective_limit(pos_side.entry_side, entry, p.max_entry_slippage_pct, instrument.tick_size)
         if (limit <= stop) if pos_side is PositionSide.LONG else (limit >= stop):
             raise ValueError(f"protective limit {limit} is not on the entry side of the stop {stop}")

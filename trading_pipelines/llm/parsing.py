@@ -35,6 +35,21 @@ class InvalidSignalResponse(ValueError):
 
 
 _FENCE_RE = re.compile(r"^\s*```(?:json)?\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
+# a fenced block anywhere: ``` or ```json, up to the next ``` (the body may not hold a fence)
+_ANY_FENCE_RE = re.compile(r"```(?:json|JSON)?[ \t]*\n?(.*?)```", re.DOTALL)
+# the reasoning block a reasoning model writes before its answer (DeepSeek-R1, Qwen3, QwQ…)
+_REASONING_TAGS = ("think", "thinking", "reasoning")
+_OPEN_TAG_RE = re.compile(r"^\s*<(think|thinking|reasoning)>", re.IGNORECASE)
+# trailing prose after a fenced block that could change what the block says: a brace or a digit
+# (another object or another price), an action word, or a correction
+_MEANINGFUL_TAIL_RE = re.compile(
+    r"[{}\[\]0-9]|\b(?:buy|buying|bought|sell|selling|sold|hold|holding|long|short|shorting|close|closing|exit"
+    r"|actually|instead|rather|correction|corrected|ignore|disregard|scratch|wait|update|updated|revise|revised"
+    r"|changed?|mistake|wrong|not|no)\b|n't\b",
+    re.IGNORECASE,
+)
+# prose before a fenced block that says the block is not the answer
+_DISOWNING_HEAD_RE = re.compile(r"\b(?:ignore|disregard|not the answer|do not use|don't use|example)\b", re.IGNORECASE)
 
 
 class _DuplicateKey(ValueError):
@@ -71,10 +86,15 @@ def parse_signal_response(
     *,
     instrument: str | None = None,
     max_entry_deviation_pct: float | None = None,
+    reasoning: str | None = None,
 ) -> SignalResponse:
     """Parse and check a model's answer for ``mode``; the model's numbers are not trusted.
 
-    Accepts one JSON object (optionally wrapped in a single ```json fence). Checks, in order:
+    ``text`` is the message content **as received** (not cleaned: a control character inside a
+    token is a broken answer, not one to repair — strict JSON refuses it); ``reasoning`` the
+    message's separate reasoning (``reasoning_content``), if the server sent one. The JSON text is
+    found by :func:`answer_json_text` (one object; or the one object after a reasoning block; or
+    the single fenced block). Checks, in order:
     non-empty, valid JSON without a duplicate key at any depth (``"action":"hold", …,
     "action":"buy"`` is refused, not read as its last value) and without NaN/Infinity, an object,
     ``action`` allowed in ``mode``, the mode's schema (``extra="forbid"``, confidence 0..1,
@@ -87,18 +107,27 @@ def parse_signal_response(
 
     Raises :class:`InvalidSignalResponse` with a message naming the failed check.
     """
-    if text is None or not text.strip():
-        raise InvalidSignalResponse("empty response content")
-    m = _FENCE_RE.match(text)
-    body = m.group(1) if m else text
+    body = answer_json_text(text, reasoning)
+    decoder = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant)
+    start = len(body) - len(body.lstrip())
     try:
-        obj = json.loads(body, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant)
+        obj, end = decoder.raw_decode(body, start)
     except _DuplicateKey as e:
         raise InvalidSignalResponse(f"response JSON repeats the key {e.args[0]!r} (duplicate keys are ambiguous)") from None
     except json.JSONDecodeError as e:
-        raise InvalidSignalResponse(f"response is not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+        raise InvalidSignalResponse(f"response is not valid JSON ({e.msg.removesuffix(' at')} at line {e.lineno} "
+                                    f"column {e.colno})") from None
     except RecursionError:
         raise InvalidSignalResponse("response JSON is nested too deeply") from None
+    rest = body[end:]
+    if rest.strip():
+        line = body.count("\n", 0, end) + 1
+        after = rest.lstrip()
+        if after[:1] in ("{", "["):
+            raise InvalidSignalResponse(f"response holds more than one JSON value (another starts after line {line}): "
+                                        "ambiguous")
+        raise InvalidSignalResponse(f"response is not valid JSON (text after the object at line {line}: "
+                                    f"{after[:40]!r})")
     if not isinstance(obj, dict):
         raise InvalidSignalResponse(f"response JSON is a {type(obj).__name__}, expected an object")
     allowed = _allowed_actions(mode)
@@ -129,6 +158,76 @@ def parse_signal_response(
     if market is not None:
         _check_sides(resp, market, "close")
     return resp
+
+
+def _strip_reasoning(text: str, reasoning: str | None) -> str:
+    """``text`` without a leading reasoning block: ``<think>…</think>`` (also ``<thinking>``,
+    ``<reasoning>``); the reasoning up to a ``</think>`` whose opening tag the chat template wrote
+    (DeepSeek-R1 distills); or ``reasoning`` itself repeated at the start. A text that starts with
+    ``{`` has no reasoning block (a tag inside its strings is not one)."""
+    if text.lstrip().startswith("{"):
+        return text
+    m = _OPEN_TAG_RE.match(text)
+    if m is not None:
+        tag = m.group(1).lower()
+        close = re.search(rf"</{tag}>", text[m.end():], re.IGNORECASE)
+        if close is None:
+            raise InvalidSignalResponse(f"the reasoning block <{m.group(1)}> is never closed: no answer after it "
+                                        "(truncated?)")
+        return text[m.end() + close.end():]
+    for tag in _REASONING_TAGS:
+        close = re.search(rf"</{tag}>", text, re.IGNORECASE)
+        if close is not None and not re.search(rf"<{tag}>", text[:close.start()], re.IGNORECASE):
+            return text[close.end():]
+    if reasoning and reasoning.strip() and text.lstrip().startswith(reasoning.strip()):
+        return text.lstrip()[len(reasoning.strip()):]
+    return text
+
+
+def answer_json_text(text: str | None, reasoning: str | None = None) -> str:
+    """The JSON text of a model's answer ``text`` (as received; ``reasoning``: the message's separate
+    reasoning, if any). One of, after a leading reasoning block (see :func:`_strip_reasoning`) if
+    there is one:
+
+    - the whole text (one JSON object; the parser refuses anything after it, or a second object);
+    - a single fenced block (```` ```json … ``` ```` or ```` ``` … ``` ````) that is the whole text;
+    - a single fenced block with prose around it: prose before it is the model's analysis (unless
+      it disowns the block: "ignore", "disregard", "example"…); prose after it may not hold a
+      digit, a brace or bracket, an action word (buy, sell, hold, long, short, close, exit…), a
+      negation or a correction (actually, instead, wait…) — such a tail could change what the
+      block says, so the answer is refused.
+
+    Raises :class:`InvalidSignalResponse`: empty content (or nothing after the reasoning), an
+    unclosed reasoning block, two or more fenced blocks, prose around a fence as above.
+    """
+    if text is None or not text.strip():
+        if reasoning and reasoning.strip():
+            raise InvalidSignalResponse(f"empty response content (the separate reasoning, {len(reasoning)} characters, "
+                                        "is not an answer)")
+        raise InvalidSignalResponse("empty response content")
+    rest = _strip_reasoning(text, reasoning)
+    if not rest.strip():
+        raise InvalidSignalResponse("no answer after the reasoning block")
+    if rest.lstrip().startswith(("{", "[")):  # an object first: the decoder refuses what follows it
+        return rest
+    whole = _FENCE_RE.match(rest)
+    if whole is not None and "```" not in whole.group(1):
+        return whole.group(1)
+    fences = list(_ANY_FENCE_RE.finditer(rest))
+    if not fences:
+        return rest  # not JSON: the decoder says so
+    if len(fences) > 1:
+        raise InvalidSignalResponse(f"response holds {len(fences)} fenced blocks: ambiguous, expected one JSON object")
+    fence = fences[0]
+    head, tail = rest[:fence.start()], rest[fence.end():]
+    if _DISOWNING_HEAD_RE.search(head):
+        word = _DISOWNING_HEAD_RE.search(head).group(0)  # type: ignore[union-attr]
+        raise InvalidSignalResponse(f"the text before the fenced block says {word!r}: it may not be the answer")
+    hit = _MEANINGFUL_TAIL_RE.search(tail)
+    if hit is not None:
+        raise InvalidSignalResponse(f"text after the fenced block could change its meaning ({hit.group(0)!r} in "
+                                    f"{tail.strip()[:60]!r})")
+    return fence.group(1)
 
 
 def _check_sides(resp: SignalResponse, ref: float, ref_name: str) -> None:
