@@ -140,8 +140,13 @@ def analyze(rt: Runtime, instrument: str, window_ends: list[datetime], run_id: s
         if a.error:
             continue
         start = _chunk_start(pd.Timestamp(a.window_end - bar), bar)
+        chunk = chunks[start]
+        problem = chunk.problems.get(a.window_end)
+        if problem:  # a bad row in its lookback, or too little history (see frames): no frame, no chart
+            a.error = problem
+            continue
         a.frame_object = objects.get(start)
-        frame = slice_window(rt, chunks[start], a.window_end)
+        frame = slice_window(rt, chunk.frame, a.window_end)
         a.frame, a.bars = frame, frame[["open", "high", "low", "close", "volume"]]
         stale = freshness(rt, frame, a.window_end)
         if stale:

@@ -36,7 +36,8 @@ TRANSIENT_CCXT_ERRORS: tuple[type[Exception], ...] = (ccxt.NetworkError, ccxt.Re
 
 class MarketDataError(ValueError):
     """Market data is missing or invalid. The message names the source (file, exchange) and the
-    first offending row/timestamp or the unknown symbol/timeframe."""
+    first offending row/timestamp or the unknown symbol/timeframe (bad rows of a replay CSV:
+    :class:`BadRowsError`)."""
 
 
 # ---------------------------------------------------------------- helpers
@@ -150,7 +151,73 @@ class MarketDataSource(ABC):
 
 # ---------------------------------------------------------------- CSV replay
 
-_CSV_CACHE: dict[tuple[str, int, int, str], pd.DataFrame] = {}
+_NS_MIN, _NS_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+
+
+class BadRow:
+    """One line of a replay CSV that is not a usable bar.
+
+    ``line``: 1-based file line (the header is line 1); ``message``: ``"<file>: line <n> …: <reason>"``;
+    ``first_ns``/``last_ns``: the bar open times (ns since the UTC epoch, inclusive) the line may
+    stand for. A line with a readable, in-order timestamp stands for its own bar (first = last =
+    its open time); a line whose timestamp is unreadable or out of order stands for any bar between
+    the good rows around it (exclusive), unbounded at either end of the file."""
+
+    __slots__ = ("first_ns", "last_ns", "line", "message")
+
+    def __init__(self, line: int, message: str, first_ns: int, last_ns: int) -> None:
+        self.line, self.message, self.first_ns, self.last_ns = line, message, first_ns, last_ns
+
+    def __repr__(self) -> str:
+        return f"BadRow({self.message!r})"
+
+
+class BadRowsError(MarketDataError):
+    """Bars were asked for over a span that contains (or is cut by) bad rows of a replay CSV.
+
+    ``rows``: the :class:`BadRow` s in the span, in file order. The message is the first row's
+    (``"<file>: line <n> (open_time …): <reason>"``), followed by the count and lines of the others."""
+
+    def __init__(self, rows: tuple[BadRow, ...] | list[BadRow]) -> None:
+        self.rows = tuple(rows)
+        text = self.rows[0].message
+        if len(self.rows) > 1:
+            more = [str(r.line) for r in self.rows[1:11]]
+            text += (f" (and {len(self.rows) - 1} more bad row{'s' if len(self.rows) > 2 else ''}: line"
+                     f"{'s' if len(more) > 1 else ''} {', '.join(more)}{', …' if len(self.rows) > 11 else ''})")
+        super().__init__(text)
+
+
+class _CsvData:
+    """A parsed replay CSV: the good bars (the :func:`validate_ohlcv` shape, strictly increasing)
+    and the bad rows, with the time spans they may stand for (see :class:`BadRow`)."""
+
+    def __init__(self, frame: pd.DataFrame, bad: list[BadRow]) -> None:
+        self.frame = frame
+        self.bad = tuple(bad)
+        self._first = np.array([b.first_ns for b in bad], dtype=np.int64)
+        self._last = np.array([b.last_ns for b in bad], dtype=np.int64)
+
+    def bad_in(self, first: pd.Timestamp | None, last: pd.Timestamp) -> tuple[BadRow, ...]:
+        """The bad rows that may stand for a bar opening in ``[first, last]`` (``first`` None: from
+        the start of the file)."""
+        if not self.bad:
+            return ()
+        lo = _NS_MIN if first is None else first.as_unit("ns").value
+        hi = last.as_unit("ns").value
+        if lo > hi:
+            return ()
+        hit = ((self._first <= hi) & (self._last >= lo)).nonzero()[0]
+        return tuple(self.bad[i] for i in hit)
+
+    def strict(self) -> pd.DataFrame:
+        """The frame, or :class:`BadRowsError` listing every bad row of the file."""
+        if self.bad:
+            raise BadRowsError(self.bad)
+        return self.frame
+
+
+_CSV_CACHE: dict[tuple[str, int, int, str], _CsvData] = {}
 _CSV_LOCK = threading.Lock()
 
 
@@ -158,12 +225,13 @@ def load_ohlcv_csv(path: Path, timeframe: str | None = None) -> pd.DataFrame:
     """Read and validate one replay CSV (header ``timestamp,open,high,low,close,volume``,
     ISO-8601 UTC bar-open timestamps). With ``timeframe``, every timestamp must also lie on that
     timeframe's grid (see :func:`check_on_grid`). Cached per process by (path, mtime, size,
-    timeframe); returns a copy.
+    timeframe); returns a copy of the whole file.
 
     Raises :class:`MarketDataError` naming the file (and line/timestamp) for a missing file,
-    a wrong header, an off-grid timestamp or any :func:`validate_ohlcv` violation.
+    a wrong header or an unreadable CSV, and :class:`BadRowsError` (a :class:`MarketDataError`)
+    naming the first bad row's line and reason when any row is bad (see :func:`read_ohlcv_csv`).
     """
-    return _cached_csv(Path(path), timeframe).copy()
+    return read_ohlcv_csv(Path(path), timeframe).strict().copy()
 
 
 def check_on_grid(index: pd.DatetimeIndex, timeframe: str) -> int | None:
@@ -182,8 +250,17 @@ def _grid_hint(ts: pd.Timestamp, timeframe: str) -> str:
     return f"{timeframe} bars open at {grid}; nearest: {lo.isoformat()} or {(lo + tf).isoformat()}"
 
 
-def _cached_csv(path: Path, timeframe: str | None = None) -> pd.DataFrame:
-    """The validated frame of ``path``, shared by all callers: slice or copy it, never mutate it."""
+def read_ohlcv_csv(path: Path, timeframe: str | None = None) -> _CsvData:
+    """The parsed replay CSV at ``path``, shared by all callers (slice or copy its frame, never
+    mutate it). Cached per process by (path, mtime, size, timeframe).
+
+    Whole-file problems raise :class:`MarketDataError` naming the file: not found, unreadable,
+    wrong header. Row problems do not: each bad row is kept aside with its file line and reason,
+    and the other rows are the frame. A row is bad for: an unreadable timestamp; a duplicate or
+    out-of-order timestamp (the later line of a duplicate; a row later than the two after it);
+    with ``timeframe``, a timestamp off its grid; a missing, non-numeric or infinite cell; a
+    non-positive price; ``high < max(open, close)``; ``low > min(open, close)``; a negative volume.
+    Zero volume is not bad (a placeholder bar: the analysis decides). Blank lines are skipped."""
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -193,35 +270,112 @@ def _cached_csv(path: Path, timeframe: str | None = None) -> pd.DataFrame:
         cached = _CSV_CACHE.get(key)
     if cached is not None:
         return cached
+    data = _parse_csv(path, timeframe)
+    with _CSV_LOCK:
+        _CSV_CACHE[key] = data
+    return data
+
+
+def _cell(value) -> str:
+    """A CSV cell as a message shows it: ``empty``, ``'abc'``, ``inf``."""
+    if isinstance(value, str):
+        return repr(value)
+    return "empty" if pd.isna(value) else repr(float(value))
+
+
+def _parse_csv(path: Path, timeframe: str | None) -> _CsvData:
     try:
-        raw = pd.read_csv(path, dtype={"timestamp": str})
+        raw = pd.read_csv(path, dtype={"timestamp": str}, skip_blank_lines=False)
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise MarketDataError(f"{path}: cannot read CSV: {e}") from None
     if tuple(raw.columns) != CSV_HEADER:
         raise MarketDataError(f"{path}: wrong header {list(raw.columns)} (expected {','.join(CSV_HEADER)})")
-    stamps = pd.to_datetime(raw["timestamp"], utc=True, format="ISO8601", errors="coerce")
-    bad = stamps.isna().to_numpy().nonzero()[0]
-    if len(bad):
-        pos = int(bad[0])
-        raise MarketDataError(f"{path}: line {pos + 2}: bad timestamp {raw['timestamp'].iloc[pos]!r} (need ISO-8601 UTC)")
-    index = pd.DatetimeIndex(stamps)
+    lines = np.arange(len(raw)) + 2  # file lines: the header is line 1
+    blank = raw.isna().all(axis=1).to_numpy()
+    if blank.any():
+        raw, lines = raw[~blank].reset_index(drop=True), lines[~blank]
+    n = len(raw)
+    stamps = pd.DatetimeIndex(pd.to_datetime(raw["timestamp"], utc=True, format="ISO8601", errors="coerce"))
+    t = stamps.as_unit("ns").asi8
+    readable = ~stamps.isna()
+
+    def iso(i: int) -> str:
+        return stamps[i].isoformat()
+
+    # position -> (message, what it may stand for: "own" bar, the grid "slot" it opens in, or "between" its good neighbours)
+    bad: dict[int, tuple[str, str]] = {}
+    in_order = readable.copy()
+    if not (readable.all() and (np.diff(t) > 0).all()):  # the usual file skips the walk
+        idx = readable.nonzero()[0]
+        last = -1  # position of the last in-order row
+        for k, i in enumerate(idx):
+            if last >= 0 and t[i] <= t[last]:
+                dup = t[i] == t[last]
+                kind = "duplicate timestamp" if dup else "timestamp out of order"
+                bad[i] = (f"{path}: line {lines[i]} (open_time {iso(i)}): {kind} (previous row opens {iso(last)})",
+                          "own" if dup else "between")
+                in_order[i] = False
+                continue
+            nxt = idx[k + 1:k + 3]  # a row later than the next two (themselves in order) is the one out of place
+            if len(nxt) and t[i] >= t[nxt[0]] and (last < 0 or t[nxt[0]] > t[last]) and (len(nxt) < 2 or t[i] >= t[nxt[1]]):
+                bad[i] = (f"{path}: line {lines[i]} (open_time {iso(i)}): timestamp out of order "
+                          f"(not before the next row, which opens {iso(nxt[0])})", "between")
+                in_order[i] = False
+                continue
+            last = i
+        for i in (~readable).nonzero()[0]:
+            bad[i] = (f"{path}: line {lines[i]}: bad timestamp {raw['timestamp'].iloc[i]!r} (need ISO-8601 UTC)", "between")
+    step_ns = int(timeframe_delta(timeframe).total_seconds()) * 1_000_000_000 if timeframe is not None else 1
     if timeframe is not None:
-        pos = check_on_grid(index, timeframe)
-        if pos is not None:
-            raise MarketDataError(
-                f"{path}: line {pos + 2}: timestamp {raw['timestamp'].iloc[pos]!r} (open_time {index[pos].isoformat()}) "
-                f"is not on the {timeframe} grid ({_grid_hint(index[pos], timeframe)})")
-    frame = validate_ohlcv(raw.drop(columns="timestamp").set_index(index), str(path), line_offset=2)
-    with _CSV_LOCK:
-        _CSV_CACHE[key] = frame
-    return frame
+        for i in (in_order & (t % step_ns != 0)).nonzero()[0]:
+            bad[i] = (f"{path}: line {lines[i]}: timestamp {raw['timestamp'].iloc[i]!r} (open_time {iso(i)}) "
+                      f"is not on the {timeframe} grid ({_grid_hint(stamps[i], timeframe)})", "slot")
+    values = {col: pd.to_numeric(raw[col], errors="coerce").astype("float64").to_numpy() for col in OHLCV_COLUMNS}
+    o, h, lo, c, v = (values[col] for col in OHLCV_COLUMNS)
+    with np.errstate(invalid="ignore"):
+        checks = [(~np.isfinite(values[col]), lambda p, col=col: f"{col} is missing or not a number ({_cell(raw[col].iloc[p])})")
+                  for col in OHLCV_COLUMNS]
+        checks += [
+            ((o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0), lambda p: f"non-positive price (open {o[p]}, high {h[p]}, low {lo[p]}, close {c[p]})"),
+            (h < np.maximum(o, c), lambda p: f"high {h[p]} < max(open {o[p]}, close {c[p]})"),
+            (lo > np.minimum(o, c), lambda p: f"low {lo[p]} > min(open {o[p]}, close {c[p]})"),
+            (v < 0, lambda p: f"negative volume {v[p]}"),
+        ]
+    for mask, describe in checks:
+        for i in (mask & in_order).nonzero()[0]:
+            if i not in bad:
+                bad[i] = (f"{path}: line {lines[i]} (open_time {iso(i)}): {describe(i)}", "own")
+    good = in_order.copy()
+    good[list(bad)] = False
+    frame = pd.DataFrame({col: values[col][good] for col in OHLCV_COLUMNS},
+                         index=stamps[good].tz_convert("UTC").rename("open_time"))
+    good_pos = good.nonzero()[0]
+    rows = []
+    for i in sorted(bad):
+        message, stands_for = bad[i]
+        if stands_for == "own":
+            first = last_ = int(t[i])
+        elif stands_for == "slot":  # an off-grid time: the bar of the grid slot it opens in
+            first, last_ = int(t[i]) - int(t[i]) % step_ns, int(t[i])
+        else:  # somewhere between the good rows around it
+            k = int(np.searchsorted(good_pos, i))
+            first = int(t[good_pos[k - 1]]) + 1 if k > 0 else _NS_MIN
+            last_ = int(t[good_pos[k]]) - 1 if k < len(good_pos) else _NS_MAX
+        rows.append(BadRow(int(lines[i]), message, first, last_))
+    return _CsvData(frame, rows)
 
 
 class CsvReplaySource(MarketDataSource):
     """Replays the sample CSVs in ``data_dir``; the file of an instrument comes from the catalogue
     (``config.instrument_data_file``): a name relative to ``data_dir`` (e.g.
     ``BINANCE_BTC-USDT_4h.csv``) or an absolute path, read as is (so several data sets of a symbol
-    can coexist). Every bar's open time must be on the timeframe's grid."""
+    can coexist). Every bar's open time must be on the timeframe's grid.
+
+    A bad row (see :func:`read_ohlcv_csv`) spoils only the requests that would see it:
+    :meth:`bars` and :meth:`bars_between` return the good bars of a span that contains no bad row,
+    and raise :class:`BadRowsError` naming the file, line and reason when the span they would
+    return contains one (a request for the last ``limit`` bars that skips a bad row, or whose
+    newest bar is one, contains it). :meth:`frame` is the whole file: any bad row raises."""
 
     def __init__(self, data_dir: Path = DEFAULT_DATA_DIR) -> None:
         self.data_dir = Path(data_dir)
@@ -238,28 +392,44 @@ class CsvReplaySource(MarketDataSource):
         return name if name.is_absolute() else self.data_dir / name
 
     def frame(self, symbol: str, timeframe: str) -> pd.DataFrame:
-        """The whole validated file of ``symbol`` at ``timeframe`` (a copy)."""
-        return load_ohlcv_csv(self.path_for(symbol, timeframe), timeframe)
+        """The whole validated file of ``symbol`` at ``timeframe`` (a copy). Raises
+        :class:`BadRowsError` listing the bad rows when the file has any."""
+        return self._data(symbol, timeframe).strict().copy()
 
-    def _cached(self, symbol: str, timeframe: str) -> pd.DataFrame:
-        return _cached_csv(self.path_for(symbol, timeframe), timeframe)
+    def bad_rows(self, symbol: str, timeframe: str) -> tuple[BadRow, ...]:
+        """The bad rows of the file of ``symbol`` at ``timeframe``, in file order (empty: none)."""
+        return self._data(symbol, timeframe).bad
+
+    def _data(self, symbol: str, timeframe: str) -> _CsvData:
+        return read_ohlcv_csv(self.path_for(symbol, timeframe), timeframe)
 
     def bars(self, symbol: str, timeframe: str, end: datetime, limit: int) -> pd.DataFrame:
         _check_limit(limit)
         end_ts = _utc(end, "end")
-        frame = self._cached(symbol, timeframe)
-        stop = frame.index.searchsorted(end_ts - timeframe_delta(timeframe), side="right")
-        return frame.iloc[max(0, stop - limit) : stop].copy()
+        data = self._data(symbol, timeframe)
+        frame, newest = data.frame, end_ts - timeframe_delta(timeframe)
+        stop = frame.index.searchsorted(newest, side="right")
+        start = max(0, stop - limit)
+        # fewer than `limit` good bars: the span reaches back to the start of the file
+        bad = data.bad_in(frame.index[start] if stop - start == limit else None, newest)
+        if bad:
+            raise BadRowsError(bad)
+        return frame.iloc[start:stop].copy()
 
     def bars_between(self, symbol: str, timeframe: str, start: datetime, end: datetime) -> pd.DataFrame:
         start_ts, end_ts = _utc(start, "start"), _utc(end, "end")
-        frame = self._cached(symbol, timeframe)
+        data = self._data(symbol, timeframe)
+        frame, newest = data.frame, end_ts - timeframe_delta(timeframe)
+        bad = data.bad_in(start_ts, newest)
+        if bad:
+            raise BadRowsError(bad)
         lo = frame.index.searchsorted(start_ts, side="left")
-        hi = frame.index.searchsorted(end_ts - timeframe_delta(timeframe), side="right")
+        hi = frame.index.searchsorted(newest, side="right")
         return frame.iloc[lo:max(lo, hi)].copy()
 
     def last_closed_bar_end(self, symbol: str, timeframe: str) -> datetime | None:
-        frame = self._cached(symbol, timeframe)
+        """Close time of the newest good bar (a bad last row is not a bar)."""
+        frame = self._data(symbol, timeframe).frame
         if frame.empty:
             return None
         return _to_datetime(frame.index[-1] + timeframe_delta(timeframe))
