@@ -7,6 +7,16 @@ config (:class:`PlanIntentConfig`, :class:`ExecuteIntentConfig`, :class:`CancelI
 the work is :mod:`trading_pipelines.operations`. A refusal fails the run with its message and
 changes nothing; the op's output (and its metadata in the UI) is the intent report: status,
 guards with their messages, orders, and the audit trail of transitions with their causes.
+
+**How a refusal reads in the UI** (Dagster 1.13): a refusal is an expected outcome, so it is a
+``dg.Failure(description, metadata, allow_retries=False)`` raised ``from None`` (no chained
+exception), logged first as an ERROR line holding only the message. Dagster records every failure
+with its stack (``step_failure_event_from_exc_info``, dagster/_core/execution/plan/objects.py) and
+the UI's step-failure row (ui-core ``LogsRowStructuredContent.tsx`` ``FailureContent``) prints the
+error's first line, ``dagster._core.definitions.events.Failure: refused: …``, then the Failure's
+metadata entries, then "Stack Trace:"; there is no way to leave the stack out. So the message is
+that first line and the metadata table (``refused``, the intent, what to run to inspect it) sits
+between it and the stack; ``allow_retries=False`` keeps a retry policy from replaying a refusal.
 """
 
 
@@ -80,61 +90,76 @@ def _output(context: dg.OpExecutionContext, report: dict) -> dg.Output:
         "inspect": f"trading-pipelines intent show {report['intent_id']}"})
 
 
+def refusal(context: dg.OpExecutionContext, message: str, **facts) -> dg.Failure:
+    """The ``dg.Failure`` of an expected refusal (raise it ``from None``): description
+    ``refused: <message>``, metadata ``refused`` (the message) plus ``facts`` (e.g. ``intent_id``,
+    with an ``inspect`` command for an intent), no retries; the message is logged first as an ERROR
+    line of its own."""
+    description = f"refused: {message}"
+    context.log.error(description)
+    metadata: dict = {"refused": message, **facts}
+    if "intent_id" in facts:
+        metadata["inspect"] = f"trading-pipelines intent show {facts['intent_id']}"
+    return dg.Failure(description=description, metadata=metadata, allow_retries=False)
+
+
+def refused(context: dg.OpExecutionContext, e: Exception, **facts) -> dg.Failure:
+    """:func:`refusal` of an :class:`~trading_pipelines.operations.Refused` (its text is the message)."""
+    return refusal(context, str(e), **facts)
+
+
 def build_intent_jobs(specs: list[StrategySpec]) -> list[dg.JobDefinition]:
     """The three launchpad jobs over ``specs`` (the code location's strategies)."""
     by_name = {s.name: s for s in specs}
 
-    def spec_of(name: str) -> StrategySpec:
+    def spec_of(context: dg.OpExecutionContext, name: str) -> StrategySpec:
         spec = by_name.get(name)
         if spec is None:
-            raise dg.Failure(description=f"unknown strategy {name!r} (known: {', '.join(sorted(by_name))})",
-                             allow_retries=False)
+            raise refusal(context, f"unknown strategy {name!r} (known: {', '.join(sorted(by_name))})",
+                          strategy=name, known=sorted(by_name))
         return spec
 
-    def refused(e: Exception) -> dg.Failure:
-        return dg.Failure(description=f"refused: {e}", allow_retries=False)
-
-    def runtime_of_intent(trading: TradingResource, intent_id: str):
+    def runtime_of_intent(context: dg.OpExecutionContext, trading: TradingResource, intent_id: str):
         try:
             strategy, _book = operations.intent_owner(trading.ledger.engine(), intent_id)
         except operations.Refused as e:
-            raise refused(e) from None
-        return operations.runtime_for(trading, spec_of(strategy))
+            raise refused(context, e, intent_id=intent_id) from None
+        return operations.runtime_for(trading, spec_of(context, strategy))
 
     @dg.op(name="plan_manual_intent", pool="venue", tags=_TAGS,
            description="Plan a manual intent for the strategy's latest closed window (technical stop, 1 % sizing, "
                        "confidence 1.0) and validate it at once; every guard is recorded.")
     def plan_op(context: dg.OpExecutionContext, config: PlanIntentConfig, trading: TradingResource) -> dg.Output:
-        rt = operations.runtime_for(trading, spec_of(config.strategy))
+        rt = operations.runtime_for(trading, spec_of(context, config.strategy))
         try:
             report = operations.plan_manual(rt, config.instrument, config.side, config.capital, who=_who(context),
                                             run_id=context.run.run_id)
         except operations.Refused as e:
-            raise refused(e) from None
+            raise refused(context, e, strategy=config.strategy, instrument=config.instrument, side=config.side) from None
         return _output(context, report)
 
     @dg.op(name="execute_manual_intent", pool="venue", tags=_TAGS,
            description="Execute one validated intent once: DRY_RUN records the orders that would be sent; LIVE sends "
                        "them through the venue after the pre-submit re-check under the book lock.")
     def execute_op(context: dg.OpExecutionContext, config: ExecuteIntentConfig, trading: TradingResource) -> dg.Output:
-        rt = runtime_of_intent(trading, config.intent_id)
+        rt = runtime_of_intent(context, trading, config.intent_id)
         try:
             report = operations.execute_intent(rt, config.intent_id, config.mode, config.acknowledge_risk,
                                                who=_who(context), run_id=context.run.run_id)
         except operations.Refused as e:
-            raise refused(e) from None
+            raise refused(context, e, intent_id=config.intent_id, mode=str(config.mode.value)) from None
         return _output(context, report)
 
     @dg.op(name="cancel_manual_intent", pool="venue", tags=_TAGS,
            description="Cancel an intent that has not traded (a SUBMITTED one: its resting entry at the venue, "
                        "after reconciling).")
     def cancel_op(context: dg.OpExecutionContext, config: CancelIntentConfig, trading: TradingResource) -> dg.Output:
-        rt = runtime_of_intent(trading, config.intent_id)
+        rt = runtime_of_intent(context, trading, config.intent_id)
         try:
             report = operations.cancel_intent(rt, config.intent_id, config.reason, who=_who(context),
                                               run_id=context.run.run_id)
         except operations.Refused as e:
-            raise refused(e) from None
+            raise refused(context, e, intent_id=config.intent_id) from None
         return _output(context, report)
 
     @dg.job(name=PLAN_JOB, tags=_TAGS, executor_def=dg.in_process_executor,
@@ -157,11 +182,11 @@ def build_intent_jobs(specs: list[StrategySpec]) -> list[dg.JobDefinition]:
            description="Resolve each instrument of an ibkr strategy to its IB contract (qualifyContracts: conid, "
                        "primary exchange, currency) and record it in the ledger's audit trail.")
     def contracts_op(context: dg.OpExecutionContext, config: ContractsConfig, trading: TradingResource) -> dg.Output:
-        rt = operations.runtime_for(trading, spec_of(config.strategy))
+        rt = operations.runtime_for(trading, spec_of(context, config.strategy))
         try:
             rows = operations.resolve_contracts(rt, run_id=context.run.run_id)
         except operations.Refused as e:
-            raise refused(e) from None
+            raise refused(context, e, strategy=config.strategy) from None
         table = "| instrument | conid | symbol | sec type | primary exchange | currency |\n|---|---|---|---|---|---|\n" + "\n".join(
             f"| {r['instrument']} | {r['conid']} | {r['symbol']} | {r['sec_type']} | {r['primary_exchange']} | {r['currency']} |"
             for r in rows)
