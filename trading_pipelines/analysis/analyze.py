@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pandas as pd
 
@@ -23,6 +23,7 @@ from trading_pipelines.analysis.calls import (
 )
 from trading_pipelines.analysis.charting import _render, _store_charts, chart_overlays, chart_title
 from trading_pipelines.analysis.frames import _chunk_start, freshness, indicator_chunks, slice_window, store_chunks
+from trading_pipelines.domain.calendars import market_hours
 from trading_pipelines.domain.indicators import swing_levels
 from trading_pipelines.domain.models import Mode, Signal
 from trading_pipelines.domain.planning import MarketContext
@@ -102,6 +103,22 @@ def account_context(rt: Runtime, instrument: str, snapshot: tuple | None = None)
 
 
 
+def _market_closed(rt: Runtime, instrument: str):
+    """``window_end -> reason | None``: ``"market closed: <calendar> has no session on <day>"`` for
+    a daily window of an exchange-traded instrument whose bar date is not a session of its
+    calendar (a holiday, a weekend), else None. Crypto, intraday bars and instruments without a
+    calendar are never closed here (intraday hours are the guards' ``market_hours``)."""
+    bar = rt.spec.bar_duration
+    spec = rt.spec.instrument(instrument)
+    if spec.asset_class == "crypto" or not spec.calendar or bar < timedelta(days=1):
+        return lambda end: None
+
+    def closed(end: datetime) -> str | None:
+        hours = market_hours(spec, end, bar)
+        return None if hours.open else f"market closed: {hours.message.removesuffix(' (market closed)')}"
+    return closed
+
+
 def analyze(rt: Runtime, instrument: str, window_ends: list[datetime], run_id: str, partition_key=None,
             charts: bool = True, render=None, render_async=None, deferred: list | None = None,
             call_workers: int | None = None, account: tuple | None = None) -> list[Analysis]:
@@ -136,8 +153,12 @@ def analyze(rt: Runtime, instrument: str, window_ends: list[datetime], run_id: s
     objects = store_chunks(rt, instrument, chunks)
     bar = rt.spec.bar_duration
     lookback = rt.spec.template.lookback_bars
+    closed = _market_closed(rt, instrument)
     for a in out:
         if a.error:
+            continue
+        a.error = closed(a.window_end)
+        if a.error:  # an exchange holiday: no bar to trade on, and not a data problem
             continue
         start = _chunk_start(pd.Timestamp(a.window_end - bar), bar)
         chunk = chunks[start]
