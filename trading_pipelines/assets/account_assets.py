@@ -215,8 +215,9 @@ def book_report(trading: TradingResource, spec: StrategySpec, book: str, instrum
     (:func:`run_elapsed_s`), so a UI backfill's report has its real elapsed time and windows/s."""
     from sqlalchemy import select
 
-    from trading_pipelines.ledger.models import AuditRow, PositionRow, SnapshotRow
-    from trading_pipelines.replay.report import EquityPoint, SignalOutcome, Trade, build_report, is_market_closed
+    from trading_pipelines.ledger.models import AuditRow, FillRow, IntentRow, OrderRow, PositionRow, SnapshotRow
+    from trading_pipelines.replay.report import (EquityPoint, SignalOutcome, Trade, build_report, intent_could_trade,
+                                                 is_market_closed)
 
     if elapsed_s is None:
         elapsed_s = run_elapsed_s() or 0.0
@@ -226,11 +227,22 @@ def book_report(trading: TradingResource, spec: StrategySpec, book: str, instrum
                                                     SnapshotRow.as_of >= min(ends), SnapshotRow.as_of <= max(ends))
                           .order_by(SnapshotRow.as_of)).scalars().all()
         points = [EquityPoint(r.as_of, r.equity) for r in snaps]
+        # the stop planned at entry: the intent of the entry fill that opened the position (the R multiple's risk)
+        entry_stop = {(f.instrument, f.time): stop for f, stop in s.execute(
+            select(FillRow, IntentRow.stop).join(OrderRow, OrderRow.client_order_id == FillRow.client_order_id)
+            .join(IntentRow, IntentRow.intent_id == OrderRow.intent_id)
+            .where(FillRow.strategy == spec.name, FillRow.book == book, OrderRow.role == "entry")).all()}
         trades = [Trade(instrument=r.instrument, side=r.side, opened_at=r.opened_at, closed_at=r.closed_at,
                         entry_price=r.entry_price, exit_price=r.exit_price, quantity=r.quantity, realized_pnl=r.realized_pnl,
-                        exit_reason=r.exit_reason)
+                        exit_reason=r.exit_reason, fees=r.fees or 0.0, stop=entry_stop.get((r.instrument, r.opened_at)))
                   for r in s.execute(select(PositionRow).where(PositionRow.strategy == spec.name, PositionRow.book == book)
                                      .order_by(PositionRow.opened_at)).scalars()]
+        # which signals could trade on this book: an entry or exit intent the guards passed (intent_could_trade)
+        could_trade: dict = {}
+        for it in s.execute(select(IntentRow).where(IntentRow.strategy == spec.name, IntentRow.book == book,
+                                                    IntentRow.window_end >= min(ends), IntentRow.window_end <= max(ends))).scalars():
+            key = (it.instrument, it.window_end)
+            could_trade[key] = could_trade.get(key, False) or intent_could_trade(it.kind, it.status)
         sig_rows = s.execute(select(SignalRow).where(SignalRow.strategy == spec.name, SignalRow.instrument.in_(instruments),
                                                      SignalRow.window_end >= min(ends), SignalRow.window_end <= max(ends))).scalars().all()
         walk = [(r.instrument, r.detail) for r in s.execute(
@@ -263,12 +275,13 @@ def book_report(trading: TradingResource, spec: StrategySpec, book: str, instrum
         c = closes.get(r.instrument, {})
         outcomes.append(SignalOutcome(instrument=r.instrument, window_end=r.window_end,
                                       action="hold" if r.no_trade_reason else r.action,
-                                      close_at_signal=c.get(r.window_end), next_close=c.get(r.window_end + spec.bar_duration)))
+                                      close_at_signal=c.get(r.window_end), next_close=c.get(r.window_end + spec.bar_duration),
+                                      could_trade=could_trade.get((r.instrument, r.window_end), False)))
     first_close = {i: closes[i].get(min(ends)) for i in instruments if closes[i].get(min(ends))}
     last_close = {i: closes[i].get(max(ends)) for i in instruments if closes[i].get(max(ends))}
     rep = build_report(strategy=spec.name, book=book, starting_cash=spec.venue.starting_cash, points=points, trades=trades,
                        outcomes=outcomes, first_close=first_close, last_close=last_close, signal_counts=counts,
-                       no_trade=no_trade, elapsed_s=elapsed_s, market_closed=market_closed)
+                       no_trade=no_trade, elapsed_s=elapsed_s, market_closed=market_closed, closes=closes)
     rep["failed_instruments"] = [{"instrument": i, "reason": failed[i]} for i in sorted(failed)]
     return rep
 
