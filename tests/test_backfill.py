@@ -1,7 +1,8 @@
-"""A UI backfill trades: the Dagster UI's own GraphQL mutation (``launchPartitionBackfill``)
-launches a backfill of 40 windows × 3 instruments of ``spot_4h_majors``, and the backfill daemon's
-own iteration (``execute_backfill_iteration``) runs it, exactly as ``dagster dev`` would; only the
-run launcher is Dagster's synchronous in-memory one, so the test needs no daemon process.
+"""A UI backfill trades: the Dagster UI's own GraphQL mutation (``launchPartitionBackfill``, with
+``assetSelection`` + ``partitionNames`` as the browser sends it) launches a backfill of 40 windows
+× 3 instruments of ``spot_4h_majors``, and the backfill daemon's own iteration
+(``execute_backfill_iteration``) runs it, exactly as ``dagster dev`` would; only the run launcher
+is Dagster's synchronous in-memory one, so the test needs no daemon process.
 
 Real components: the CSV candles, ``ta`` indicators, charts in a local folder, the rules provider,
 the paper exchange and the SQLite ledger. Asserted: one run, windows planned in time order on a
@@ -37,6 +38,7 @@ from trading_pipelines.config import load_strategies
 from trading_pipelines.ledger import models as m
 from trading_pipelines.ledger.db import get_engine, session_scope
 from trading_pipelines.runtime import replay_book_id
+from ui_backfill_driver import ui_backfill_params  # the UI's request, defined once
 
 REPO = Path(__file__).resolve().parents[1]
 SPOT = "spot_4h_majors"
@@ -54,13 +56,10 @@ def _env(monkeypatch, root: Path) -> Path:
 
 
 def _launch_and_run(wpc, instance, keys: list[str]) -> str:
-    # a range per asset, as the asset graph's "Materialize" dialog sends for a partition range
-    # (``partitionNames`` + ``assetSelection`` builds the multi-asset's subsets in a hash-order-
-    # dependent form that Dagster 1.13's "targeted subset must match" check sometimes refuses)
-    result = execute_dagster_graphql(wpc.create_request_context(), LAUNCH_PARTITION_BACKFILL_MUTATION, variables={
-        "backfillParams": {"partitionsByAssets": [{"assetKey": {"path": [SPOT, s]},
-                                                   "partitions": {"range": {"start": keys[0], "end": keys[-1]}}}
-                                                  for s in STEPS]}})
+    # the request the UI sends for the group and a custom range (assetSelection + partitionNames;
+    # see tests/ui_backfill_driver.py; both hash orders of that request: tests/test_ui_backfill.py)
+    result = execute_dagster_graphql(wpc.create_request_context(), LAUNCH_PARTITION_BACKFILL_MUTATION,
+                                     variables={"backfillParams": ui_backfill_params(keys)})
     launched = result.data["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
     backfill_id = launched["backfillId"]
@@ -109,8 +108,9 @@ def test_a_ui_backfill_trades_in_time_order_on_a_replay_book_and_rerunning_it_ch
         with create_test_daemon_workspace_context(target, instance) as wpc:
             first = _launch_and_run(wpc, instance, window_keys)
             runs = instance.get_runs(RunsFilter(tags={BACKFILL_ID_TAG: first}))
-            # one run for all 9 assets × 40 windows: BackfillPolicy.single_run on one partitions definition
+            # one run for all 10 assets × 40 windows: BackfillPolicy.single_run on one partitions definition
             assert len(runs) == 1 and runs[0].status is dg.DagsterRunStatus.SUCCESS
+            assert {k.path[1] for k in runs[0].asset_selection} == {"symbol_universe", *STEPS}
             engine = get_engine(f"sqlite:///{root / 'ledger.sqlite'}")
             state = _book_state(engine, book)
             assert len(state["statuses"]) == 40 * 3
