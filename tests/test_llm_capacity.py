@@ -102,3 +102,18 @@ def test_aimd_worked_numbers(monkeypatch):
     assert cap.allowed() == 1 and cap.cap == 4  # the cap is re-probed after REPROBE_AFTER_S ...
     cap.release(cap.acquire(), "ok", 0.8)
     assert cap.allowed() == 2  # ... and the limit grows by one per limit's worth of answers
+
+
+def test_429s_back_the_concurrency_off():
+    from test_llm_dialects import provider
+    from test_signals_openai import SPOT_BUY, request
+
+    with OpenAIStubServer() as stub:
+        stub.push_rate_limit(0.05)
+        stub.push_json_answer(SPOT_BUY)
+        p = provider(stub, max_concurrent_calls=8)
+        assert p.concurrency() == 8
+        res = p.generate(request())
+        assert res.signal.action == "buy" and len(stub.chat_requests) == 2  # the SDK retried the 429
+        assert p.concurrency() == 4  # halved by the 429 the SDK retried
+        assert res.dialect["server_slots"] is None and res.dialect["concurrency"] == 8

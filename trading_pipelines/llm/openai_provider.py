@@ -70,8 +70,9 @@ class ServerCapacity:
     when it reports none (llama-cpp-python, vLLM, Ollama, hosted APIs). The limit starts at
     ``ceiling`` (the providers' ``max_concurrent_calls``), no higher than ``slots``, and moves
     AIMD-style: a timeout or a 429 halves it (once per wave: only for a request sent at or after
-    the last decrease) and caps it at one less than the requests in flight when it happened (at
-    least 1; the cap is re-probed after :data:`~trading_pipelines.llm.dialects.REPROBE_AFTER_S`);
+    the last decrease); a timeout also caps it at one less than the requests in flight when it
+    happened (at least 1; the cap is re-probed after
+    :data:`~trading_pipelines.llm.dialects.REPROBE_AFTER_S`);
     each answer raises it by 1/limit (one a limit's worth of answers) up to the cap.
 
     A timed-out attempt is abandoned by the client, but the server may still compute it
@@ -147,9 +148,10 @@ class ServerCapacity:
                 self._backlog_until = max(self._backlog_until, now) + timeout_s
             if sent_at >= self._last_decrease:
                 self.limit = max(1.0, self.limit / 2)
-                self.cap = max(1, min(self.cap, in_flight_then - 1))
-                self._cap_at = now
                 self._last_decrease = now
+                if outcome == "timeout":  # a 429 is often a rate, not a concurrency, limit: no cap
+                    self.cap = max(1, min(self.cap, in_flight_then - 1))
+                    self._cap_at = now
 
 
 _CAPACITIES: dict[str, ServerCapacity] = {}
