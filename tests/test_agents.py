@@ -33,7 +33,7 @@ from trading_pipelines.resources.dagster_resources import default_resources
 from trading_pipelines.venues.protocol import FuturesTerms
 
 KEY = "sk-agents-test-key-000000000000"
-HOLD = {"action": "hold", "confidence": 0.5, "thesis": "no edge"}
+HOLD = {"action": "hold", "confidence": 0.5, "thesis": "no edge", "instrument": None}
 
 
 @pytest.fixture()
@@ -85,7 +85,7 @@ def test_the_mode_picks_the_agent_and_each_validates_its_own_schema():
         FUTURES_ANALYST.parse('{"action": "buy", "confidence": 0.9, "thesis": "x"}')
     with pytest.raises(InvalidSignalResponse, match="not allowed in spot mode"):
         SPOT_ANALYST.parse('{"action": "short", "confidence": 0.9, "thesis": "x"}')
-    assert FUTURES_ANALYST.parse('{"action": "short", "confidence": 0.9, "thesis": "x"}').action == "short"
+    assert FUTURES_ANALYST.parse('{"action": "short", "confidence": 0.9, "thesis": "x", "instrument": null}').action == "short"
     assert FUTURES_ANALYST.version() == template_sha256("futures_review.j2") and len(FUTURES_ANALYST.version()) == 64
     with pytest.raises(ValueError, match="no analyst for mode 'options'"):
         agent_for("options")
@@ -185,8 +185,10 @@ def test_an_unreadable_venue_is_a_recorded_no_trade_and_no_call(env):
 
 
 DIALECTS = ("openai", "openai-reasoning", "lmstudio", "vllm", "llamacpp", "ollama")
-ANSWERS = {"spot_4h_majors": {"action": "hold", "confidence": 0.6, "thesis": "EMA20 under EMA50, no entry"},
-           "futures_1h_btc_eth": {"action": "hold", "confidence": 0.6, "thesis": "funding flat, range-bound"}}
+ANSWERS = {"spot_4h_majors": {"action": "hold", "confidence": 0.6, "thesis": "EMA20 under EMA50, no entry",
+                               "instrument": None},
+           "futures_1h_btc_eth": {"action": "hold", "confidence": 0.6, "thesis": "funding flat, range-bound",
+                                  "instrument": None}}
 
 
 @pytest.mark.parametrize("shipped", ["spot_4h_majors", "futures_1h_btc_eth"])

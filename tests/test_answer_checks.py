@@ -207,7 +207,7 @@ def test_an_absurd_take_profit_on_the_right_side_places_no_order(llm_job):
 # 3. Reasoning blocks and fences
 # --------------------------------------------------------------------------------------------
 
-ANSWER = json.dumps({**SPOT_BUY, "instrument": "BTC/USDT"})
+ANSWER = json.dumps(SPOT_BUY)  # names BTC/USDT
 
 
 def _parse(text: str, reasoning: str | None = None):
@@ -312,7 +312,7 @@ def test_a_control_character_inside_the_action_is_a_no_trade_through_the_provide
 
 @pytest.mark.parametrize("mode", [Mode.SPOT, Mode.FUTURES])
 def test_a_missing_instrument_is_refused_in_both_modes(mode):
-    answer = {**SPOT_BUY, "action": "buy" if mode is Mode.SPOT else "long"}
+    answer = {k: v for k, v in SPOT_BUY.items() if k != "instrument"} | {"action": "buy" if mode is Mode.SPOT else "long"}
     with pytest.raises(InvalidSignalResponse, match="instrument: Field required"):
         parse_signal_response(mode, json.dumps(answer), 84_210.5, instrument="BTC/USDT")
     ok = parse_signal_response(mode, json.dumps({**answer, "instrument": None}), 84_210.5, instrument="BTC/USDT")
@@ -320,7 +320,7 @@ def test_a_missing_instrument_is_refused_in_both_modes(mode):
 
 
 def test_a_missing_instrument_is_a_no_trade_through_the_provider(stub):
-    stub.push_json_answer(SPOT_BUY)  # no "instrument" key
+    stub.push_json_answer({k: v for k, v in SPOT_BUY.items() if k != "instrument"})  # no "instrument" key
     res = provider(stub).generate(request())
     assert res.signal.action == "hold" and "instrument: Field required" in res.signal.no_trade_reason
 

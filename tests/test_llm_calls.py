@@ -38,8 +38,8 @@ KEY = "sk-test-not-a-real-key-0000"
 INST = "ETH/USDT"
 # five 4h windows of 2026-02-27 (ends 04:00 … 20:00)
 ENDS = [datetime(2026, 2, 27, 4, tzinfo=UTC) + timedelta(hours=4 * i) for i in range(5)]
-HOLD = {"action": "hold", "confidence": 0.5, "thesis": "no edge here"}
-BUY = {"action": "buy", "confidence": 0.8, "thesis": "trend up, MACD positive"}
+HOLD = {"action": "hold", "confidence": 0.5, "thesis": "no edge here", "instrument": INST}
+BUY = {"action": "buy", "confidence": 0.8, "thesis": "trend up, MACD positive", "instrument": INST}
 
 
 @pytest.fixture()
@@ -191,7 +191,7 @@ def test_a_window_whose_intent_left_pending_makes_no_call_on_a_rerun(llm):
 def test_errors_are_recorded_but_never_served_from_the_cache_and_nothing_stored_holds_the_key(llm):
     stub, runtime, engine = llm
     stub.push_error(400, "stub: bad request")  # not retried: a no-trade without an answer
-    stub.push_completion('{"action": "hold", "confidence": 0.4, "thesis": "echo ' + KEY + ' and a NUL \x00 here"}')
+    stub.push_completion('{"action": "hold", "confidence": 0.4, "thesis": "echo ' + KEY + ' and a NUL \x00 here", "instrument": null}')
     rt = runtime()
     [a] = analysis.analyze(rt, INST, ENDS[:1], "run-1")
     assert a.signal.no_trade_reason and "HTTP 400" in a.signal.no_trade_reason and a.http_calls == 1

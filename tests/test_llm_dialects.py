@@ -290,7 +290,8 @@ def test_entry_deviation_is_configurable(stub):
 
 def test_futures_short_sides_and_instrument_against_the_close(stub):
     fut = summary(close=3050.0)
-    short = {"action": "short", "confidence": 0.7, "entry": 3050.0, "stop": 3120.0, "take_profit": 2900.0, "thesis": "x"}
+    short = {"action": "short", "confidence": 0.7, "entry": 3050.0, "stop": 3120.0, "take_profit": 2900.0, "thesis": "x",
+             "instrument": None}
     stub.push_json_answer({**short, "instrument": "BTC/USDT"})  # the settle suffix may be left out
     stub.push_json_answer({**short, "entry": None, "stop": 3000.0})
     stub.push_json_answer({**short, "instrument": "ETH/USDT:USDT"})

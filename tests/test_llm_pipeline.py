@@ -54,7 +54,8 @@ def _checks(res) -> dict[str, bool]:
 
 def test_answer_outside_the_schema_is_a_recorded_no_trade(llm_env):
     stub, defs, instance, engine = llm_env
-    stub.push_json_answer({"action": "long", "confidence": 0.9, "thesis": "futures word in a spot answer"})
+    stub.push_json_answer({"action": "long", "confidence": 0.9, "thesis": "futures word in a spot answer",
+                           "instrument": "ETH/USDT"})
     res = _run(defs, instance)
     assert res.success
     with session_scope(engine) as s:
@@ -74,7 +75,8 @@ def test_answer_outside_the_schema_is_a_recorded_no_trade(llm_env):
 def test_valid_answer_is_audited_and_traded(llm_env):
     stub, defs, instance, engine = llm_env
     stub.push_json_answer({"action": "buy", "confidence": 0.8, "entry": 2040.0, "stop": 1990.0, "take_profit": 2140.0,
-                           "thesis": "trend up, MACD positive"}, prompt_tokens=900, completion_tokens=40)
+                           "thesis": "trend up, MACD positive", "instrument": "ETH/USDT"}, prompt_tokens=900,
+                          completion_tokens=40)
     res = _run(defs, instance)
     assert res.success
     assert len(stub.chat_requests) == 1
@@ -102,7 +104,7 @@ def test_the_ui_shows_per_signal_the_chart_prompt_raw_answer_tokens_and_cost(llm
     """The ``signals`` materialization of a one-window run: dagster-openai's usage keys and, per
     instrument, the chart, the exact prompt, the raw answer, tokens and the estimated cost."""
     stub, defs, instance, engine = llm_env
-    stub.push_json_answer({"action": "hold", "confidence": 0.4, "thesis": "range-bound"}, prompt_tokens=900,
+    stub.push_json_answer({"action": "hold", "confidence": 0.4, "thesis": "range-bound", "instrument": "ETH/USDT"}, prompt_tokens=900,
                           completion_tokens=40)
     res = _run(defs, instance)
     assert res.success

@@ -37,7 +37,9 @@ Properties (each check function says which bug it would catch):
 The oracle (:func:`verdict`) is written from the documented rules, not by calling the code under
 test: which answers the provider must accept as a signal, and the reasons an answer must never
 trade (entry too far from the last close, stop/target on the wrong side of the last close,
-another instrument, duplicate keys, confidence below the minimum, not an answer at all).
+another instrument, duplicate keys, confidence below the minimum, not an answer at all) — and, in
+the PLAN step, a stop more than ``max_stop_atr`` ATR from the last close or a target more than
+``max_target_r`` R from it (R: the distance to the answer's stop, else to the planner's).
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ class Case:
     base: str  # shipped strategy folder
     windows: list[tuple[str, datetime]]  # (instrument, window end)
     closes: list[float] = field(default_factory=list)  # the last close of each window
+    atrs: list[float] = field(default_factory=list)  # the ATR of each window's last closed bar
     attrs: dict = field(default_factory=dict)
 
     @property
@@ -242,11 +245,12 @@ def world(tmp_path_factory):
             attrs["risk"]["min_exit_confidence"] = MIN_EXIT_CONFIDENCE
             attrs["instruments"] = sorted({i for i, _ in case.windows})
             case.attrs = attrs
-            case.closes = []
+            case.closes, case.atrs = [], []
             for inst, end in case.windows:
                 rt = w.runtime(w.spec(case))
                 frame = frames.indicator_frame(rt, inst, end)
                 case.closes.append(float(frame["close"].iloc[-1]))
+                case.atrs.append(float(frame["atr"].iloc[-1]))
         yield w
     finally:
         stub.stop()
@@ -492,7 +496,9 @@ def verdict(ans: Answer, case: Case, wi: int, *, holding: bool = False) -> Verdi
     lev = obj.get("leverage_hint")
     if case.mode is Mode.FUTURES and lev not in (None, MISSING) and not (_real(lev) and 1 <= lev <= 125):
         why.append("leverage_hint")
-    named = obj.get("instrument")
+    named = obj.get("instrument", MISSING)
+    if named is MISSING:
+        why.append("instrument missing")
     other_instrument = named not in (None, MISSING) and not (isinstance(named, str) and _same(named, inst))
     if other_instrument:
         why.append("another instrument")
@@ -516,6 +522,17 @@ def verdict(ans: Answer, case: Case, wi: int, *, holding: bool = False) -> Verdi
         why.append(f"entry {deviation:.3f}% from the last close")
     vs_close = wrong_side(close)
     why += [f"{w} of the last close" for w in vs_close]
+    # the PLAN step's bounds on the answer's own levels (the strategy's risk block: defaults 5 ATR, 10 R),
+    # measured from the last close (the planner's entry); R without a stop: the planner's own stop distance
+    atr, k = case.atrs[wi], case.attrs["template"]["stop"]["atr_multiple"]
+    max_stop_atr, max_target_r = 5.0, 10.0
+    far: list[str] = []
+    if direction is not None and not vs_close:
+        if stop is not None and abs(close - stop) > max_stop_atr * atr:
+            far.append(f"stop {abs(close - stop) / atr:.2f} ATR from the last close")
+        risk = abs(close - stop) if stop is not None else k * atr
+        if tp is not None and abs(tp - close) > max_target_r * risk:
+            far.append(f"take_profit {abs(tp - close) / risk:.2f} R from the last close")
 
     # the reasons the brief names, each computed here on its own: none of these may ever trade
     refusals = [w for w in why if w in ("prompt_tokens below min_prompt_tokens", "empty", "finish_reason=length",
@@ -533,6 +550,7 @@ def verdict(ans: Answer, case: Case, wi: int, *, holding: bool = False) -> Verdi
         refusals.append("exit without a position")
     if action in case.entries and holding:
         refusals.append("entry on an instrument already held")
+    refusals += far
     if why:
         refusals.append("provider must refuse: " + ", ".join(why))
     return Verdict(not why, refusals, action, conf)
@@ -713,7 +731,7 @@ def test_valid_answers_with_injected_theses_trade_the_technical_plan(world, mode
 
 
 DISAGREEMENTS = ("entry_far", "stop_wrong_side", "take_profit_wrong_side", "other_instrument", "duplicate_key",
-                 "low_confidence")
+                 "low_confidence", "stop_far", "take_profit_far")
 
 
 @st.composite
@@ -739,6 +757,24 @@ def one_disagreement(draw, case: Case):
         wrong = -d if kind == "stop_wrong_side" else d  # the side of the close this price must NOT be on
         pct = draw(st.one_of(st.just(0.0), st.floats(0.0, 30)))
         obj["stop" if kind == "stop_wrong_side" else "take_profit"] = close * (1 - wrong * pct / 100)
+    elif kind == "stop_far":  # on its side, beyond max_stop_atr (5) ATR from the close: 1e-300, ×0.001, ×1000…
+        atr = case.atrs[wi]
+        obj["take_profit"] = MISSING
+        if d > 0:
+            obj["stop"] = draw(st.one_of(st.sampled_from([1e-300, close * 0.001]),
+                                         st.floats(5.001, 0.999 * close / atr).map(lambda x: close - x * atr)))
+        else:
+            obj["stop"] = draw(st.one_of(st.sampled_from([1e300, close * 1000]),
+                                         st.floats(5.001, 1e6).map(lambda x: close + x * atr)))
+    elif kind == "take_profit_far":  # on its side, beyond max_target_r (10) R of the planner's stop distance
+        risk = case.attrs["template"]["stop"]["atr_multiple"] * case.atrs[wi]
+        obj["stop"] = MISSING
+        if d > 0:
+            obj["take_profit"] = draw(st.one_of(st.sampled_from([1e300, close * 1000]),
+                                                st.floats(10.001, 1e6).map(lambda x: close + x * risk)))
+        else:
+            obj["take_profit"] = draw(st.one_of(st.sampled_from([1e-300, close * 0.001]),
+                                                st.floats(10.001, 0.999 * close / risk).map(lambda x: close - x * risk)))
     elif kind == "other_instrument":
         obj["instrument"] = draw(st.sampled_from([i for i, _ in case.windows if i != inst] + ["DOGE/USDT", "ETH/BTC"]))
     elif kind == "low_confidence":
@@ -758,7 +794,8 @@ def one_disagreement(draw, case: Case):
 def test_one_disagreement_with_the_market_never_trades(world, mode, data):
     """Property 2, one rule at a time: a valid, confident entry made wrong in exactly one way
     (entry beyond max_entry_deviation_pct, stop or target on the wrong side of the last close,
-    another instrument, a repeated key, confidence below min_confidence) places no order."""
+    another instrument, a repeated key, confidence below min_confidence, a stop beyond
+    max_stop_atr ATR or a target beyond max_target_r R on the right side) places no order."""
     case = CASES[mode]
     wi, kind, ans = data.draw(one_disagreement(case))
     inst, end = case.windows[wi]
@@ -770,7 +807,7 @@ def test_one_disagreement_with_the_market_never_trades(world, mode, data):
 
 
 def _clean_entry(case: Case, wi: int) -> str:
-    return json.dumps({"action": case.entries[0], "confidence": 0.8, "thesis": "setup entry"})
+    return json.dumps({"action": case.entries[0], "confidence": 0.8, "thesis": "setup entry", "instrument": None})
 
 
 @MODES
@@ -803,7 +840,7 @@ def two_valid_entries(draw, case: Case):
     out = []
     for _ in range(2):
         entry = draw(st.floats(-1.9, 1.9).map(lambda p: _price(close, p)))
-        prices = coherent_prices_with_entry(draw, action, close, entry)
+        prices = coherent_prices_with_entry(draw, action, close, entry, atr=case.atrs[wi])
         obj = {"action": action, "confidence": draw(st.floats(0.55, 1)), **prices,
                "thesis": draw(st.sampled_from(INJECTIONS)), "instrument": draw(st.sampled_from([inst, None]))}
         if case.mode is Mode.FUTURES:
@@ -812,11 +849,24 @@ def two_valid_entries(draw, case: Case):
     return wi, out
 
 
-def coherent_prices_with_entry(draw, action: str, close: float, entry: float) -> dict[str, float]:
+def coherent_prices_with_entry(draw, action: str, close: float, entry: float,
+                               atr: float | None = None) -> dict[str, float | None]:
+    """Stop and target beyond both the close and the entry; with ``atr``, also within the planner's
+    bounds (stop ≤ 4.9 ATR from the close, target ≤ 9.9 R; no target when none fits)."""
     lo, hi = min(close, entry), max(close, entry)
-    below = lo * (1 - draw(st.floats(0.05, 40)) / 100)
-    above = hi * (1 + draw(st.floats(0.05, 300)) / 100)
-    stop, tp = (below, above) if action != "short" else (above, below)
+    if atr is None:
+        below = lo * (1 - draw(st.floats(0.05, 40)) / 100)
+        above = hi * (1 + draw(st.floats(0.05, 300)) / 100)
+        stop, tp = (below, above) if action != "short" else (above, below)
+        return {"entry": entry, "stop": stop, "take_profit": tp}
+    if action != "short":
+        stop = lo * (1 - draw(st.floats(0.0005, 1 - (close - 4.9 * atr) / lo)))
+        top = close + 9.9 * (close - stop)
+        tp = hi * (1 + draw(st.floats(0.0005, top / hi - 1))) if top / hi - 1 > 0.0005 else None
+    else:
+        stop = hi * (1 + draw(st.floats(0.0005, (close + 4.9 * atr) / hi - 1)))
+        bottom = close - 9.9 * (stop - close)
+        tp = lo * (1 - draw(st.floats(0.0005, 1 - bottom / lo))) if 1 - bottom / lo > 0.0005 and bottom > 0 else None
     return {"entry": entry, "stop": stop, "take_profit": tp}
 
 

@@ -89,6 +89,7 @@ SPOT_BUY = {
     "stop": 82300.0,
     "take_profit": 88030.0,
     "thesis": "Close 84210.5 above EMA50 83100.2 with MACD hist +120.4; RSI 58.1 leaves room.",
+    "instrument": "BTC/USDT",
 }
 
 
@@ -141,6 +142,7 @@ def test_valid_futures_answer_parses_with_futures_schema(stub):
         "take_profit": 2907.0,
         "leverage_hint": 3,
         "thesis": "Lower highs under EMA50 3100; MACD hist -12.",
+        "instrument": "BTC/USDT:USDT",
     }
     stub.push_json_answer(answer)
     req = request(Mode.FUTURES, summary=summary(close=3050.0, ema_20=3080.0, ema_50=3100.0, macd_hist=-12.0))
@@ -233,14 +235,15 @@ def test_buy_with_stop_above_entry_is_no_trade(stub):
 
 
 def test_short_with_stop_below_entry_is_no_trade(stub):
-    stub.push_json_answer({"action": "short", "confidence": 0.6, "entry": 3050.0, "stop": 3000.0, "thesis": "x"})
+    stub.push_json_answer({"action": "short", "confidence": 0.6, "entry": 3050.0, "stop": 3000.0, "thesis": "x",
+                           "instrument": None})
     res = provider(stub, Mode.FUTURES).generate(request(Mode.FUTURES))
     assert_no_trade(res, "stop 3000 must be above entry 3050 for a short")
 
 
 def test_buy_without_entry_checks_stop_against_close(stub):
     # close in the summary is 84210.5; a stop of 84500 is above it
-    stub.push_json_answer({"action": "buy", "confidence": 0.6, "stop": 84500.0, "thesis": "x"})
+    stub.push_json_answer({"action": "buy", "confidence": 0.6, "stop": 84500.0, "thesis": "x", "instrument": None})
     assert_no_trade(provider(stub).generate(request()), "stop 84500 must be below close 84210.5")
 
 

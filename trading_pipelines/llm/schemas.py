@@ -28,7 +28,9 @@ class _ResponseBase(BaseModel):
     stop: float | None = _PRICE
     take_profit: float | None = _PRICE
     thesis: str = Field(min_length=1, max_length=4000)
-    instrument: str | None = Field(default=None, description="the instrument the answer is about; must be the reviewed one")
+    # required, as in the schema sent to the server: a missing key is a broken answer, not one that
+    # skips the instrument check; null stays allowed, as the prompt and the sent schema allow it
+    instrument: str | None = Field(description="the instrument the answer is about; must be the reviewed one, or null")
 
 
 class SpotSignalResponse(_ResponseBase):
