@@ -346,6 +346,12 @@ class OpenAIStubServer:
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="openai-stub", daemon=True)
         self._thread.start()
+        # a new server at this URL (the OS reuses ports): nothing the provider learned about an
+        # earlier one (step-downs, capacity; remembered per base URL for the process) applies
+        from trading_pipelines.llm import dialects, openai_provider
+
+        dialects.forget(self.base_url)
+        openai_provider.forget_capacity(self.base_url)
         return self
 
     def stop(self) -> None:

@@ -150,12 +150,11 @@ def learned(base_url: str, model: str) -> list[dict[str, Any]]:
 
 
 def forget(base_url: str | None = None, model: str | None = None) -> None:
-    """Forget what was learned (for one server and model, or everything)."""
+    """Forget what was learned: for one server and model, for every model of one server
+    (``model`` None), or everything (both None)."""
     with _LEARNED_LOCK:
-        if base_url is None:
-            _LEARNED.clear()
-        else:
-            _LEARNED.pop((base_url, model or ""), None)
+        for key in [k for k in _LEARNED if base_url is None or (k[0] == base_url and model in (None, k[1]))]:
+            del _LEARNED[key]
 
 
 def apply_learned(d: _Dialect, records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -164,6 +164,15 @@ def server_capacity(base_url: str) -> ServerCapacity | None:
         return _CAPACITIES.get(base_url)
 
 
+def forget_capacity(base_url: str | None = None) -> None:
+    """Forget the capacity known for ``base_url`` (every server: None); the next call probes again."""
+    with _CAPACITIES_LOCK:
+        if base_url is None:
+            _CAPACITIES.clear()
+        else:
+            _CAPACITIES.pop(base_url, None)
+
+
 def _server_root(base_url: str) -> str:
     root = base_url.rstrip("/")
     return root[:-3] if root.endswith("/v1") else root
