@@ -7,7 +7,8 @@ under ROOT (the embedded SQLite storage, the synchronous in-memory run launcher)
 window keys the GraphQL request the UI's "Materialize all… → Launch backfill" sends
 (``LaunchAssetChoosePartitionsDialog.tsx`` ``onLaunchAsBackfill``, target type ``job`` on the
 hidden ``__ASSET_JOB``: ``assetSelection`` = the group's assets, ``partitionNames`` = the range's
-keys, ``fromFailure: false``, the ``dagster/from_ui`` tag), then the backfill daemon's own
+keys, ``fromFailure: false``, the ``dagster/from_ui`` tag; the same as chromium sent from
+``dagster dev`` on 2026-12-04, captured with Playwright), then the backfill daemon's own
 iteration (``execute_backfill_iteration``) until the backfill leaves REQUESTED.
 
 Prints one JSON object on its last line: ``children_of_indicator_frames`` (the order this process's
@@ -48,7 +49,7 @@ mutation LaunchPartitionBackfill($backfillParams: LaunchBackfillParams!) {
 def ui_backfill_params(keys: list[str]) -> dict:
     """``backfillParams`` exactly as the UI builds them for the whole group and a custom range."""
     return {"tags": [{"key": "dagster/from_ui", "value": "true"}],
-            "assetSelection": [{"path": [SPOT, step]} for step in GROUP],
+            "assetSelection": [{"path": [SPOT, step]} for step in sorted(GROUP)],  # the browser's order
             "partitionNames": keys, "fromFailure": False}
 
 
