@@ -11,18 +11,20 @@ provider; a SQLite ledger per test; nothing is mocked.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from trading_pipelines.analysis import analyze as analysis
 from trading_pipelines.analysis import frames
 from trading_pipelines.config import DEFAULT_DATA_DIR, parse_strategy
-from trading_pipelines.ledger.db import get_engine
+from trading_pipelines.ledger import repo
+from trading_pipelines.ledger.db import get_engine, session_scope
 from trading_pipelines.llm.providers import build_provider
 from trading_pipelines.runtime import Runtime
 from trading_pipelines.stores.charts import LocalChartStore
@@ -259,9 +261,20 @@ def close_of(line: str) -> datetime:
     return (opens(line) + H4).to_pydatetime()
 
 
-def outcome(a) -> tuple:
-    """What a window decided, and on which bars and indicators."""
-    return (a.error, a.signal, a.market, None if a.frame is None else a.frame.to_dict("tight"))
+class outcome:  # noqa: N801 - used like a function
+    """What a window decided (reason, signal, market context), and on which bars and indicators;
+    equal when all are (frames compared NaN-aware, bit for bit)."""
+
+    def __init__(self, a) -> None:
+        self.error, self.signal, self.market, self.frame = a.error, a.signal, repr(a.market), a.frame
+
+    def __eq__(self, other) -> bool:
+        same_frame = (self.frame is None and other.frame is None) or (
+            self.frame is not None and other.frame is not None and self.frame.equals(other.frame))
+        return (self.error, self.signal, self.market) == (other.error, other.signal, other.market) and same_frame
+
+    def __repr__(self) -> str:
+        return f"outcome({self.error!r}, {self.signal!r}, {self.market})"
 
 
 def test_windows_before_a_bad_row_trade_as_on_the_clean_file_and_windows_far_after_trade_again(tmp_path):
@@ -309,3 +322,86 @@ def test_windows_before_a_bad_row_trade_as_on_the_clean_file_and_windows_far_aft
     # its indicators restarted there: not the clean file's (a 34-bar warm-up instead of 80+)
     assert not got[end_of[340]].frame.equals(want[end_of[340]].frame)
     assert got[end_of[340]].bars.equals(want[end_of[340]].bars)
+
+
+# ---------------------------------------------------------------- property: any one corrupted row, any window
+
+PROP_KINDS = ["nan", "high_below_low", "duplicate", "off_grid", "negative_price", "zero_volume", "gap"]
+WARM = 80  # bars of warm-up before a chunk's start: 2 × lookback_bars
+
+
+@pytest.fixture(scope="module")
+def prop_world(tmp_path_factory):
+    """One clean file and its per-window outcomes (memoised: a window's outcome does not depend on
+    the other windows analysed with it), and a counter for the corrupted files (a fresh path each:
+    the CSV cache keys on path, mtime and size)."""
+    class World(dict):
+        def __repr__(self) -> str:  # hypothesis prints the arguments of a failing example
+            return f"<world {self['root']}>"
+
+    root = tmp_path_factory.mktemp("bad_candles_prop")
+    clean_rt = runtime(FileSource(write(root / "clean" / "BTC_4h.csv", ROWS_LONG)), root / "h_clean")
+    bad_rt = runtime(FileSource(write(root / "unused" / "BTC_4h.csv", ROWS_LONG)), root / "h_bad")
+    return World(root=root, clean_rt=clean_rt, bad_rt=bad_rt, clean={}, n=0)
+
+
+def _clean_outcomes(world, ends: list[datetime]) -> dict:
+    todo = [e for e in ends if e not in world["clean"]]
+    if todo:
+        for a in analysis.analyze(world["clean_rt"], "BTC/USDT", todo, "run-clean", charts=False):
+            world["clean"][a.window_end] = outcome(a)  # frames are copies: later analyses do not change them
+    return {e: world["clean"][e] for e in ends}
+
+
+def _footprint(kind: str, i: int) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The first and last bar open time the corruption of row ``i`` touches."""
+    t = opens(ROWS_LONG[i])
+    if kind == "duplicate":  # row i now repeats row i-1's time; the bar of row i is missing
+        return opens(ROWS_LONG[i - 1]), t
+    if kind == "off_grid":  # row i opens 30 min late; the bar of row i is missing
+        return t, t + timedelta(minutes=30)
+    return t, t
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(kind=st.sampled_from(PROP_KINDS), i=st.integers(min_value=1, max_value=len(ROWS_LONG) - 2),
+       offsets=st.lists(st.integers(min_value=-3, max_value=LOOKBACK + 3), min_size=3, max_size=6, unique=True),
+       others=st.lists(st.integers(min_value=0, max_value=len(ROWS_LONG) - 1), min_size=1, max_size=3, unique=True))
+def test_property_each_window_trades_on_what_it_sees_or_is_a_no_trade_naming_file_and_line(prop_world, kind, i, offsets, others):
+    """One row corrupted at a random line (NaN, high < low, a duplicate or off-grid timestamp, zero
+    volume, a negative price, a gap); windows around it (newest bar 3 before … 43 after it) and
+    anywhere. Each window either decides exactly as on the clean file (when the corruption is
+    outside the bars it can see: its chunk's warm-up up to its newest bar), or is a recorded no-trade
+    naming the file and line (a zero-volume or missing newest bar: the stale-data no-trade naming the
+    bar), or trades on bars that start after the bad row (a gap or zero-volume bar: on the bars it has)."""
+    world = prop_world
+    world["n"] += 1
+    path = write(world["root"] / f"bad{world['n']}" / "BTC_4h.csv", corrupt(kind, ROWS_LONG, i))
+    rt = dataclasses.replace(world["bad_rt"], market=FileSource(path))
+    idx = sorted({j for j in [i + o for o in offsets] + others if 0 <= j < len(ROWS_LONG)})
+    ends = [close_of(ROWS_LONG[j]) for j in idx]
+    want = _clean_outcomes(world, ends)
+    got = {a.window_end: a for a in analysis.analyze(rt, "BTC/USDT", ends, f"run-{world['n']}", charts=False)}
+    with session_scope(rt.engine) as s:
+        recorded = {e: r.no_trade_reason for e, r in repo.signal_rows(s, rt.spec.name, "BTC/USDT", ends).items()}
+    first, last = _footprint(kind, i)
+    line = f"{path}: line {i + 2}"
+    for e in ends:
+        a, newest = got[e], pd.Timestamp(e) - H4
+        since = frames._chunk_start(newest, H4) - WARM * H4
+        assert recorded[e] == a.signal.no_trade_reason == a.error, (e, recorded[e], a.error)
+        if last < since or first > newest:  # the corruption is outside every bar this window can see
+            event("unseen: as on the clean file")
+            assert outcome(a) == want[e], (kind, i, e)
+        elif a.error is not None:
+            event(f"seen: no-trade {a.error.split(':')[0]}")
+            if kind in ("zero_volume", "gap"):  # no bad row: the data problem named by its bar (or too few bars yet)
+                assert (a.error.startswith("stale data: ") and first.isoformat() in a.error
+                        or a.error.startswith("warming up: ")), (kind, i, e, a.error)
+            else:
+                assert line in a.error and a.error.startswith(("bad data: ", "warming up: ")), (kind, i, e, a.error)
+        elif kind not in ("zero_volume", "gap"):  # it trades on the bars after the bad row only
+            event("seen: trades on the bars after the bad row")
+            assert a.frame.index[0] > last and a.signal.provider == "rules", (kind, i, e)
+        else:
+            event(f"seen: trades over the {kind.replace('_', ' ')} bar")
