@@ -245,6 +245,9 @@ def test_reasoning_repeated_at_the_start_of_the_content_is_skipped():
     ("Ignore the following block.\n```json\n" + ANSWER + "\n```", "may not be the answer"),
     ("<think>the answer is " + ANSWER, "never closed"),
     ("<think>all reasoning</think>\n  ", "no answer after the reasoning block"),
+    ("Here:\n```json\n" + ANSWER + "\n```\x00", "control character"),
+    ("\x0b" + ANSWER, "not valid JSON"),  # \x0b is Python whitespace, not JSON's
+    (ANSWER + "\x0b", "text after the object"),
     ("Sure! " + ANSWER, "not valid JSON"),
 ])
 def test_ambiguous_answers_are_still_refused(text, fragment):

@@ -52,6 +52,10 @@ _MEANINGFUL_TAIL_RE = re.compile(
 _DISOWNING_HEAD_RE = re.compile(r"\b(?:ignore|disregard|not the answer|do not use|don't use|example)\b", re.IGNORECASE)
 
 
+# JSON's whitespace (RFC 8259): not Python's, which also counts \x0b, \x0c and \x1c-\x1f
+_JSON_WS = " \t\n\r"
+
+
 class _DuplicateKey(ValueError):
     pass
 
@@ -109,7 +113,7 @@ def parse_signal_response(
     """
     body = answer_json_text(text, reasoning)
     decoder = json.JSONDecoder(object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant)
-    start = len(body) - len(body.lstrip())
+    start = len(body) - len(body.lstrip(_JSON_WS))
     try:
         obj, end = decoder.raw_decode(body, start)
     except _DuplicateKey as e:
@@ -120,9 +124,9 @@ def parse_signal_response(
     except RecursionError:
         raise InvalidSignalResponse("response JSON is nested too deeply") from None
     rest = body[end:]
-    if rest.strip():
+    if rest.strip(_JSON_WS):
         line = body.count("\n", 0, end) + 1
-        after = rest.lstrip()
+        after = rest.lstrip(_JSON_WS)
         if after[:1] in ("{", "["):
             raise InvalidSignalResponse(f"response holds more than one JSON value (another starts after line {line}): "
                                         "ambiguous")
@@ -165,7 +169,7 @@ def _strip_reasoning(text: str, reasoning: str | None) -> str:
     ``<reasoning>``); the reasoning up to a ``</think>`` whose opening tag the chat template wrote
     (DeepSeek-R1 distills); or ``reasoning`` itself repeated at the start. A text that starts with
     ``{`` has no reasoning block (a tag inside its strings is not one)."""
-    if text.lstrip().startswith("{"):
+    if text.lstrip(_JSON_WS).startswith("{"):
         return text
     m = _OPEN_TAG_RE.match(text)
     if m is not None:
@@ -195,7 +199,7 @@ def answer_json_text(text: str | None, reasoning: str | None = None) -> str:
       it disowns the block: "ignore", "disregard", "example"…); prose after it may not hold a
       digit, a brace or bracket, an action word (buy, sell, hold, long, short, close, exit…), a
       negation or a correction (actually, instead, wait…) — such a tail could change what the
-      block says, so the answer is refused.
+      block says, so the answer is refused; nor may the prose hold a control character.
 
     Raises :class:`InvalidSignalResponse`: empty content (or nothing after the reasoning), an
     unclosed reasoning block, two or more fenced blocks, prose around a fence as above.
@@ -208,7 +212,7 @@ def answer_json_text(text: str | None, reasoning: str | None = None) -> str:
     rest = _strip_reasoning(text, reasoning)
     if not rest.strip():
         raise InvalidSignalResponse("no answer after the reasoning block")
-    if rest.lstrip().startswith(("{", "[")):  # an object first: the decoder refuses what follows it
+    if rest.lstrip(_JSON_WS).startswith(("{", "[")):  # an object first: the decoder refuses what follows it
         return rest
     whole = _FENCE_RE.match(rest)
     if whole is not None and "```" not in whole.group(1):
@@ -220,6 +224,8 @@ def answer_json_text(text: str | None, reasoning: str | None = None) -> str:
         raise InvalidSignalResponse(f"response holds {len(fences)} fenced blocks: ambiguous, expected one JSON object")
     fence = fences[0]
     head, tail = rest[:fence.start()], rest[fence.end():]
+    if _CONTROL_RE.search(head + tail):
+        raise InvalidSignalResponse("the text around the fenced block holds a control character: a corrupted answer")
     if _DISOWNING_HEAD_RE.search(head):
         word = _DISOWNING_HEAD_RE.search(head).group(0)  # type: ignore[union-attr]
         raise InvalidSignalResponse(f"the text before the fenced block says {word!r}: it may not be the answer")
