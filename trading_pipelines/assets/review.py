@@ -29,8 +29,8 @@ group's backfill was 2 runs. The tick (``review_<strategy>``) does not select it
 the universe missing, which changes nothing downstream (a plain dependency, nothing is loaded).
 
 **Why the analysis multi-asset is subsettable** (Dagster 1.13, measured; the UI's "Materialize all…
-→ Launch backfill" was refused in about one ``dagster dev`` process of two, every time in that
-process): the UI sends ``launchPartitionBackfill`` with ``assetSelection`` + ``partitionNames``.
+→ Launch backfill" was refused in some ``dagster dev`` processes, every time in such a process:
+``PYTHONHASHSEED`` 2 of 0–3 here): the UI sends ``launchPartitionBackfill`` with ``assetSelection`` + ``partitionNames``.
 ``AssetBackfillData.from_asset_partitions`` (dagster/_core/execution/asset_backfill.py, ~line 546)
 builds each asset's target by walking the graph from the root with
 ``BaseAssetGraph.bfs_filter_subsets`` (dagster/_core/definitions/assets/graph/base_asset_graph.py,
@@ -51,9 +51,11 @@ why that form always passed. The check runs in the webserver, which never import
 the fix is the graph's shape: Dagster only requires equal subsets of a multi-asset that cannot be
 subset, so ``analysis`` declares ``can_subset=True`` and materializes exactly the selected keys
 (the whole analysis runs either way: it is order-free and idempotent). The lineage keeps both of
-``signals``' parents. ``account`` has no diamond (a chain and its own previous window, which the
-walk reaches only after recording it) and stays all-or-nothing. Tested with the UI's exact request
-under both hash orders (tests/test_ui_backfill.py).
+``signals``' parents. ``account`` has no diamond (a chain, plus ``portfolio_snapshots``' own
+previous window, an edge the walk only follows after recording that asset) and stays
+all-or-nothing. Tested with the UI's exact request under both hash orders
+(tests/test_ui_backfill.py), and in chromium on ``dagster dev`` with the webserver at
+``PYTHONHASHSEED=2``: before, 2 launches of 2 refused; after, 5 of 5 launched, each one run.
 
 **Books**: see :mod:`trading_pipelines.assets.common` (:func:`run_book`). The helpers the assets
 call live beside this module: :mod:`~trading_pipelines.assets.analysis_assets` (the signals'
