@@ -159,3 +159,16 @@ def test_cli_replay_of_1995_the_christmas_holiday_is_a_market_closed_window(oldc
     assert rep["market_closed"] == 1
     assert sigs["1995-12-26"] == "market closed: XNYS has no session on 1995-12-25"
     assert not [r for r in sigs.values() if r and r.startswith("stale data")]
+
+
+def test_buy_and_hold_from_a_holiday_starts_at_the_first_session(oldco):
+    """``--start 1995-12-25`` (Christmas, no bar): buy-and-hold runs from the first close in the span,
+    1995-12-26's 106.050003 (AAPL's 2016-08-01 row re-dated), to 1995-12-29's 105.870003:
+    (105.870003 / 106.050003 − 1) × 100 = −0.1697 %. The old report had no close at the first
+    window end and said ``buy_and_hold_pct: null`` with ``"instruments": []`` (as the shipped
+    equities replay from its first window, the 2016-01-01 holiday, did)."""
+    rc, out, err = _cli(["replay", "old_1d_user", "--start", "1995-12-25", "--end", "1995-12-29", "--no-charts", "--quiet", "--json"])
+    assert rc == 0, err
+    rep = json.loads(out.strip().splitlines()[-1])
+    assert rep["windows"] == 5 and rep["instruments"] == ["OLDCO"]
+    assert rep["buy_and_hold_pct"] == pytest.approx((105.870003 / 106.050003 - 1) * 100, abs=1e-9)

@@ -207,8 +207,9 @@ def book_report(trading: TradingResource, spec: StrategySpec, book: str, instrum
     before the first window end to one bar after the last: :class:`MarketDataError`, the reason
     naming the file and line) or whose bars the account walk could not read (the audit event
     :data:`MARKET_DATA_EVENT`; ``reason`` then says where the walk stopped). Nothing of a failed
-    instrument is valued: no closes, so no hit-rate outcome and no buy-and-hold leg.
-    Market-closed signals (an exchange holiday, no-trade reason starting with ``market closed``)
+    instrument is valued: no closes, so no hit-rate outcome and no buy-and-hold leg. Buy-and-hold
+    runs from each instrument's first close at or after the first window end to its last close at
+    or before the last window end (a window on an exchange holiday has no bar). Market-closed signals (an exchange holiday, no-trade reason starting with ``market closed``)
     are counted in ``market_closed``, not in the no-trades.
 
     ``elapsed_s``: wall seconds of the replay; default: since the Dagster run started
@@ -277,8 +278,11 @@ def book_report(trading: TradingResource, spec: StrategySpec, book: str, instrum
                                       action="hold" if r.no_trade_reason else r.action,
                                       close_at_signal=c.get(r.window_end), next_close=c.get(r.window_end + spec.bar_duration),
                                       could_trade=could_trade.get((r.instrument, r.window_end), False)))
-    first_close = {i: closes[i].get(min(ends)) for i in instruments if closes[i].get(min(ends))}
-    last_close = {i: closes[i].get(max(ends)) for i in instruments if closes[i].get(max(ends))}
+    # buy-and-hold from each instrument's first close in the span to its last (a first window on an
+    # exchange holiday, 2016-01-01 for the shipped equities, has no bar of its own)
+    span = {i: sorted(t for t in closes[i] if min(ends) <= t <= max(ends)) for i in instruments}
+    first_close = {i: closes[i][ts[0]] for i, ts in span.items() if ts}
+    last_close = {i: closes[i][ts[-1]] for i, ts in span.items() if ts}
     rep = build_report(strategy=spec.name, book=book, starting_cash=spec.venue.starting_cash, points=points, trades=trades,
                        outcomes=outcomes, first_close=first_close, last_close=last_close, signal_counts=counts,
                        no_trade=no_trade, elapsed_s=elapsed_s, market_closed=market_closed, closes=closes)
