@@ -162,3 +162,23 @@ def test_a_bad_row_under_an_open_position_stops_the_walk_and_is_listed(user_env,
     assert rep["windows"] == 3
     opened = sorted((t["instrument"], t["opened_at"], t["entry_price"]) for t in rep["trade_list"])
     assert opened == [("BAD/USDT", "2026-02-27T04:00:00+00:00", 2046.41), ("ETH/USDT", "2026-02-27T04:00:00+00:00", 2046.41)]
+
+
+def test_a_failed_run_is_named_by_its_cause():
+    """When a run does fail (exit 1), the CLI's one error line carries the failed step and its own
+    error (the old line said only "run … failed"): here a one-op job raising ValueError."""
+    import dagster as dg
+
+    from trading_pipelines.cli.runs import _failure
+
+    @dg.op
+    def boom():
+        raise ValueError("bad thing at line 7")
+
+    @dg.job
+    def job():
+        boom()
+
+    res = job.execute_in_process(raise_on_error=False)
+    assert not res.success
+    assert _failure(res) == ": step boom: ValueError: bad thing at line 7"

@@ -204,7 +204,7 @@ def cmd_replay(args) -> int:
         bar.close()
     elapsed = time.monotonic() - t0
     if not result.success:
-        print(f"error: run {result.run_id} failed (see the UI: make ui)", file=sys.stderr)
+        print(f"error: run {result.run_id} failed{_failure(result)} (see the UI: make ui)", file=sys.stderr)
         return 1
     rep = result.output_for_node(f"{spec.name}__replay")
     rep.update(elapsed_s=elapsed, windows_per_s=len(windows) / elapsed if elapsed > 0 else None)  # the command's wall time
@@ -222,6 +222,17 @@ def cmd_replay(args) -> int:
         print(f"return {rep['return_pct']:+.2f}%  buy-and-hold {bh}  max drawdown {rep['max_drawdown_pct']:.2f}%  "
               f"trades {rep['trades']}  hit rate {hr}  ({rep['windows_per_s'] or 0:.1f} windows/s)")
     return 0
+
+
+def _failure(result) -> str:
+    """``": <the first failed step's error message>"`` of a failed in-process run ("" if none)."""
+    for ev in result.all_events:
+        if ev.is_step_failure and ev.step_failure_data and ev.step_failure_data.error:
+            err = ev.step_failure_data.error
+            while err.cause is not None and err.cls_name == "DagsterExecutionStepExecutionError":  # the user code's own error
+                err = err.cause
+            return f": step {ev.step_key}: {err.message.strip()}"
+    return ""
 
 
 def _print_summary(spec, instruments, rep, failures, elapsed) -> None:
