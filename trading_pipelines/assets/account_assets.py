@@ -209,8 +209,9 @@ def book_report(trading: TradingResource, spec: StrategySpec, book: str, instrum
     :data:`MARKET_DATA_EVENT`; ``reason`` then says where the walk stopped). Nothing of a failed
     instrument is valued: no closes, so no hit-rate outcome and no buy-and-hold leg. Buy-and-hold
     runs from each instrument's first close at or after the first window end to its last close at
-    or before the last window end (a window on an exchange holiday has no bar). Market-closed signals (an exchange holiday, no-trade reason starting with ``market closed``)
-    are counted in ``market_closed``, not in the no-trades.
+    or before the last window end (a window on an exchange holiday has no bar). Market-closed
+    signals (an exchange holiday, no-trade reason starting with ``market closed``) are counted in
+    ``market_closed``, not in the no-trades.
 
     ``elapsed_s``: wall seconds of the replay; default: since the Dagster run started
     (:func:`run_elapsed_s`), so a UI backfill's report has its real elapsed time and windows/s."""
