@@ -1,8 +1,11 @@
 """Analysis, per instrument × window and order-free (see DESIGN.md, "Replay and live"):
 :func:`analyze` turns any set of windows of one instrument into bars, an indicator frame
 (:mod:`.frames`), a chart (:mod:`.charting`) and a signal (:mod:`.calls`, :mod:`.budget`) each,
-every signal recorded in the ledger. Errors stay in the instrument: bad or stale data, a failed
-chart or a provider error becomes that window's recorded no-trade with its reason."""
+every signal recorded in the ledger. Errors stay in the instrument and the window: bad or stale
+data, too little history (``warming up: N of M bars``), an exchange holiday (``market closed: …``),
+a failed chart or a provider error becomes that window's recorded no-trade with its reason; a bad
+CSV row is the no-trade of the windows whose lookback sees it (naming file and line), not of the
+windows before or long after it (see :mod:`.frames`)."""
 
 from __future__ import annotations
 
@@ -123,8 +126,11 @@ def analyze(rt: Runtime, instrument: str, window_ends: list[datetime], run_id: s
             charts: bool = True, render=None, render_async=None, deferred: list | None = None,
             call_workers: int | None = None, account: tuple | None = None) -> list[Analysis]:
     """Analyse ``window_ends`` of one instrument (any order, any subset): bars, frame, chart,
-    signal, each signal recorded in the ledger. Errors stay in this instrument: bad data, a failed
-    chart or a provider error becomes an :class:`Analysis` with ``error`` and a no-trade signal.
+    signal, each signal recorded in the ledger. Errors stay in this instrument and window: an
+    exchange holiday of a daily equity window (``market closed: …``), a bad row in the window's
+    lookback (``bad data: <file>: line <n> …``), too little history (``warming up: …``), stale data,
+    a failed chart or a provider error becomes an :class:`Analysis` with ``error`` and a no-trade
+    signal; a file that cannot be read at all is ``bad data: …`` for every window.
 
     ``render``: ``callable(list[(frame, title, overlays, bars)]) -> list[png]`` (parallel
     rendering); default renders in process. ``render_async(jobs) -> Future[list[png]]`` with a

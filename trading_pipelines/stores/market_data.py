@@ -11,7 +11,9 @@ Point in time: a source never returns a bar whose close time is after the ``end`
 for, so a decision for a window can only see bars that had closed when the window ended.
 
 * :class:`CsvReplaySource` replays the sample files in ``data/ohlcv`` (``config.DEFAULT_DATA_DIR``),
-  or the absolute ``data_file`` paths of user catalogues.
+  or the absolute ``data_file`` paths of user catalogues. A bad row of a file (NaN, high < low, a
+  duplicate or off-grid timestamp…) spoils only the requests whose span contains it
+  (:class:`BadRowsError`, naming file, line and reason); the rest of the file serves as usual.
 * :class:`CcxtSource` reads a live exchange through ccxt, retrying transient network errors.
 """
 
@@ -136,7 +138,10 @@ class MarketDataSource(ABC):
         """At most ``limit`` most recent bars whose close time (``open_time + timeframe``) is <= ``end``.
 
         Never a bar that closes after ``end``. Fewer rows (possibly none) when the data starts later.
-        Raises :class:`MarketDataError` for an unknown symbol/timeframe or invalid data.
+        Raises :class:`MarketDataError` for an unknown symbol/timeframe or invalid data
+        (:class:`BadRowsError` when bad rows of a replay file lie in the span the bars would cover:
+        from the oldest returned bar, or the start of the data when fewer than ``limit`` exist, to
+        the bar closing at ``end``).
         """
 
     @abstractmethod
