@@ -95,7 +95,9 @@ class Signal(Frozen):
 
     ``action`` is a :class:`SpotAction` value in spot mode and a :class:`FuturesAction` value in
     futures mode. ``entry``/``stop``/``take_profit`` are optional quote-currency prices suggested
-    by the provider; the planner computes its own technical stop and only uses them as hints.
+    by the provider; the planner computes its own technical stop and target and never uses them,
+    but refuses an entry whose stop or target is implausible (see
+    :func:`~trading_pipelines.domain.stops.answer_levels_problem`).
     ``no_trade_reason`` is set when the provider failed (bad answer, refusal, error): the signal
     is then a recorded ``hold`` and can never become an order.
     """

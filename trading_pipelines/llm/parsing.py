@@ -102,7 +102,8 @@ def parse_signal_response(
     non-empty, valid JSON without a duplicate key at any depth (``"action":"hold", …,
     "action":"buy"`` is refused, not read as its last value) and without NaN/Infinity, an object,
     ``action`` allowed in ``mode``, the mode's schema (``extra="forbid"``, confidence 0..1,
-    positive finite prices), the ``instrument`` named (if any) equal to ``instrument``, then for
+    positive finite prices, the ``instrument`` key present), the ``instrument`` named (if not
+    null) equal to ``instrument``, then for
     entries the price sides against ``entry`` (buy/long: ``stop < entry < take_profit``; short:
     ``take_profit < entry < stop``); ``entry`` (any action) within ``max_entry_deviation_pct``
     percent of ``close``; and the same sides against ``close`` — the last close, quote currency.
