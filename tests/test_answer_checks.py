@@ -297,8 +297,6 @@ def test_a_control_character_inside_a_token_is_refused_by_the_parser():
         _parse(ANSWER.replace("0.72", "0.\x017"))
 
 
-@pytest.mark.xfail(strict=True, reason="needs llm/openai_provider.py to parse message.content as received (see the "
-                   "helper's report): the provider still cleans the text before parse_signal_response")
 def test_a_control_character_inside_the_action_is_a_no_trade_through_the_provider(stub):
     """The issue's answer: ``"b\\u0000uy"`` (a NUL byte inside the token) was cleaned to "buy"
     before parsing and traded. It must be a no-trade; the stored text is still cleaned."""
@@ -333,8 +331,6 @@ def test_finite_guard():
         answer_levels_problem(LONG, 100.0, math.nan, 90.0, None, own_stop=95.0)
 
 
-@pytest.mark.xfail(strict=True, reason="needs trading_pipelines/runtime.py Runtime.plan_params to pass "
-                   "max_stop_atr=r.max_stop_atr, max_target_r=r.max_target_r (see the helper's report)")
 def test_the_strategys_bounds_reach_the_planner(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     monkeypatch.setenv("TRADING_LEDGER_URL", f"sqlite:///{tmp_path / 'ledger.sqlite'}")

@@ -355,7 +355,7 @@ def test_futures_and_equities_strategies_run_by_name(env):
     defs = build()
     instance = dg.DagsterInstance.local_temp(str(env / "home"))
     fut = _run_each(defs, instance, "futures_1h_btc_eth", ["2026-04-15-20:00", "2026-04-15-21:00"])
-    eq = _run_each(defs, instance, "equities_1d_spy_aapl", ["2017-06-02", "2017-06-03"])
+    eq = _run_each(defs, instance, "equities_1d_spy_aapl", ["2017-07-03", "2017-07-04"])
     assert all(r.success for r in fut + eq)
     with session_scope(get_engine(f"sqlite:///{env / 'ledger.sqlite'}")) as s:
         rep = status_report(s, "equities_1d_spy_aapl")
@@ -363,13 +363,13 @@ def test_futures_and_equities_strategies_run_by_name(env):
     assert len(frep["signals"]) == 4 and {x["mode"] for x in frep["signals"]} == {"futures"}
     assert {x["instrument"] for x in frep["signals"]} == {"BTC/USDT:USDT", "ETH/USDT:USDT"}
     assert len(frep["snapshots"]) == 2 and len(rep["snapshots"]) == 2
-    # Saturday 2017-06-03 is no NYSE session: any entry planned for it fails market_hours.
-    sat = [i for i in rep["intents"] if i["window_end"].startswith("2017-06-04")]
-    assert len(sat) == 2
-    for i in sat:
-        if i["kind"] == "entry":
-            mh = next(g for g in i["guards"] if g["guard"] == "market_hours")
-            assert not mh["passed"] and "no session on 2017-06-03" in mh["message"]
+    # Tuesday 2017-07-04 (Independence Day) is a window but no NYSE session: each instrument's signal
+    # is a "market closed" no-trade and nothing is planned; a Saturday is no window at all.
+    hol = [x for x in rep["signals"] if x["window_end"].startswith("2017-07-05")]
+    assert len(hol) == 2 and {x["no_trade_reason"] for x in hol} == {"market closed: XNYS has no session on 2017-07-04"}
+    assert [i["kind"] for i in rep["intents"] if i["window_end"].startswith("2017-07-05")] == ["none", "none"]
+    with pytest.raises(dg.DagsterUnknownPartitionError, match="2017-06-03"):
+        _run_each(defs, instance, "equities_1d_spy_aapl", ["2017-06-03"])
 
 
 @pytest.mark.parametrize("per_window", [True, False], ids=["window_by_window", "one_range_run"])

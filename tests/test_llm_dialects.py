@@ -346,7 +346,7 @@ def test_key_in_a_step_down_message_is_scrubbed(stub):
 def test_nul_and_control_characters_are_removed_from_stored_text(stub):
     thesis = "Close\x00 above EMA50\x1b[31m;\tMACD up\x07\nsecond line\x7f"
     raw = json.dumps({**SPOT_BUY, "thesis": thesis})
-    stub.push_completion(raw + "\x00")
+    stub.push_completion(raw)  # control characters inside the thesis string: stored cleaned
     res = provider(stub).generate(request())
     assert res.signal.no_trade_reason is None
     assert res.signal.thesis == "Close above EMA50[31m;\tMACD up\nsecond line"

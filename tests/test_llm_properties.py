@@ -293,7 +293,7 @@ class Answer:
     duplicate: bool
     finish_reason: str
     prompt_tokens: int
-    noise: bool  # C0 control characters sprinkled through the raw text (the provider strips them)
+    noise: bool  # C0 control characters sprinkled through the raw text (refused: parsed as received)
 
 
 def _price(close: float, pct: float) -> float:
@@ -421,7 +421,7 @@ def answers(draw, case: Case, wi: int, focus: str = "any") -> Answer:
     if noise:
         for _ in range(draw(st.integers(1, 3))):
             i = draw(st.integers(0, len(content)))
-            content = content[:i] + draw(st.sampled_from(["\x00", "\x01", "\x1b", "\x7f", "\r", "\x0b"])) + content[i:]
+            content = content[:i] + draw(st.sampled_from(["\x00", "\x01", "\x1b", "\x0b"])) + content[i:]
     finish = draw(st.sampled_from(["stop"] * 10 + ["length", "content_filter"]))
     tokens = draw(st.integers(0, 9).flatmap(lambda i: st.integers(0, MIN_PROMPT_TOKENS - 1) if i == 0 else st.integers(50, 4000)))
     return Answer(content, kind, pairs, duplicate, finish, tokens, noise)
@@ -472,6 +472,8 @@ def verdict(ans: Answer, case: Case, wi: int, *, holding: bool = False) -> Verdi
         why.append("empty")
     if ans.finish_reason == "length":
         why.append("finish_reason=length")
+    if ans.noise:
+        why.append("control character in the answer as received")  # parsed as received, never repaired
     if ans.kind not in OBJECT_KINDS:
         why.append(f"not a JSON object ({ans.kind})")
     if ans.duplicate:

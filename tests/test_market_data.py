@@ -193,7 +193,7 @@ def edit(line: str, **fields: str) -> str:
 def test_broken_csv_raises_naming_file_and_row(tmp_path, lines, message):
     path = write_btc_4h(tmp_path, lines)
     with pytest.raises(MarketDataError, match=message) as err:
-        CsvReplaySource(data_dir=tmp_path).bars("BTC/USDT", "4h", end=utc(2025, 3, 2), limit=3)
+        CsvReplaySource(data_dir=tmp_path).bars("BTC/USDT", "4h", end=utc(2025, 3, 2), limit=10)
     assert str(err.value).startswith(str(path))
 
 

@@ -135,15 +135,15 @@ ETH_4H = (DEFAULT_DATA_DIR / "BINANCE_ETH-USDT_4h.csv").read_text().splitlines()
 HELD_BAD_LINE = 2183  # 2026-02-27T12:00:00Z,1962.08,1969.0,1938.82,1948.59,105123.5497 in the shipped ETH file
 
 
-def test_a_bad_row_under_an_open_position_stops_the_walk_and_is_listed(user_env, tmp_path):
+def test_a_bad_row_under_an_open_position_freezes_that_instrument_only(user_env, tmp_path):
     """BAD/USDT is a copy of the shipped ETH 4h file, so it buys at the 2026-02-27T00:00 window as
     ETH does (both filled at the 04:00 open); its line 2183 (the 12:00 bar) has high 1 900 < low
-    1 938.82. A window only sees the bars before it, so the first three windows trade; the venue
-    cannot simulate BAD's open position over the 12:00 bar, so the walk stops at the window
-    2026-02-27-12:00 (fail closed: no window is valued on a guess) and the run still finishes:
-    exit 0, ``failed_instruments`` naming the window, the file and the line; 3 windows in the report.
-    Needs the market data source to raise only for spans that contain the bad row (stores/market_data.py,
-    issue 13 "A bad row blanks windows before it"); with a whole-file error BAD never trades."""
+    1 938.82. A window only sees the bars before it, so the first windows trade; the paper venue
+    cannot fill BAD's open position over the 12:00 bar, so BAD is frozen from the window
+    2026-02-27-12:00 (its position stays open, nothing is made up) while ETH goes on: the run
+    walks all 6 windows, exit 0, ``failed_instruments`` names the window, the file and the line,
+    and ETH's book is exactly the one ETH trades alone. (One instrument's failure never disturbs
+    another's; before, the whole walk stopped at that window.)"""
     user_env("held_4h_user", ["ETH/USDT", "BAD/USDT"], corrupt=False)
     rows = list(ETH_4H)
     ts, o, h, lo, c, v = rows[HELD_BAD_LINE - 1].split(",")
@@ -151,17 +151,26 @@ def test_a_bad_row_under_an_open_position_stops_the_walk_and_is_listed(user_env,
     rows[HELD_BAD_LINE - 1] = ",".join([ts, o, "1900.0", lo, c, v])
     csv = tmp_path / "mydata" / "BAD-USDT_4h.csv"
     csv.write_text("\n".join(rows) + "\n")
-    rc, out, err = _cli(["replay", "held_4h_user", "--start", "2026-02-27T00:00Z", "--end", "2026-02-28T00:00Z",
-                         "--no-charts", "--quiet", "--json"])
+    argv = ["--start", "2026-02-27T00:00Z", "--end", "2026-02-27T20:00Z", "--no-charts", "--quiet", "--json"]
+    rc, out, err = _cli(["replay", "held_4h_user", *argv])
     assert rc == 0, err
     rep = json.loads(out.strip().splitlines()[-1])
     [failed] = rep["failed_instruments"]
     assert failed["instrument"] == "BAD/USDT"
-    assert failed["reason"].startswith("the account walk stopped at window 2026-02-27-12:00 (3 windows walked): "
-                                       f"{csv}: line {HELD_BAD_LINE} (open_time 2026-02-27T12:00:00+00:00)")
-    assert rep["windows"] == 3
-    opened = sorted((t["instrument"], t["opened_at"], t["entry_price"]) for t in rep["trade_list"])
-    assert opened == [("BAD/USDT", "2026-02-27T04:00:00+00:00", 2046.41), ("ETH/USDT", "2026-02-27T04:00:00+00:00", 2046.41)]
+    assert failed["reason"].startswith("frozen at window 2026-02-27-12:00 (the paper venue cannot fill over its bars")
+    assert f"{csv}: line {HELD_BAD_LINE} (open_time 2026-02-27T12:00:00+00:00)" in failed["reason"]
+    assert rep["windows"] == 6 and len(rep["equity_curve"]) == 6
+    eth = [t for t in rep["trade_list"] if t["instrument"] == "ETH/USDT"]
+    bad = [t for t in rep["trade_list"] if t["instrument"] == "BAD/USDT"]
+    assert [(t["opened_at"], t["entry_price"]) for t in bad] == [("2026-02-27T04:00:00+00:00", 2046.41)]
+    assert bad[0]["closed_at"] is None  # frozen open: no exit is made up over bars nobody can read
+    # ETH alone, same windows: the same trades (ETH decided first by name, so its sizing is unchanged)
+    user_env("eth_4h_user", ["ETH/USDT"], corrupt=False)
+    rc, out, err = _cli(["replay", "eth_4h_user", *argv])
+    assert rc == 0, err
+    alone = json.loads(out.strip().splitlines()[-1])
+    key = lambda t: (t["opened_at"], t["entry_price"], t["quantity"], t["closed_at"], t["exit_price"])  # noqa: E731
+    assert [key(t) for t in eth] == [key(t) for t in alone["trade_list"]] and eth
 
 
 def test_a_failed_run_is_named_by_its_cause():

@@ -80,7 +80,8 @@ class Runtime:
                           stop_method=t.stop.method, atr_multiple=t.stop.atr_multiple, buffer_atr=t.stop.buffer_atr,
                           take_profit_r=t.take_profit_r, leverage=f.leverage if f else 1.0,
                           margin_mode=f.margin_mode if f else None, min_exit_confidence=r.exit_confidence,
-                          max_entry_slippage_pct=r.max_entry_slippage_pct)
+                          max_entry_slippage_pct=r.max_entry_slippage_pct,
+                          max_stop_atr=r.max_stop_atr, max_target_r=r.max_target_r)
 
     def instrument(self, symbol: str) -> InstrumentSpec:
         """The instrument's trading rules: the catalogue's, with lot step, minimum quantity, tick

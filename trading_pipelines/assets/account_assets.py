@@ -60,9 +60,10 @@ def replay_account(trading: TradingResource, spec: StrategySpec, book: str, inst
     the ledger. A missing signal is that instrument's no-trade. ``progress(done, total)`` is
     called after every window.
 
-    Fail closed on market data: when the book's simulated venue cannot read the bars of an
-    instrument it holds a position or resting orders in (:class:`MarketDataError`, e.g. a bad CSV
-    row inside the bars after a window), that window changes nothing (its transaction rolls back),
+    Fail closed on market data: the paper venue freezes an instrument whose bars it cannot read
+    (a bad CSV row under a position or resting order: :mod:`trading_pipelines.venues.paper`) and the
+    walk goes on for the others. Any other :class:`MarketDataError` out of a window (a venue that
+    does not freeze), that window changes nothing (its transaction rolls back),
     the walk stops there (no later window can be valued without those bars) and the audit event
     :data:`MARKET_DATA_EVENT` names the instrument, the window and the reason;
     :func:`book_report` lists it in ``failed_instruments``. Returns the outcomes of the windows
@@ -206,7 +207,9 @@ def book_report(trading: TradingResource, spec: StrategySpec, book: str, instrum
     instrument whose market data cannot be read over the report's span (the bars from one bar
     before the first window end to one bar after the last: :class:`MarketDataError`, the reason
     naming the file and line) or whose bars the account walk could not read (the audit event
-    :data:`MARKET_DATA_EVENT`; ``reason`` then says where the walk stopped). Nothing of a failed
+    :data:`MARKET_DATA_EVENT`; ``reason`` then says where the walk stopped), or that the paper
+    venue froze (a ``venue_event`` audit of kind ``bars_unreadable``: ``reason`` names the window it
+    froze at; the walk went on for the others). Nothing of a failed
     instrument is valued: no closes, so no hit-rate outcome and no buy-and-hold leg. Buy-and-hold
     runs from each instrument's first close at or after the first window end to its last close at
     or before the last window end (a window on an exchange holiday has no bar). Market-closed
@@ -250,6 +253,12 @@ def book_report(trading: TradingResource, spec: StrategySpec, book: str, instrum
         walk = [(r.instrument, r.detail) for r in s.execute(
             select(AuditRow).where(AuditRow.strategy == spec.name, AuditRow.book == book, AuditRow.event == MARKET_DATA_EVENT)
             .order_by(AuditRow.id)).scalars()]
+        # a paper instrument frozen by unreadable bars (venues.paper): the first window it froze at
+        frozen: dict[str, tuple[str, str]] = {}
+        for r in s.execute(select(AuditRow).where(AuditRow.strategy == spec.name, AuditRow.book == book,
+                                                  AuditRow.event == "venue_event").order_by(AuditRow.id)).scalars():
+            if (r.detail or {}).get("kind") == "bars_unreadable" and r.instrument not in frozen:
+                frozen[r.instrument] = (r.partition_key, r.detail.get("reason") or "")
     failed: dict[str, str] = {}
     closes = {}
     for inst in instruments:
@@ -264,6 +273,9 @@ def book_report(trading: TradingResource, spec: StrategySpec, book: str, instrum
         stop = (f"the account walk stopped at window {d.get('window')} ({d.get('windows_walked')} windows walked): "
                 if d.get("walk_stopped") else "")
         failed[inst] = f"{stop}{d.get('reason')}" if stop or inst not in failed else failed[inst]
+    for inst, (w, reason) in frozen.items():
+        failed[inst] = (f"frozen at window {w} (the paper venue cannot fill over its bars: its position and orders "
+                        f"stay as they were, marked at the last readable bar; the other instruments go on): {reason}")
     counts: dict[str, int] = {}
     no_trade = market_closed = 0
     outcomes = []

@@ -6,7 +6,7 @@ import dagster as dg
 
 from trading_pipelines import runtime
 from trading_pipelines.analysis.analyze import analyze_many
-from trading_pipelines.assets.account_assets import _points, book_report, replay_account
+from trading_pipelines.assets.account_assets import book_report, replay_account
 from trading_pipelines.assets.partitions import window_end, window_key, window_partitions
 from trading_pipelines.config import StrategySpec
 from trading_pipelines.resources.dagster_resources import TradingResource
@@ -38,7 +38,7 @@ def build_replay_job(spec: StrategySpec) -> dg.JobDefinition:
 
         from trading_pipelines.assets.partitions import window_key_of_start
         from trading_pipelines.config import parse_window_bound
-        from trading_pipelines.replay.report import equity_chart_png, report_markdown
+        from trading_pipelines.replay.report import report_chart_png, report_markdown
 
         t0 = time.monotonic()
         try:
@@ -69,7 +69,7 @@ def build_replay_job(spec: StrategySpec) -> dg.JobDefinition:
         for finish in deferred:
             finish()
         rep = book_report(trading, spec, book, instruments, ends, elapsed_s=time.monotonic() - t0)
-        png = equity_chart_png(_points(rep), f"{name} {book}")
+        png = report_chart_png(rep, f"{name} {book}")
         return dg.Output(
             rep,  # the whole report (JSON-able): the CLI's --json prints it
             metadata={"book": book, "first_window": wkeys[0], "last_window": wkeys[-1],

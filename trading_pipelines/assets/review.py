@@ -69,7 +69,7 @@ import dagster as dg
 
 from trading_pipelines.analysis.analyze import analyze_many
 from trading_pipelines.account.checks import unprotected_positions
-from trading_pipelines.assets.account_assets import _points, account_results, book_report, protection_check, replay_account
+from trading_pipelines.assets.account_assets import account_results, book_report, protection_check, replay_account
 from trading_pipelines.assets.analysis_assets import signal_call_metadata
 from trading_pipelines.assets.common import (
     _MAX_PREVIEWS,
@@ -247,14 +247,14 @@ def build_review_assets(spec: StrategySpec) -> tuple[list, list[dg.AssetKey]]:
               description="What the strategy would have done over the run's windows on its book: equity curve and drawdown "
                           "(PNG), trades, return vs buy-and-hold, max drawdown, signal hit rate (1 bar) with its Wilson 95% interval.")
     def replay_report(context: dg.AssetExecutionContext, trading: TradingResource) -> dg.MaterializeResult:
-        from trading_pipelines.replay.report import equity_chart_png, report_markdown
+        from trading_pipelines.replay.report import report_chart_png, report_markdown
 
         wkeys = _keys(context)
         ends = [window_end(spec, w) for w in wkeys]
         instruments = run_instruments(context, spec)
         book = run_book(context, spec, ends, instruments)
         rep = book_report(trading, spec, book, instruments, ends)
-        png = equity_chart_png(_points(rep), f"{name} {book}")
+        png = report_chart_png(rep, f"{name} {book}")
         return dg.MaterializeResult(metadata={
             "book": book, "return_pct": rep["return_pct"], "buy_and_hold_pct": rep["buy_and_hold_pct"],
             "max_drawdown_pct": rep["max_drawdown_pct"], "hit_rate": rep["hit_rate"] if rep["hit_rate"] is not None else "n/a",

@@ -157,11 +157,11 @@ class _Progress:
 
 def cmd_review(args) -> int:
     """The live book over a window range, in time order (one run)."""
-    ensure_dagster_home()
     from trading_pipelines import runtime
 
-    spec = _strategy(args.strategy)
+    spec = _strategy(args.strategy)  # bad input is refused before anything is created
     instruments, windows = _instruments(spec, args), _windows(spec, args)
+    ensure_dagster_home()
     print(f"{spec.name}: live book, {len(windows)} windows ({windows[0]} … {windows[-1]}) × {len(instruments)} instruments, "
           f"{spec.mode.value}, {spec.venue.kind} venue, DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
     t0 = time.monotonic()
@@ -184,11 +184,11 @@ def cmd_replay(args) -> int:
     read (they are listed in ``failed_instruments``, in the JSON and the summary, with the reason);
     1 when the Dagster run failed (its id is printed; the UI has the event log); 2 for bad input
     (:class:`CliError`: arguments, the strategy file, a window outside the data), nothing run."""
-    ensure_dagster_home()
     from trading_pipelines import runtime
     from trading_pipelines.assets.partitions import window_end
-    spec = _strategy(args.strategy)
+    spec = _strategy(args.strategy)  # bad input is refused before DAGSTER_HOME or a ledger is created
     instruments, windows = _instruments(spec, args), _windows(spec, args)
+    ensure_dagster_home()
     ends = [window_end(spec, w) for w in windows]
     book = runtime.replay_book_id(spec, instruments, ends[0], ends[-1])
     if not args.json:

@@ -474,10 +474,13 @@ class OpenAISignalProvider(SignalProvider):
             return self._no_trade(sent_req, f"{where} returned no choices", t0, usage=usage, **ctx)
         choice = choices[0]
         message = choice.message
-        # the answer as stored: cleaned (control characters, the key) before parsing, so the stored
-        # raw text and the parsed signal can never disagree
+        # parsed as received: a control character inside a token is a broken answer, never one to
+        # repair ("b\u0000uy" is not "buy"); only the stored copy is cleaned (control characters, the key)
         raw = message.content
-        text = None if raw is None else self._scrub(raw if isinstance(raw, str) else str(raw))
+        received = None if raw is None else (raw if isinstance(raw, str) else str(raw))
+        text = None if received is None else self._scrub(received)
+        reasoning = getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None)
+        reasoning = reasoning if isinstance(reasoning, str) else None
         ctx["response_text"] = text
         pt = usage.get("prompt_tokens")
         if pt is not None and pt < self.min_prompt_tokens:
@@ -495,8 +498,8 @@ class OpenAISignalProvider(SignalProvider):
                                   f"(finish_reason=length) in {where}", t0, usage=usage, **ctx)
         close = req.summary.get("close")
         try:
-            resp = parse_signal_response(req.mode, text, close, instrument=req.instrument,
-                                         max_entry_deviation_pct=self.max_entry_deviation_pct)
+            resp = parse_signal_response(req.mode, received, close, instrument=req.instrument,
+                                         max_entry_deviation_pct=self.max_entry_deviation_pct, reasoning=reasoning)
         except InvalidSignalResponse as e:
             return self._no_trade(sent_req, f"model answer rejected: {self._scrub(str(e))}", t0, usage=usage, **ctx)
 

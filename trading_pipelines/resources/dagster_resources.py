@@ -16,7 +16,7 @@ from trading_pipelines.ledger.models import LIVE_BOOK
 from trading_pipelines.llm.providers import build_provider
 from trading_pipelines.runtime import Runtime
 from trading_pipelines.stores.charts import ChartStore, LocalChartStore, MinioChartStore
-from trading_pipelines.stores.market_data import CcxtSource, CsvReplaySource, MarketDataSource
+from trading_pipelines.stores.market_data import CcxtSource, CsvReplaySource, MarketDataError, MarketDataSource
 from trading_pipelines.venues.factory import make_venue
 
 
@@ -116,7 +116,8 @@ class TradingResource(dg.ConfigurableResource):
         market = self.market_data.source(spec)
         return Runtime(spec=spec, engine=self.ledger.engine(), market=market, charts=self.charts.store(),
                        provider=build_provider(spec.template.signal_provider, spec.prompt_template, mode=spec.mode) if signals else None,
-                       venue=make_venue(spec, market, self.ledger.venue_engine(), book), book=book,
+                       venue=make_venue(spec, market, self.ledger.venue_engine(), book, unreadable=(MarketDataError,)),
+                       book=book,  # a paper instrument whose bars cannot be read is frozen alone (venues.paper)
                        frames=frame_store_from_env())
 
 

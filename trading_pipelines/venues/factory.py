@@ -35,15 +35,25 @@ def venue_account(strategy: str, book: str) -> str:
     return strategy if book == LIVE_BOOK else f"{strategy}@{book}"
 
 
-def make_paper_venue(spec, market, engine, book: str = LIVE_BOOK):
+def make_paper_venue(spec, market, engine, book: str = LIVE_BOOK, unreadable: tuple[type[Exception], ...] = ()):
     """The strategy's paper exchange account for ``book`` (``spec`` a ``StrategySpec``, ``market`` a
-    market data source the exchange reads bars from); ``engine`` is the venue's own store."""
+    market data source the exchange reads bars from); ``engine`` is the venue's own store.
+    ``unreadable``: the market data source's errors for bars that cannot be read (the stores'
+    ``MarketDataError``, which this layer cannot import); the exchange sees them as
+    :class:`~trading_pipelines.venues.protocol.BarsUnreadable` and freezes only that instrument."""
     from trading_pipelines.venues.paper import PaperExchange
+    from trading_pipelines.venues.protocol import BarsUnreadable
+
+    def bars(inst, start, end):
+        try:
+            return market.bars_between(inst, spec.timeframe, start, end)
+        except unreadable as e:
+            raise BarsUnreadable(str(e)) from e
 
     v = spec.venue
     return PaperExchange(account=venue_account(spec.name, book), mode=spec.mode, starting_cash=v.starting_cash,
                          fee_rate=v.fee_rate, slippage_bps=v.slippage_bps,
-                         bars_fn=lambda inst, start, end: market.bars_between(inst, spec.timeframe, start, end),
+                         bars_fn=bars,
                          bar_duration=spec.bar_duration, engine=engine,
                          tick_sizes={i: spec.instrument(i).tick_size for i in spec.instruments},
                          maintenance_margin_rates={i: spec.instrument(i).maintenance_margin_rate for i in spec.instruments})
@@ -73,12 +83,14 @@ def ibkr_venue(*, host: str, port: int, client_id: int, account: str, connect_ti
     return venue
 
 
-def make_venue(spec, market, venue_engine, book: str, environ: Mapping[str, str] = os.environ) -> Venue:
+def make_venue(spec, market, venue_engine, book: str, environ: Mapping[str, str] = os.environ,
+               unreadable: tuple[type[Exception], ...] = ()) -> Venue:
     """The venue of ``book`` for strategy ``spec`` (see the module doc). ``venue_engine``: the
-    paper exchange's own store. Raises :class:`VenueConfigError` for a missing secret."""
+    paper exchange's own store; ``unreadable``: see :func:`make_paper_venue`. Raises
+    :class:`VenueConfigError` for a missing secret."""
     v = spec.venue
     if book != LIVE_BOOK or v.kind == "paper":
-        return make_paper_venue(spec, market, venue_engine, book)
+        return make_paper_venue(spec, market, venue_engine, book, unreadable)
     account = venue_account(spec.name, book)
     if v.kind == "ccxt":
         from trading_pipelines.venues.ccxt_venue import CcxtVenue

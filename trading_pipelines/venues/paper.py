@@ -21,6 +21,13 @@ bar, up to a clock that only moves forward (:meth:`PaperExchange.advance`):
    target);
 4. positions are marked at the close.
 
+**Unreadable bars stay in their instrument.** When the bars an instrument must be filled over
+cannot be read (``bars_fn`` raises :class:`~trading_pipelines.venues.protocol.BarsUnreadable`, e.g.
+a bad CSV row), that instrument is frozen where it stands: its clock does not move, its position
+keeps the mark of its last readable bar, its resting orders neither fill nor expire, and each
+advance reports a ``bars_unreadable`` event with the reason. Nobody can say what those bars would
+have filled, so nothing is made up; every other instrument advances as usual.
+
 **Its own store.** The exchange keeps its books in its own database (``paper_*`` tables, by
 default a SQLite file beside the ledger, never the ledger's session): one ``paper_accounts`` row
 per account holds the money and, as JSON, the live state (resting orders, positions, per-instrument
@@ -66,7 +73,7 @@ from trading_pipelines.domain.paper import bracket_exit, bracket_leg_wrong_side,
 from trading_pipelines.domain.sizing import liquidation_price, round_to_tick
 from trading_pipelines.ledger.db import session_scope
 from trading_pipelines.ledger.models import PaperAccountRow, PaperFillRow, PaperOrderRow
-from trading_pipelines.venues.protocol import Balance, FuturesTerms, SimulatedVenue, VenueError, VenueEvent
+from trading_pipelines.venues.protocol import Balance, BarsUnreadable, FuturesTerms, SimulatedVenue, VenueError, VenueEvent
 
 from trading_pipelines.venues.paper_liquidation import Liquidations
 from trading_pipelines.venues.paper_state import _Book, _dt, _Order, _Position
@@ -318,7 +325,10 @@ class PaperExchange(Liquidations, SimulatedVenue):
         events: list[VenueEvent] = []
         idle = instrument not in b.positions and not any(o.instrument == instrument for o in b.orders.values())
         if as_of > start and not idle:  # an instrument with nothing at the venue only moves its clock
-            bars = self.bars_fn(instrument, start, as_of)
+            try:
+                bars = self.bars_fn(instrument, start, as_of)
+            except BarsUnreadable as e:  # frozen where it stands (module doc); the others go on
+                return [VenueEvent("bars_unreadable", instrument, "", "", float("nan"), 0.0, as_of, reason=str(e))]
             for ts, o, h, lo, c, v in zip(bars.index, bars["open"], bars["high"], bars["low"], bars["close"], bars["volume"]):
                 bar = Bar(open_time=ts.to_pydatetime(), open=o, high=h, low=lo, close=c, volume=v)
                 events.extend(self._process_bar(b, instrument, bar))

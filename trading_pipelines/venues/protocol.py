@@ -35,6 +35,11 @@ class VenueError(RuntimeError):
     """The venue refused a request (unknown order, nothing to exit, …). The message says why."""
 
 
+class BarsUnreadable(VenueError):
+    """A simulated venue cannot read an instrument's bars (bad market data, e.g. a bad CSV row in
+    the span it must fill over). The message names the source, line and reason."""
+
+
 # The errors the execution engine understands. Each adapter maps its venue's errors to these once
 # (ccxt's exception classes and Binance's codes in ``ccxt_venue``, IB's error codes in ``ibkr``);
 # clock skew (Binance −1021) and rate limits (429/418 with ``Retry-After``) are handled inside the
