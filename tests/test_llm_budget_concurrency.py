@@ -105,12 +105,11 @@ def test_calls_run_concurrently_bounded_and_identical_to_serial(llm):
     engine = ledger("parallel")
     for i in range(6):
         stub.push_slow_json_answer(_answer(i), 1.0, **USAGE)
-    t0 = time.perf_counter()
     par = analysis.analyze(runtime(max_concurrent_calls=3), INST, ENDS, "run-par")
-    wall = time.perf_counter() - t0
     assert len(stub.chat_requests) == 6
-    assert inflight.max == 3  # three requests held by the server at once, never more
-    assert wall < 6.0  # serial would take ≥ 6 s (six answers of 1 s); ~2 s here
+    # three requests held by the server at once, never more: the concurrency itself, counted by the
+    # server (a wall-clock bound here failed at load 6-8 for indicator and chart work, not the calls)
+    assert inflight.max == 3
     # answers reached the windows in window order, and the ledger rows were written in that order
     assert [a.signal.thesis for a in par] == [f"window {i}: no edge" for i in range(6)]
     with session_scope(engine) as s:
