@@ -191,3 +191,29 @@ def test_a_failed_run_is_named_by_its_cause():
     res = job.execute_in_process(raise_on_error=False)
     assert not res.success
     assert _failure(res) == ": step boom: ValueError: bad thing at line 7"
+
+
+def test_a_failed_run_still_prints_one_json_object(user_env, monkeypatch):
+    """``replay --json`` on a run that fails (exit 1) prints one JSON object saying so, with the
+    step and its error, so a script never parses a traceback. The failing run is a one-op job
+    raising ValueError, standing in for the replay job (a replay that fails for real needs a broken
+    environment); everything else is the real CLI."""
+    import dagster as dg
+
+    from trading_pipelines.cli import runs
+
+    @dg.op
+    def boom():
+        raise ValueError("bad thing at line 7")
+
+    @dg.job
+    def job():
+        boom()
+
+    user_env("fail_4h_user", ["ETH/USDT"], corrupt=False)
+    monkeypatch.setattr(runs, "_replay", lambda *a, **k: job.execute_in_process(raise_on_error=False))
+    rc, out, err = _cli(["replay", "fail_4h_user", "--last", "2", "--no-charts", "--quiet", "--json"])
+    assert rc == 1 and "Traceback" not in out + err
+    rep = json.loads(out.strip().splitlines()[-1])
+    assert rep["success"] is False and rep["strategy"] == "fail_4h_user" and rep["failed_instruments"] == []
+    assert rep["error"] == "step boom: ValueError: bad thing at line 7"

@@ -204,11 +204,18 @@ def cmd_replay(args) -> int:
         bar.close()
     elapsed = time.monotonic() - t0
     if not result.success:
-        print(f"error: run {result.run_id} failed{_failure(result)} (see the UI: make ui)", file=sys.stderr)
+        why = _failure(result)
+        print(f"error: run {result.run_id} failed{why} (see the UI: make ui)", file=sys.stderr)
+        if args.json:  # a script reading --json still gets one object, saying the run failed and why
+            json.dump({"strategy": spec.name, "book": book, "success": False, "run_id": result.run_id,
+                       "error": why.removeprefix(": ").strip() or "the Dagster run failed", "failed_instruments": []},
+                      sys.stdout)
+            print()
         return 1
     rep = result.output_for_node(f"{spec.name}__replay")
     rep.update(elapsed_s=elapsed, windows_per_s=len(windows) / elapsed if elapsed > 0 else None)  # the command's wall time
     rep.setdefault("failed_instruments", [])
+    rep.setdefault("success", True)
     if args.json:
         json.dump(rep, sys.stdout, default=str, allow_nan=False)
         print()
@@ -219,8 +226,9 @@ def cmd_replay(args) -> int:
         ci = rep["hit_rate_ci95"]
         hr = "n/a" if rep["hit_rate"] is None else f"{rep['hit_rate']:.1%} (95% CI {ci[0]:.1%}–{ci[1]:.1%}, {rep['hit_horizon']})"
         bh = "n/a" if rep["buy_and_hold_pct"] is None else f"{rep['buy_and_hold_pct']:+.2f}%"
+        net = "" if rep.get("net_pnl") is None else f"  net P&L {rep['net_pnl']:+.2f} (fees {rep.get('fees') or 0:.2f})"
         print(f"return {rep['return_pct']:+.2f}%  buy-and-hold {bh}  max drawdown {rep['max_drawdown_pct']:.2f}%  "
-              f"trades {rep['trades']}  hit rate {hr}  ({rep['windows_per_s'] or 0:.1f} windows/s)")
+              f"trades {rep['trades']}{net}  hit rate {hr}  ({rep['windows_per_s'] or 0:.1f} windows/s)")
     return 0
 
 
