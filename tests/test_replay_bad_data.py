@@ -173,12 +173,9 @@ def test_a_bad_row_under_an_open_position_freezes_that_instrument_only(user_env,
     assert [key(t) for t in eth] == [key(t) for t in alone["trade_list"]] and eth
 
 
-def test_a_failed_run_is_named_by_its_cause():
-    """When a run does fail (exit 1), the CLI's one error line carries the failed step and its own
-    error (the old line said only "run … failed"): here a one-op job raising ValueError."""
+def _failing_job():
+    """A one-op Dagster job whose step ``boom`` raises ``ValueError("bad thing at line 7")``."""
     import dagster as dg
-
-    from trading_pipelines.cli.runs import _failure
 
     @dg.op
     def boom():
@@ -188,7 +185,15 @@ def test_a_failed_run_is_named_by_its_cause():
     def job():
         boom()
 
-    res = job.execute_in_process(raise_on_error=False)
+    return job
+
+
+def test_a_failed_run_is_named_by_its_cause():
+    """When a run does fail (exit 1), the CLI's one error line carries the failed step and its own
+    error (the old line said only "run … failed"): here a one-op job raising ValueError."""
+    from trading_pipelines.cli.runs import _failure
+
+    res = _failing_job().execute_in_process(raise_on_error=False)
     assert not res.success
     assert _failure(res) == ": step boom: ValueError: bad thing at line 7"
 
@@ -198,18 +203,9 @@ def test_a_failed_run_still_prints_one_json_object(user_env, monkeypatch):
     step and its error, so a script never parses a traceback. The failing run is a one-op job
     raising ValueError, standing in for the replay job (a replay that fails for real needs a broken
     environment); everything else is the real CLI."""
-    import dagster as dg
-
     from trading_pipelines.cli import runs
 
-    @dg.op
-    def boom():
-        raise ValueError("bad thing at line 7")
-
-    @dg.job
-    def job():
-        boom()
-
+    job = _failing_job()
     user_env("fail_4h_user", ["ETH/USDT"], corrupt=False)
     monkeypatch.setattr(runs, "_replay", lambda *a, **k: job.execute_in_process(raise_on_error=False))
     rc, out, err = _cli(["replay", "fail_4h_user", "--last", "2", "--no-charts", "--quiet", "--json"])
