@@ -348,10 +348,10 @@ class OpenAIStubServer:
         self._thread.start()
         # a new server at this URL (the OS reuses ports): nothing the provider learned about an
         # earlier one (step-downs, capacity; remembered per base URL for the process) applies
-        from trading_pipelines.llm import dialects, openai_provider
+        from trading_pipelines.llm import capacity, dialects
 
         dialects.forget(self.base_url)
-        openai_provider.forget_capacity(self.base_url)
+        capacity.forget_capacity(self.base_url)
         return self
 
     def stop(self) -> None:

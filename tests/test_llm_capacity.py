@@ -21,7 +21,7 @@ from test_llm_budget_concurrency import ENDS, INST, KEY, _answer  # noqa: F401
 
 from trading_pipelines.analysis import analyze as analysis
 from trading_pipelines.analysis import calls
-from trading_pipelines.llm import openai_provider as op
+from trading_pipelines.llm import capacity as cp
 
 COMPUTE_S = 0.3
 TIMEOUT_S = 0.8
@@ -61,7 +61,7 @@ def test_defaults_against_a_one_slot_server_that_reports_nothing_answer_every_wi
     out = analysis.analyze(rt, INST, ENDS, "run-1")
     reasons = [a.signal.no_trade_reason for a in out]
     assert reasons == [None] * 6, reasons
-    cap = op.server_capacity(one_slot.base_url)
+    cap = cp.server_capacity(one_slot.base_url)
     assert cap.slots is None and cap.allowed() < 4  # backed off on its own
 
 
@@ -79,8 +79,8 @@ def test_a_server_reporting_one_slot_gets_one_call_at_a_time(one_slot):
 
 def test_aimd_worked_numbers(monkeypatch):
     t = [100.0]
-    monkeypatch.setattr(op, "_mono", lambda: t[0])
-    cap = op.ServerCapacity(ceiling=4, slots=None)
+    monkeypatch.setattr(cp, "_mono", lambda: t[0])
+    cap = cp.ServerCapacity(ceiling=4, slots=None)
     sent = [cap.acquire() for _ in range(4)]  # 4 in flight: the limit
     assert cap.allowed() == 4 and cap.in_flight == 4
     t[0] = 101.0
@@ -98,7 +98,7 @@ def test_aimd_worked_numbers(monkeypatch):
     for _ in range(3):
         cap.release(cap.acquire(), "ok", 0.8)
     assert cap.allowed() == 1  # the cap holds: this server took fewer than 2 at once
-    t[0] += op.REPROBE_AFTER_S + 1
+    t[0] += cp.REPROBE_AFTER_S + 1
     assert cap.allowed() == 1 and cap.cap == 4  # the cap is re-probed after REPROBE_AFTER_S ...
     cap.release(cap.acquire(), "ok", 0.8)
     assert cap.allowed() == 2  # ... and the limit grows by one per limit's worth of answers

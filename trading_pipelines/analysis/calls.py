@@ -26,7 +26,7 @@ def _call_workers(rt: Runtime) -> int:
     """Provider calls of one analysis in flight at once: the openai provider's
     ``max_concurrent_calls`` (its calls run in a thread pool, outside the ledger transaction), no
     more than the server takes now (``provider.concurrency()``: its reported slots or its AIMD
-    limit, see :class:`~trading_pipelines.llm.openai_provider.ServerCapacity`); 0 (inline, no
+    limit, see :class:`~trading_pipelines.llm.capacity.ServerCapacity`); 0 (inline, no
     pool) for the rules provider or any other."""
     cfg = rt.spec.template.signal_provider
     if rt.provider is None or getattr(cfg, "kind", None) != "openai" or not getattr(rt.provider, "cacheable", False):

@@ -5,6 +5,6 @@
   per mode; :mod:`.parsing` — parsing answers, market checks on the model's numbers, scrubbing;
   :mod:`.prompts` — template rendering and versions;
 * :mod:`.calls` — the provider interface, cache key and cost of a call; :mod:`.rules_provider`,
-  :mod:`.openai_provider` (with its server :mod:`.dialects`); :mod:`.providers` — building one
+  :mod:`.openai_provider` (with its server :mod:`.dialects` and :mod:`.capacity`); :mod:`.providers` — building one
   from a strategy's config.
 """
